@@ -1,0 +1,1 @@
+"""The command-line edge: the only place that maps errors to exit codes and renders output."""
