@@ -7,6 +7,7 @@ value, and anything that has the shape of an OpenAI or keyguard key, with its re
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 
@@ -40,3 +41,42 @@ def redact(text: str) -> str:
     if pattern is not None:
         text = pattern.sub(lambda m: redacted_form(m.group(0)), text)
     return ANY_KEY_RE.sub(lambda m: redacted_form(m.group(0)), text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts secrets in the message, its arguments and tracebacks.
+
+    Attach it to a handler (``handler.addFilter(RedactingFilter())``) or use
+    :func:`install_redaction` to attach it to every handler of the root logger.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not lose the record
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact(
+                logging.Formatter().formatException(record.exc_info)  # type: ignore[arg-type]
+            )
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def install_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
+    """Attach one :class:`RedactingFilter` to every handler of ``logger`` (default: root).
+
+    Handlers added later are not covered; call again after configuring logging.
+    """
+    target = logger or logging.getLogger()
+    filt = RedactingFilter()
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(filt)
+    return filt

@@ -1,0 +1,177 @@
+"""Settings, built once at the edge (CLI, app factory, library entry points).
+
+Precedence: explicit value (CLI flag / function argument) > ``KEYGUARD_*`` environment variable >
+``keyguard.toml`` (in the keyguard home, or the file named by ``KEYGUARD_CONFIG``) > default.
+Inner code never reads this module's inputs: it receives plain values through constructors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from keyguard.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_HOME = "~/.keyguard"
+CONFIG_FILE_NAME = "keyguard.toml"
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected a boolean (true/false)")
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(p.strip() for p in str(value).split(",") if p.strip())
+
+
+def _as_opt_path(value: Any) -> Path | None:
+    return Path(str(value)).expanduser() if value not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting keyguard reads; see the README's configuration table."""
+
+    home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
+    database_url: str = ""
+    redis_url: str | None = None
+    # gateway
+    host: str = "127.0.0.1"
+    port: int = 8787
+    workers: int = 1
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    upstream_ca_bundle: Path | None = None
+    upstream: str = "default"
+    # library / run
+    dotenv: bool = True
+
+    @property
+    def db_path(self) -> Path | None:
+        """The SQLite file path when the database URL is SQLite, else ``None``."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url[len("sqlite:///") :]).expanduser()
+        return None
+
+
+#: setting -> (env var, parser); the one table of environment variables
+_ENV: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "home": ("KEYGUARD_HOME", lambda v: Path(str(v)).expanduser()),
+    "database_url": ("KEYGUARD_DATABASE_URL", str),
+    "redis_url": ("KEYGUARD_REDIS_URL", lambda v: str(v) or None),
+    "host": ("KEYGUARD_HOST", str),
+    "port": ("KEYGUARD_PORT", int),
+    "workers": ("KEYGUARD_WORKERS", int),
+    "tls_cert": ("KEYGUARD_TLS_CERT", _as_opt_path),
+    "tls_key": ("KEYGUARD_TLS_KEY", _as_opt_path),
+    "client_ca": ("KEYGUARD_CLIENT_CA", _as_opt_path),
+    "trusted_proxies": ("KEYGUARD_TRUSTED_PROXIES", _as_tuple),
+    "upstream_ca_bundle": ("KEYGUARD_UPSTREAM_CA_BUNDLE", _as_opt_path),
+    "upstream": ("KEYGUARD_UPSTREAM", str),
+    "dotenv": ("KEYGUARD_DOTENV", _as_bool),
+}
+
+#: environment variables that are settings but not secrets, for documentation
+ENV_VARS = tuple(env for env, _ in _ENV.values())
+
+
+def _parse(name: str, value: Any, source: str) -> Any:
+    parser = _ENV[name][1]
+    try:
+        return parser(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value {value!r} for {name} (from {source}): {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    section = data.get("keyguard", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [keyguard] must be a table")
+    unknown = sorted(set(section) - set(_ENV))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return dict(section)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings: ``overrides`` (flags) > ``env`` > keyguard.toml > defaults.
+
+    ``overrides`` values of ``None`` mean "not given". ``env`` defaults to ``os.environ``.
+    """
+    environ = os.environ if env is None else env
+    given = {k: v for k, v in (overrides or {}).items() if v is not None and v != ()}
+    unknown = sorted(set(given) - {f.name for f in fields(Settings)})
+    if unknown:
+        raise TypeError(f"unknown settings: {unknown}")
+
+    values: dict[str, Any] = {}
+    # home first: the config file lives there
+    if "home" in given:
+        values["home"] = _parse("home", given["home"], "flag")
+    elif environ.get("KEYGUARD_HOME"):
+        values["home"] = _parse("home", environ["KEYGUARD_HOME"], "KEYGUARD_HOME")
+    home: Path = values.get("home", Settings().home)
+
+    config_path = Path(environ["KEYGUARD_CONFIG"]) if environ.get("KEYGUARD_CONFIG") else None
+    file_values = _read_toml(config_path or home / CONFIG_FILE_NAME)
+    for name in _ENV:
+        if name in values:
+            continue
+        env_name = _ENV[name][0]
+        if name in given:
+            values[name] = _parse(name, given[name], "flag")
+        elif environ.get(env_name) not in (None, ""):
+            values[name] = _parse(name, environ[env_name], env_name)
+        elif name in file_values:
+            values[name] = _parse(name, file_values[name], CONFIG_FILE_NAME)
+    if not values.get("database_url"):
+        values["database_url"] = f"sqlite:///{values.get('home', home) / 'keyguard.db'}"
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not (0 <= s.port <= 65535):
+        raise ConfigError(f"invalid value {s.port!r} for port: must be 0-65535")
+    if s.workers < 1:
+        raise ConfigError(f"invalid value {s.workers!r} for workers: must be >= 1")
+    if (s.tls_cert is None) != (s.tls_key is None):
+        raise ConfigError("tls_cert and tls_key must be given together")
+    if s.client_ca is not None and s.tls_cert is None:
+        raise ConfigError("client_ca (mTLS) needs tls_cert and tls_key")
+    scheme = s.database_url.split(":", 1)[0]
+    if scheme not in {"sqlite", "postgresql", "postgres"}:
+        raise ConfigError(
+            f"invalid value for database_url: unsupported scheme {scheme!r} "
+            "(use sqlite:///path or postgresql://...)"
+        )

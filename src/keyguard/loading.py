@@ -1,0 +1,293 @@
+"""Safe key loading for applications: ``load_api_key()`` and ``openai_client()``.
+
+This is an edge module (it reads the environment, ``.env`` files, the OS keyring and the vault);
+everything it returns is a :class:`~keyguard.domain.secret.Secret` or a configured client.
+
+Sources are tried in this order, first hit wins (``sources=`` narrows or reorders them):
+
+1. ``env`` — the process environment (``os.environ[name]``);
+2. ``dotenv`` — a ``.env`` file: ``dotenv_path`` if given, else the nearest ``.env`` found from
+   the current directory upwards (read without changing ``os.environ``);
+3. ``keyring`` — the OS keyring, service ``keyguard``, user ``name`` (needs ``keyguard[keyring]``);
+4. ``vault`` — the keyguard vault in ``KEYGUARD_HOME``: the CURRENT version of upstream
+   credential ``upstream`` (default ``default``), when the vault exists and its master key is
+   available without a prompt.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from keyguard.domain.keys import VIRTUAL_KEY_PREFIX, openai_key_kind, parse_virtual_key
+from keyguard.domain.secret import Secret
+from keyguard.errors import ConfigError, KeyFormatError, KeyguardError
+
+if TYPE_CHECKING:
+    import openai
+
+DEFAULT_SOURCES = ("env", "dotenv", "keyring", "vault")
+KEYRING_SERVICE = "keyguard"
+
+
+class KeyNotConfigured(ConfigError):
+    """No source had the key. The message lists what to do."""
+
+
+def _hint(name: str) -> str:
+    return (
+        f"{name} is not set. Do one of: export {name} in the environment; put {name}=... in a "
+        f".env file (listed in .gitignore; `keyguard fix` moves hardcoded keys there); store it in "
+        f"the OS keyring (`keyring set {KEYRING_SERVICE} {name}`); or keep it in the keyguard "
+        f"vault (`keyguard upstream add default --from-env {name}`)."
+    )
+
+
+def _from_env(name: str, env: Mapping[str, str]) -> str | None:
+    return env.get(name) or None
+
+
+def _from_dotenv(name: str, dotenv_path: str | Path | None) -> str | None:
+    from dotenv import dotenv_values, find_dotenv
+
+    path = str(dotenv_path) if dotenv_path is not None else find_dotenv(usecwd=True)
+    if not path or not Path(path).is_file():
+        return None
+    value: str | None = dotenv_values(path).get(name)
+    return value or None
+
+
+def _from_keyring(name: str) -> str | None:
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+    except ImportError:
+        return None
+    try:
+        value = keyring.get_password(KEYRING_SERVICE, name)
+    except (KeyringError, RuntimeError):  # no usable backend on this machine
+        return None
+    return str(value) if value else None
+
+
+def _from_vault(upstream: str, env: Mapping[str, str]) -> str | None:
+    from keyguard.config import load_settings
+    from keyguard.wiring import open_vault_if_present
+
+    settings = load_settings(env=env)
+    vault = open_vault_if_present(settings, env)
+    if vault is None:
+        return None
+    try:
+        _, secret = vault.upstream_secret(upstream, actor="library", source="load_api_key")
+    except KeyguardError:
+        return None
+    finally:
+        vault.close()
+    return secret.reveal()
+
+
+def validate_key(value: str, *, origin: str) -> None:
+    """Raise :class:`KeyFormatError` naming ``origin`` if ``value`` is not a usable key.
+
+    Accepts OpenAI keys and keyguard virtual keys (for use through the gateway).
+    """
+    try:
+        if value.startswith(VIRTUAL_KEY_PREFIX):
+            parse_virtual_key(value)
+        else:
+            openai_key_kind(value)
+    except KeyFormatError as exc:
+        raise KeyFormatError(
+            f"the key from {origin} is malformed: {exc}. Copy it again from the OpenAI dashboard "
+            "(or `keyguard key create`) and check for quotes, spaces or a truncated value."
+        ) from None
+
+
+def load_api_key(
+    name: str = "OPENAI_API_KEY",
+    *,
+    sources: Sequence[str] = DEFAULT_SOURCES,
+    env: Mapping[str, str] | None = None,
+    dotenv_path: str | Path | None = None,
+    upstream: str = "default",
+    validate: bool = True,
+) -> Secret:
+    """Load an API key as a :class:`Secret` from the first source that has it.
+
+    Raises :class:`KeyNotConfigured` when no source has it and :class:`KeyFormatError` when
+    the value found is not an OpenAI (or keyguard virtual) key; neither message contains the
+    value.
+    """
+    environ = os.environ if env is None else env
+    unknown = set(sources) - set(DEFAULT_SOURCES)
+    if unknown:
+        raise ValueError(f"unknown key sources: {sorted(unknown)}")
+    for source in sources:
+        if source == "env":
+            value = _from_env(name, environ)
+            origin = f"the environment variable {name}"
+        elif source == "dotenv":
+            value = _from_dotenv(name, dotenv_path)
+            origin = f"{name} in the .env file"
+        elif source == "keyring":
+            value = _from_keyring(name)
+            origin = f"{name} in the OS keyring"
+        else:
+            value = _from_vault(upstream, environ)
+            origin = f"upstream credential {upstream!r} in the keyguard vault"
+        if value is None:
+            continue
+        if validate:
+            validate_key(value, origin=origin)
+        return Secret(value, name=name)
+    raise KeyNotConfigured(_hint(name))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, *, allow_insecure_loopback: bool = False) -> str:
+    """Return ``url`` if it is safe to send a key to; raise :class:`ConfigError` otherwise.
+
+    ``https://`` always; ``http://`` only to a loopback address and only when
+    ``allow_insecure_loopback`` is set (a local keyguard gateway).
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname:
+        if not _is_loopback(parts.hostname):
+            raise ConfigError(
+                f"refusing to send an API key over plain http to {parts.hostname}: use https://"
+            )
+        if not allow_insecure_loopback:
+            raise ConfigError(
+                f"base URL {url} is plain http: pass allow_insecure_loopback=True to use a "
+                "local gateway on a loopback address"
+            )
+        return url
+    raise ConfigError(f"invalid base URL {url!r}: expected https://host/...")
+
+
+def _ssl_context(ca_bundle: str | Path | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx  # verify_mode=CERT_REQUIRED and check_hostname=True by default
+
+
+class _KeyProvider:
+    """Re-reads the key at most every ``refresh`` seconds, so a rotated key is picked up."""
+
+    def __init__(self, load: Callable[[], Secret], refresh: float | None) -> None:
+        self._load = load
+        self._refresh = refresh
+        self._lock = threading.Lock()
+        self._secret = load()
+        self._loaded_at = time.monotonic()
+
+    def __call__(self) -> str:
+        refresh = self._refresh
+        if refresh is not None and time.monotonic() - self._loaded_at >= refresh:
+            with self._lock:
+                if time.monotonic() - self._loaded_at >= refresh:
+                    try:
+                        self._secret = self._load()
+                    finally:
+                        self._loaded_at = time.monotonic()
+        return self._secret.reveal()
+
+
+def _client_kwargs(
+    api_key: Secret | None,
+    name: str,
+    base_url: str | None,
+    allow_insecure_loopback: bool,
+    refresh: float,
+    load_kwargs: Mapping[str, Any],
+    env: Mapping[str, str] | None,
+) -> tuple[_KeyProvider, str | None]:
+    environ = os.environ if env is None else env
+    url = base_url or environ.get("OPENAI_BASE_URL") or None
+    if url is not None:
+        check_base_url(url, allow_insecure_loopback=allow_insecure_loopback)
+    if api_key is not None:
+        if not isinstance(api_key, Secret):
+            raise TypeError("api_key must be a keyguard.Secret (use keyguard.load_api_key())")
+        static = api_key
+        provider = _KeyProvider(lambda: static, None)
+    else:
+        provider = _KeyProvider(lambda: load_api_key(name, env=env, **load_kwargs), refresh)
+    return provider, url
+
+
+def openai_client(
+    *,
+    api_key: Secret | None = None,
+    name: str = "OPENAI_API_KEY",
+    base_url: str | None = None,
+    allow_insecure_loopback: bool = False,
+    ca_bundle: str | Path | None = None,
+    refresh: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    load_kwargs: Mapping[str, Any] | None = None,
+    **client_kwargs: Any,
+) -> openai.OpenAI:
+    """An ``openai.OpenAI`` client configured safely.
+
+    The key comes from ``api_key`` or :func:`load_api_key` (``name``, ``load_kwargs``) and is
+    re-read every ``refresh`` seconds; TLS is verified (system trust store or ``ca_bundle``,
+    TLS >= 1.2); a non-https ``base_url`` is refused unless it is a loopback gateway and
+    ``allow_insecure_loopback`` is set. Other keyword arguments go to ``openai.OpenAI``.
+    """
+    import openai
+
+    provider, url = _client_kwargs(
+        api_key, name, base_url, allow_insecure_loopback, refresh, load_kwargs or {}, env
+    )
+    http_client = openai.DefaultHttpxClient(verify=_ssl_context(ca_bundle), follow_redirects=False)
+    return openai.OpenAI(api_key=provider, base_url=url, http_client=http_client, **client_kwargs)
+
+
+def async_openai_client(
+    *,
+    api_key: Secret | None = None,
+    name: str = "OPENAI_API_KEY",
+    base_url: str | None = None,
+    allow_insecure_loopback: bool = False,
+    ca_bundle: str | Path | None = None,
+    refresh: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    load_kwargs: Mapping[str, Any] | None = None,
+    **client_kwargs: Any,
+) -> openai.AsyncOpenAI:
+    """The ``openai.AsyncOpenAI`` twin of :func:`openai_client`, with the same safeguards."""
+    import openai
+
+    provider, url = _client_kwargs(
+        api_key, name, base_url, allow_insecure_loopback, refresh, load_kwargs or {}, env
+    )
+
+    async def key() -> str:
+        return provider()
+
+    get_key: Callable[[], Awaitable[str]] = key
+    http_client = openai.DefaultAsyncHttpxClient(
+        verify=_ssl_context(ca_bundle), follow_redirects=False
+    )
+    return openai.AsyncOpenAI(
+        api_key=get_key, base_url=url, http_client=http_client, **client_kwargs
+    )
