@@ -46,6 +46,18 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(module, attr)
         return command
 
+    def invoke(self, ctx: click.Context) -> Any:
+        from keyguard.errors import KeyguardError
+
+        try:
+            return super().invoke(ctx)
+        except KeyguardError as exc:  # the one place errors become exit codes
+            from keyguard.cli.common import exit_code_for
+            from keyguard.domain.redaction import redact
+
+            click.echo(f"error: {redact(str(exc))}", err=True)
+            ctx.exit(exit_code_for(exc))
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # help from the table, so --help imports nothing
         rows = [(name, COMMANDS[name][1]) for name in sorted(COMMANDS)]
@@ -55,7 +67,16 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="keyguard")
-def cli() -> None:
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    help="keyguard home directory [env KEYGUARD_HOME; default ~/.keyguard].",
+)
+@click.option(
+    "--database-url",
+    help="sqlite:///path or postgresql://... [env KEYGUARD_DATABASE_URL; default: in the home].",
+)
+def cli(home: str | None, database_url: str | None) -> None:
     """keyguard: keep OpenAI API keys out of code, logs and clients.
 
     Exit codes: 0 success, 1 findings or verification failure, 2 usage or input error,

@@ -1,0 +1,152 @@
+"""What every CLI command shares: settings, opening the vault, reading secrets, output, exit codes.
+
+Exit codes (the one table; documented in the README and ``keyguard --help``):
+
+==== ==========================================================
+0    success
+1    findings (scan) or a failed verification (audit verify)
+2    usage or input error, bad configuration
+3    vault locked or decryption failure
+4    not found
+5    storage error
+6    access denied
+7    upstream error
+==== ==========================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from keyguard.domain.redaction import redact
+from keyguard.domain.secret import Secret
+from keyguard.errors import (
+    AccessDenied,
+    AlreadyExists,
+    ConfigError,
+    KeyFormatError,
+    KeyguardError,
+    KeyNotFound,
+    ScanError,
+    StorageError,
+    UpstreamError,
+    VaultError,
+)
+
+if TYPE_CHECKING:
+    from keyguard.config import Settings
+    from keyguard.vault import Vault
+
+#: error class -> exit code; first match wins (most specific first)
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (KeyNotFound, 4),
+    (AlreadyExists, 2),
+    (VaultError, 3),
+    (StorageError, 5),
+    (AccessDenied, 6),
+    (UpstreamError, 7),
+    (ConfigError, 2),
+    (KeyFormatError, 2),
+    (ScanError, 2),
+    (KeyguardError, 2),
+)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code for an error, from :data:`EXIT_CODES`."""
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return 2
+
+
+def settings_from(ctx: click.Context, **flags: Any) -> Settings:
+    """Build settings from the root group's options plus this command's flags."""
+    from keyguard.config import load_settings
+
+    root = ctx.find_root().params
+    overrides = {"home": root.get("home"), "database_url": root.get("database_url")}
+    overrides.update(flags)
+    return load_settings(overrides)
+
+
+def open_vault(settings: Settings, *, create: bool = False) -> Vault:
+    """Open (or with ``create``, create) the vault the settings point at."""
+    from keyguard.wiring import create_vault
+    from keyguard.wiring import open_vault as _open
+
+    if create:
+        return create_vault(settings, os.environ, passphrase=prompt_passphrase)
+    return _open(settings, os.environ, passphrase=prompt_passphrase)
+
+
+def prompt_passphrase(confirm: bool = False) -> str:
+    """Ask for the vault passphrase on the terminal (never echoed, never from argv)."""
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            "the vault is protected by a passphrase: set KEYGUARD_PASSPHRASE or run interactively"
+        )
+    value: str = click.prompt(
+        "Vault passphrase", hide_input=True, confirmation_prompt=confirm, err=True
+    )
+    return value
+
+
+def read_secret(
+    *, from_env: str | None, from_stdin: bool, prompt: str, name: str | None = None
+) -> Secret:
+    """Read a secret from an environment variable, stdin, or a hidden prompt — never argv."""
+    if from_env:
+        value = os.environ.get(from_env, "")
+        if not value:
+            raise ConfigError(f"environment variable {from_env} is not set or empty")
+    elif from_stdin or not sys.stdin.isatty():
+        value = sys.stdin.readline().strip()
+        if not value:
+            raise ConfigError("no secret on standard input")
+    else:
+        value = click.prompt(prompt, hide_input=True, err=True).strip()
+    return Secret(value, name=name or from_env)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 (UTC, seconds) for output, or None."""
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
+    """Print ``data`` as JSON for scripts, or call ``human`` to render it for people."""
+    if as_json:
+        click.echo(redact(json.dumps(data, indent=2, sort_keys=True, default=str)))
+    else:
+        human()
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Render a table with rich (plain text when not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*headers, box=None, pad_edge=False, header_style="bold")
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    Console(highlight=False, soft_wrap=True).print(t)
+
+
+def kv(pairs: Mapping[str, Any]) -> None:
+    """Render key/value lines."""
+    width = max((len(k) for k in pairs), default=0)
+    for k, v in pairs.items():
+        if isinstance(v, (list, tuple)):
+            v = ", ".join(str(x) for x in v) or "(any)"
+        click.echo(f"{k.ljust(width)}  {'' if v is None else v}")
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

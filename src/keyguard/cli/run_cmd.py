@@ -1,0 +1,38 @@
+"""``keyguard run -- CMD``: run a program with the API key in its environment, not in argv."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import click
+
+from keyguard.errors import ConfigError
+from keyguard.loading import DEFAULT_SOURCES, load_api_key
+
+
+@click.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--name", default="OPENAI_API_KEY", show_default=True,
+              help="Variable to load and to set in the program's environment.")
+@click.option("--source", "sources", multiple=True, type=click.Choice(DEFAULT_SOURCES),
+              help="Key source to try, in order (repeatable; default: all).")
+@click.option("--upstream", default="default", show_default=True,
+              help="Vault upstream credential to use for the vault source.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run_cmd(name: str, sources: tuple[str, ...], upstream: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND with the key loaded safely and exported as NAME.
+
+    The key is validated first and never appears on the command line. Use ``--`` before a
+    command that has options of its own: ``keyguard run -- python app.py --debug``.
+    """
+    secret = load_api_key(name, sources=sources or DEFAULT_SOURCES, upstream=upstream)
+    program = shutil.which(command[0])
+    if program is None:
+        raise ConfigError(f"command not found: {command[0]}")
+    env = dict(os.environ)
+    env[name] = secret.reveal()
+    # replaces this process, so signals and the exit code pass straight through
+    os.execve(program, list(command), env)  # noqa: S606

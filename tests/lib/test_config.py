@@ -1,0 +1,42 @@
+"""Settings precedence: flag > KEYGUARD_* env > keyguard.toml > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keyguard.config import load_settings
+from keyguard.errors import ConfigError
+
+
+def test_precedence(tmp_path: Path) -> None:
+    (tmp_path / "keyguard.toml").write_text('[keyguard]\nport = 9000\nhost = "127.0.0.5"\n')
+    env = {"KEYGUARD_HOME": str(tmp_path), "KEYGUARD_PORT": "9100"}
+    s = load_settings(env=env)
+    assert (s.port, s.host) == (9100, "127.0.0.5")
+    assert load_settings({"port": 9200}, env=env).port == 9200
+    assert s.database_url == f"sqlite:///{tmp_path / 'keyguard.db'}"
+    assert s.db_path == tmp_path / "keyguard.db"
+
+
+def test_errors_name_the_setting(tmp_path: Path) -> None:
+    env = {"KEYGUARD_HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match="KEYGUARD_PORT"):
+        load_settings(env={**env, "KEYGUARD_PORT": "eighty"})
+    (tmp_path / "keyguard.toml").write_text("[keyguard]\nbogus = 1\n")
+    with pytest.raises(ConfigError, match="bogus"):
+        load_settings(env=env)
+
+
+def test_database_url_secret_not_echoed(tmp_path: Path) -> None:
+    env = {"KEYGUARD_HOME": str(tmp_path),
+           "KEYGUARD_DATABASE_URL": "mysql://user:hunter2secret@db/x"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert "hunter2secret" not in str(info.value)
+
+
+def test_tls_pairs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="together"):
+        load_settings({"tls_cert": str(tmp_path / "c.pem")}, env={"KEYGUARD_HOME": str(tmp_path)})
