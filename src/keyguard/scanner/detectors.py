@@ -1,0 +1,139 @@
+"""Detectors: a name, literal keywords for the prefilter, a compiled pattern, a validator.
+
+OpenAI key shapes, as published by gitleaks (rule ``openai-api-key`` in ``config/gitleaks.toml``:
+``sk-(?:proj|svcacct|admin)-(?:[A-Za-z0-9_-]{74}|[A-Za-z0-9_-]{58})T3BlbkFJ(…same…)`` and the
+legacy ``sk-[a-zA-Z0-9]{20}T3BlbkFJ[a-zA-Z0-9]{20}``), trufflehog's OpenAI detector (keyword
+``T3BlbkFJ``, ``sk-`` + URL-safe body around the marker) and GitHub secret scanning's
+``openai_api_key`` pattern:
+
+=====================  ===============================================  ==================
+format                 shape                                            seen
+=====================  ===============================================  ==================
+openai-user-legacy     ``sk-`` + 20 base62 + ``T3BlbkFJ`` + 20 base62   2020-2024 (51 ch)
+openai-project         ``sk-proj-`` + 74 + ``T3BlbkFJ`` + 74 (``-_``)   2024- (164 ch)
+                       ``sk-proj-`` + 20 + ``T3BlbkFJ`` + 20 (early)    2024 (56 ch)
+openai-service-account ``sk-svcacct-`` + 74|58 + marker + 74|58         2024-
+openai-admin           ``sk-admin-`` + 58|74 + marker + 58|74           2024-
+openai-user            ``sk-None-`` + 74 + marker + 74                  2024
+=====================  ===============================================  ==================
+
+Lengths changed three times, so the pattern anchors on what has never changed (``sk-``, the
+marker ``T3BlbkFJ`` = base64("OpenAI"), the URL-safe alphabet) and accepts any body of 16-300
+characters on each side; known lengths raise the confidence to ``high``, others get ``medium``.
+Stripe (``sk_live_``), Anthropic (``sk-ant-…``) and 32-hex ``sk-`` keys never carry the marker.
+Format-valid fakes are removed by :func:`keyguard.scanner.filters.fake_reason`.
+
+Third-party detectors register under the entry-point group ``keyguard.detectors``; the entry
+point names a :class:`Detector` subclass (instantiated without arguments) or an instance.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from importlib import metadata
+from typing import ClassVar
+
+from keyguard.domain.keys import OPENAI_MARKER, is_virtual_key
+from keyguard.scanner.filters import fake_reason
+
+#: where a key may start: after a non-alphanumeric character, an escape (``\n``, ``\u0022``,
+#: ``\x22``) or a percent-encoded byte (``%3D``): all common in JSON strings and URLs
+LEFT_BOUNDARY = (
+    r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbfv])|(?<=%[0-9A-Fa-f]{2})"
+    r"|(?<=\\u[0-9A-Fa-f]{4})|(?<=\\x[0-9A-Fa-f]{2}))"
+)
+
+ENTRY_POINT_GROUP = "keyguard.detectors"
+
+
+class Detector:
+    """Base class: subclasses set ``name``, ``keywords``, ``pattern`` and ``classify``."""
+
+    name: ClassVar[str] = "detector"
+    #: cheap literal prefilter on the raw bytes: the detector runs only if one is present
+    keywords: ClassVar[tuple[bytes, ...]] = ()
+    #: group 1 (or the whole match) is the candidate key
+    pattern: ClassVar[re.Pattern[str]]
+
+    def candidates(self, text: str) -> Iterator[tuple[int, str]]:
+        """Yield ``(offset, value)`` for each pattern match in ``text``."""
+        for m in self.pattern.finditer(text):
+            if m.re.groups:
+                yield m.start(1), m.group(1)
+            else:
+                yield m.start(), m.group(0)
+
+    def classify(self, value: str) -> tuple[str, str] | None:
+        """Return ``(format, confidence)`` for a real-looking key, ``None`` to drop it."""
+        raise NotImplementedError
+
+
+class OpenAIKeyDetector(Detector):
+    """OpenAI API keys of every format (see the module docstring for shapes and sources)."""
+
+    name = "openai"
+    keywords = (OPENAI_MARKER.encode(),)
+    pattern = re.compile(
+        LEFT_BOUNDARY + r"(sk-[A-Za-z0-9_-]{16,300}?" + OPENAI_MARKER + r"[A-Za-z0-9_-]{16,300})"
+        r"(?![A-Za-z0-9_-])"
+    )
+    _KINDS: ClassVar[dict[str, str]] = {
+        "proj": "openai-project",
+        "svcacct": "openai-service-account",
+        "admin": "openai-admin",
+        "None": "openai-user",
+    }
+    _LONG = (58, 74)
+
+    def candidates(self, text: str) -> Iterator[tuple[int, str]]:
+        for offset, value in super().candidates(text):
+            # a trailing '-'/'_' is punctuation (markdown emphasis, "key-"), never part of a key
+            yield offset, value.rstrip("-_")
+
+    def classify(self, value: str) -> tuple[str, str] | None:
+        rest = value[3:]
+        kind, sep, tail = rest.partition("-")
+        fmt = self._KINDS.get(kind) if sep else None
+        if fmt is None:
+            fmt, tail = "openai-user-legacy", rest
+        left, _, right = tail.partition(OPENAI_MARKER)
+        if len(left) < 16 or len(right) < 16 or fake_reason(left + right) is not None:
+            return None
+        if fmt == "openai-user-legacy":
+            legacy = len(left) == len(right) == 20 and (left + right).isalnum()
+            return (fmt, "high") if legacy else ("openai-api-key", "medium")
+        if len(left) in self._LONG and len(right) in self._LONG:
+            return fmt, "high"
+        if len(left) == len(right) == 20 and fmt == "openai-project":
+            return fmt, "high"
+        return fmt, "medium"
+
+
+class VirtualKeyDetector(Detector):
+    """keyguard virtual keys: ``kg_`` + id + secret + CRC32 checksum (validated)."""
+
+    name = "keyguard"
+    keywords = (b"kg_", b"kg%5")
+    pattern = re.compile(LEFT_BOUNDARY + r"(kg_[0-9a-z]{12}[0-9A-Za-z]{50})(?![0-9A-Za-z])")
+
+    def classify(self, value: str) -> tuple[str, str] | None:
+        return ("keyguard-virtual-key", "high") if is_virtual_key(value) else None
+
+
+BUILTIN_DETECTORS: tuple[type[Detector], ...] = (OpenAIKeyDetector, VirtualKeyDetector)
+
+
+def load_detectors(*, plugins: bool = True) -> list[Detector]:
+    """The built-in detectors, plus those registered under ``keyguard.detectors``."""
+    found: list[Detector] = [cls() for cls in BUILTIN_DETECTORS]
+    if not plugins:
+        return found
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        detector = obj() if isinstance(obj, type) else obj
+        if not isinstance(detector, Detector):
+            raise TypeError(f"entry point {ep.name!r} is not a keyguard Detector")
+        if all(d.name != detector.name for d in found):
+            found.append(detector)
+    return found

@@ -1,0 +1,174 @@
+"""``keyguard fix``: move hardcoded keys out of files, safely.
+
+Order of operations, so that the key is never lost:
+
+1. plan: scan, rewrite Python files in memory (libcst), choose variable names;
+2. store every value (``.env`` appended and fsynced, or the vault through a :class:`SecretSink`);
+3. replace each changed source file atomically (temp file in the same directory, fsync, rename,
+   original mode kept);
+4. make sure ``.env`` is ignored by git.
+
+``dry_run`` stops after 1 and returns unified diffs in which every key is redacted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import libcst as cst
+
+from keyguard.domain.secret import Secret
+from keyguard.scanner.fix.envfile import EnvFile, ensure_ignored
+from keyguard.scanner.fix.guidance import guidance
+from keyguard.scanner.fix.pyrewrite import rewrite_python
+from keyguard.scanner.model import Finding
+
+PYTHON_SUFFIXES = (".py", ".pyw")
+
+
+class SecretSink(Protocol):
+    """Where ``--to-vault`` stores values instead of ``.env`` (implemented at the CLI edge)."""
+
+    def store(self, name: str, secret: Secret) -> str:
+        """Store ``secret`` under ``name``; return a description (no key material)."""
+
+
+@dataclass
+class FileFix:
+    """What happened (or would happen) to one file."""
+
+    path: str
+    replaced: list[tuple[int, str]] = field(default_factory=list)  # (line, env var)
+    guidance: list[str] = field(default_factory=list)
+    diff: str = ""
+    new_code: str | None = None
+
+
+@dataclass
+class FixResult:
+    """The whole fix: per-file outcomes and what was stored where."""
+
+    files: list[FileFix] = field(default_factory=list)
+    env_file: str = ".env"
+    stored: list[str] = field(default_factory=list)  # descriptions, never values
+    planned_env_lines: list[str] = field(default_factory=list)
+    gitignore_updated: bool = False
+    dry_run: bool = False
+
+    @property
+    def unfixed(self) -> int:
+        """Number of places that need the user's hand."""
+        return sum(len(f.guidance) for f in self.files)
+
+
+def default_env_name(finding_format: str) -> str:
+    """The variable a key of this format goes to by default."""
+    return "OPENAI_ADMIN_KEY" if finding_format == "openai-admin" else "OPENAI_API_KEY"
+
+
+def _redact_all(text: str, values: Sequence[str]) -> str:
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, Secret(value, register=False).redacted)
+    return text
+
+
+def _plan_python(root: Path, rel: str, found: list[Finding], env: EnvFile, fix: FileFix) -> None:
+    path = root / rel
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            source = fh.read()
+        formats = {f.secret.reveal(): f.format for f in found}
+        result = rewrite_python(
+            source,
+            set(formats),
+            lambda value, hint: env.name_for(value, hint, default_env_name(formats[value])),
+        )
+    except (UnicodeDecodeError, cst.ParserSyntaxError, OSError) as exc:
+        for f in found:
+            name = env.name_for(f.secret.reveal(), None, default_env_name(f.format))
+            fix.guidance.append(
+                f"{guidance(f, name, env.path.name)} [not rewritten: {type(exc).__name__}]"
+            )
+        return
+    fix.replaced = [(line, name) for line, _, name in result.replaced]
+    fix.guidance.extend(f"{rel}:{line}: {why}" for line, why in result.unfixable)
+    done_lines = {line for line, _ in fix.replaced} | {line for line, _ in result.unfixable}
+    for f in found:
+        if f.line not in done_lines:
+            fix.guidance.append(f"{rel}:{f.line}: key left in place: edit by hand")
+    if result.changed:
+        fix.new_code = result.code
+        diff = difflib.unified_diff(
+            source.splitlines(keepends=True),
+            result.code.splitlines(keepends=True),
+            fromfile=f"a/{rel}",
+            tofile=f"b/{rel}",
+        )
+        fix.diff = _redact_all("".join(diff), list(formats))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename; keeps the file's mode."""
+    mode = os.stat(path).st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.keyguard-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fix_findings(
+    root: Path,
+    findings: Sequence[Finding],
+    *,
+    env_path: Path | None = None,
+    sink: SecretSink | None = None,
+    dry_run: bool = False,
+) -> FixResult:
+    """Fix every finding (paths relative to ``root``); see the module docstring for order."""
+    env = EnvFile(env_path or root / ".env")
+    env_label = os.path.relpath(env.path, root)
+    result = FixResult(env_file=env_label, dry_run=dry_run)
+    by_file: dict[str, list[Finding]] = defaultdict(list)
+    for f in findings:
+        by_file[f.path].append(f)
+    for rel, found in sorted(by_file.items()):
+        fix = FileFix(rel)
+        if rel.endswith(PYTHON_SUFFIXES):
+            _plan_python(root, rel, found, env, fix)
+        else:
+            for f in found:
+                name = env.name_for(f.secret.reveal(), None, default_env_name(f.format))
+                fix.guidance.append(guidance(f, name, env_label))
+        result.files.append(fix)
+    result.planned_env_lines = env.planned_lines()
+    if dry_run:
+        return result
+    # 2. store values first: if anything below fails, the key is still safe somewhere
+    if sink is not None:
+        for name, value in list(env.pending.items()):
+            result.stored.append(sink.store(name, Secret(value, register=False)))
+        env.pending.clear()
+    else:
+        result.stored = [f"{name} -> {env_label}" for name in env.commit()]
+    # 3. then the sources, one atomic replace each
+    for fix in result.files:
+        if fix.new_code is not None:
+            atomic_write(root / fix.path, fix.new_code)
+    # 4. and .env must never be committed
+    if sink is None and env.path.exists():
+        result.gitignore_updated = ensure_ignored(root, env_label)
+    return result
