@@ -1,0 +1,289 @@
+"""The request pipeline: client IP → throttle → virtual key → policy → key swap → stream → audit.
+
+:class:`Gateway` is the application the wire-level server (:mod:`keyguard.gateway.http`) calls
+for every request. Everything it needs is passed in: an authenticator, an upstream provider, an
+audit batcher, the policy function and a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from keyguard.domain import policy as domain_policy
+from keyguard.domain.keys import parse_virtual_key
+from keyguard.domain.records import VirtualKey
+from keyguard.errors import (
+    AccessDenied,
+    KeyFormatError,
+    KeyguardError,
+    RateLimited,
+    Unauthenticated,
+    UpstreamError,
+)
+from keyguard.gateway import errors
+from keyguard.gateway.audit import AuditBatcher, RequestRecord
+from keyguard.gateway.bodysniff import (
+    AmbiguousModel,
+    MultipartScanner,
+    model_from_json,
+    multipart_boundary,
+)
+from keyguard.gateway.clientip import BadForwarding, ClientIpResolver, IPAddress
+from keyguard.gateway.config import GatewayConfig
+from keyguard.gateway.credentials import CredentialCache, UpstreamRoute
+from keyguard.gateway.errors import ClientError
+from keyguard.gateway.forward import Forwarder, PreparedBody
+from keyguard.gateway.headers import bearer_token
+from keyguard.gateway.http.messages import Request, ResponseWriter
+from keyguard.gateway.http.server import BodyTooLarge
+from keyguard.gateway.paths import BadPath, check_path, check_query, split_target
+from keyguard.gateway.ports import Authenticator, UpstreamProvider
+from keyguard.gateway.throttle import FailedAuthThrottle
+
+log = logging.getLogger("keyguard.gateway")
+
+PolicyCheck = Callable[..., None]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+_BODYLESS = frozenset({"GET", "HEAD", "DELETE"})
+
+
+class _Ctx:
+    __slots__ = ("audit", "client_ip", "key_id", "model", "status", "upstream", "version")
+
+    def __init__(self) -> None:
+        self.key_id: str | None = None
+        self.client_ip = ""
+        self.model: str | None = None
+        self.status = 0
+        self.upstream: str | None = None
+        self.version: int | None = None
+        self.audit = True
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Gateway:
+    """The gateway application; ``await gateway.handle(request, writer)`` per request."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        authenticator: Authenticator,
+        upstreams: UpstreamProvider,
+        audit: AuditBatcher[RequestRecord] | None = None,
+        check_request: PolicyCheck = domain_policy.check_request,
+        clock: Callable[[], datetime] = _utcnow,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self._auth = authenticator
+        self._audit = audit
+        self._check = check_request
+        self._clock = clock
+        self._ready = ready
+        self._resolver = ClientIpResolver(config.trusted_proxies)
+        self._throttle = FailedAuthThrottle(config.throttle_burst, config.throttle_rate)
+        self._routes = CredentialCache(upstreams, config)
+        self._forwarder = Forwarder(config)
+
+    def close(self) -> None:
+        self._forwarder.close()
+
+    async def handle(self, req: Request, w: ResponseWriter) -> None:
+        t0 = time.perf_counter()
+        path_b, query = split_target(req.target)
+        if path_b in (b"/healthz", b"/readyz"):
+            self._health(path_b, w)
+            return
+        ctx = _Ctx()
+        ctx.client_ip = req.peer[0]
+        try:
+            ctx.status = await self._proxy(req, w, ctx, path_b, query)
+        except asyncio.CancelledError:
+            ctx.status = 499  # client closed the connection
+            self._record(req, ctx, path_b, t0)
+            raise
+        except (KeyguardError, ClientError, BadPath, BadForwarding, AmbiguousModel) as exc:
+            ctx.status = self._send_error(w, exc)
+        except BodyTooLarge:
+            ctx.status = self._send_error(
+                w, ClientError(413, "request body too large", "request_too_large")
+            )
+        except ConnectionError:
+            ctx.status = 499
+            w.abandon()
+        self._record(req, ctx, path_b, t0)
+
+    def _health(self, path: bytes, w: ResponseWriter) -> None:
+        if path == b"/healthz":
+            w.send(200, JSON_HEADERS, b'{"status":"ok"}')
+            return
+        try:
+            ok = self._ready() if self._ready is not None else True
+        except Exception as exc:
+            log.warning("readiness check failed: %s", type(exc).__name__)
+            ok = False
+        if ok:
+            w.send(200, JSON_HEADERS, b'{"status":"ready"}')
+        else:
+            w.send(503, JSON_HEADERS, b'{"status":"not ready"}')
+
+    async def _proxy(
+        self, req: Request, w: ResponseWriter, ctx: _Ctx, path_b: bytes, query: bytes
+    ) -> int:
+        path = check_path(path_b)
+        check_query(query)
+        if not path.startswith("/v1/"):
+            raise ClientError(404, "not found: keyguard forwards paths under /v1/", "not_found")
+        if req.method not in METHODS:
+            raise ClientError(405, f"method {req.method} is not allowed", "method_not_allowed")
+        ip = self._resolver.resolve(req.peer[0], req.headers)
+        ctx.client_ip = str(ip)
+        key = self._authenticate(req, ip, ctx)
+        ctx.upstream = key.upstream
+        body = await self._read_for_model(req, key)
+        ctx.model = body.model
+        now = self._clock()
+        self._check(key, now=now, client_ip=ip, path=path, model=body.model)
+        if body.scanner is not None:
+            check = self._check
+
+            def check_model(model: str) -> None:
+                check(key, now=now, client_ip=ip, path=path, model=model)
+
+            body.check_model = check_model
+        route = self._routes.route(key.upstream)
+        ctx.version = route.version
+        return await self._forwarder.forward(req, w, route, path, query, body)
+
+    def _authenticate(self, req: Request, ip: IPAddress, ctx: _Ctx) -> VirtualKey:
+        mono = time.monotonic()
+        wait = self._throttle.retry_after(ip, mono)
+        if wait > 0:
+            ctx.audit = False  # a brute-force flood must not flood the audit log too
+            raise RateLimited(
+                "too many failed authentication attempts from this address",
+                retry_after=wait,
+                code="auth_throttled",
+            )
+        token = bearer_token(req.headers)
+        if not token:
+            self._throttle.failure(ip, mono)
+            raise Unauthenticated(
+                "missing API key: send 'Authorization: Bearer <keyguard virtual key>'"
+            )
+        try:
+            parts = parse_virtual_key(token)
+        except KeyFormatError:
+            self._throttle.failure(ip, mono)
+            raise Unauthenticated("malformed API key (not a keyguard virtual key)") from None
+        ctx.key_id = parts.key_id
+        try:
+            return self._auth.authenticate(token, self._clock())
+        except Unauthenticated as exc:
+            if exc.code not in ("revoked_api_key", "expired_api_key"):
+                self._throttle.failure(ip, mono)
+            raise
+
+    async def _read_for_model(self, req: Request, key: VirtualKey) -> PreparedBody:
+        """Read as much of the body as the model check needs; the rest streams later."""
+        if not req.has_body or req.method in _BODYLESS:
+            return PreparedBody()
+        restricted = not key.policy.models.allow_all
+        ctype = req.header(b"content-type") or b""
+        if restricted:
+            enc = (req.header(b"content-encoding") or b"identity").strip().lower()
+            if enc != b"identity":
+                raise ClientError(
+                    415, "encoded request bodies are not accepted for this key", "bad_encoding"
+                )
+        boundary = multipart_boundary(ctype)
+        if boundary is not None:
+            return (
+                await self._multipart_prefix(req, boundary, restricted)
+                if restricted
+                else (PreparedBody())
+            )
+        is_json = ctype.split(b";", 1)[0].strip().lower() == b"application/json"
+        small = req.content_length is not None and (
+            req.content_length <= self.config.audit_json_sniff_limit
+        )
+        if not restricted and not (is_json and small):
+            return PreparedBody()
+        try:
+            data = await req.body.read_all(self.config.limits.max_body_bytes)
+        except (ValueError, BodyTooLarge):
+            raise ClientError(413, "request body too large", "request_too_large") from None
+        parsed, model = model_from_json(data)
+        if restricted and not parsed:
+            raise ClientError(400, "request body is not valid JSON", "invalid_json")
+        return PreparedBody(data=data, model=model)
+
+    async def _multipart_prefix(
+        self, req: Request, boundary: bytes, restricted: bool
+    ) -> PreparedBody:
+        scanner = MultipartScanner(boundary)
+        prefix: list[bytes] = []
+        size = 0
+        limit = self.config.max_multipart_prefix
+        while not scanner.models and not scanner.file_started and not scanner.finished:
+            try:
+                chunk = await req.body.read()
+            except BodyTooLarge:
+                raise ClientError(413, "request body too large", "request_too_large") from None
+            if not chunk:
+                break
+            scanner.feed(chunk)
+            prefix.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+        model = scanner.models[0] if scanner.models else None
+        return PreparedBody(prefix=prefix, model=model, scanner=scanner)
+
+    def _send_error(self, w: ResponseWriter, exc: Exception) -> int:
+        if isinstance(exc, KeyguardError):
+            status, headers, body = errors.for_exception(exc)
+            if isinstance(exc, UpstreamError):
+                log.warning("upstream error: %s", type(exc).__name__)
+        else:
+            status = getattr(exc, "status", 400)
+            code = getattr(exc, "code", "bad_request")
+            headers, body = [], errors.error_body(status, str(exc), code)
+        if w.started:
+            w.abandon()  # too late for an error response: cut the connection
+            return status
+        w.send(status, JSON_HEADERS + headers, body)
+        return status
+
+    def _record(self, req: Request, ctx: _Ctx, path: bytes, t0: float) -> None:
+        if self._audit is None or not ctx.audit:
+            return
+        latency = (time.perf_counter() - t0) * 1000.0
+        outcome = "ok" if ctx.status < 400 else "denied" if ctx.status < 500 else "error"
+        self._audit.append(
+            RequestRecord(
+                time=self._clock(),
+                key_id=ctx.key_id,
+                client_ip=ctx.client_ip,
+                method=req.method,
+                path=path.decode("ascii", "replace")[:512],
+                model=ctx.model[:200] if ctx.model else None,
+                status=ctx.status,
+                latency_ms=round(latency, 3),
+                upstream=ctx.upstream,
+                upstream_version=ctx.version,
+                outcome=outcome,
+            )
+        )
+
+
+__all__ = ["AccessDenied", "ClientError", "Gateway", "UpstreamRoute"]

@@ -1,0 +1,103 @@
+"""Header rewriting for the key swap (the three steps of mitmproxy's upstream auth).
+
+1. From the client's request drop its credentials (``Authorization``, ``api-key``), the
+   account selectors (``OpenAI-Organization``, ``OpenAI-Project``), hop-by-hop headers (and any
+   header the client's ``Connection`` names), framing headers (re-set by us), ``Expect`` (the
+   gateway answers 100-continue itself) and forwarding headers (the client's addresses are not
+   the upstream's business).
+2. Add the upstream's ``Host`` and ``Authorization: Bearer`` plus its organization/project.
+3. From the upstream's response drop hop-by-hop and framing headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+_CLIENT_DROP = HOP_BY_HOP | {
+    b"host",
+    b"authorization",
+    b"api-key",
+    b"openai-organization",
+    b"openai-project",
+    b"content-length",
+    b"expect",
+    b"forwarded",
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
+    b"x-real-ip",
+}
+
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+
+
+def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    named: set[bytes] = set()
+    for k, v in headers:
+        if k == b"connection":
+            named.update(t.strip().lower() for t in v.split(b","))
+    return frozenset(named)
+
+
+def bearer_token(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or ``None``."""
+    for k, v in headers:
+        if k == b"authorization":
+            scheme, _, token = v.strip().partition(b" ")
+            if scheme.lower() != b"bearer":
+                return None
+            try:
+                return token.strip().decode("ascii")
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
+def upstream_auth_lines(secret: str, organization: str | None, project: str | None) -> bytes:
+    """The header lines that carry the upstream credential (built once per key version)."""
+    lines = b"authorization: Bearer " + secret.encode("ascii") + b"\r\n"
+    if organization:
+        lines += b"openai-organization: " + organization.encode("ascii") + b"\r\n"
+    if project:
+        lines += b"openai-project: " + project.encode("ascii") + b"\r\n"
+    return lines
+
+
+def request_head(
+    method: str,
+    target: bytes,
+    host: bytes,
+    client_headers: Sequence[tuple[bytes, bytes]],
+    auth_lines: bytes,
+    framing: bytes,
+) -> bytes:
+    """The complete upstream request head with the client's credentials swapped out."""
+    named = _connection_named(client_headers)
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    for k, v in client_headers:
+        if k in _CLIENT_DROP or k in named:
+            continue
+        parts += (k, b": ", v, b"\r\n")
+    parts += (auth_lines, framing, b"\r\n")
+    return b"".join(parts)
+
+
+def response_headers(upstream: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers minus hop-by-hop and framing headers."""
+    headers = list(upstream)
+    named = _connection_named(headers)
+    return [(k, v) for k, v in headers if k not in _RESPONSE_DROP and k not in named]

@@ -1,0 +1,377 @@
+"""HTTP/1.1 server at the asyncio ``Protocol`` level, parsed by httptools (llhttp).
+
+One :class:`HttpServerProtocol` per client connection. Each request becomes a
+:class:`~keyguard.gateway.http.messages.Request` handed, with a
+:class:`~keyguard.gateway.http.messages.ResponseWriter`, to the application handler in its own
+task. Requests on one connection are answered strictly in order: a pipelined request waits in a
+queue (and reading pauses) until the response before it is complete.
+
+Wire-level rejections (answered here, before the application sees anything, connection closed
+afterwards): malformed requests, absolute-form or asterisk targets, upgrades/CONNECT, duplicate
+``Content-Length`` or ``Host``, ``Content-Length`` together with ``Transfer-Encoding``, any
+transfer coding other than ``chunked`` (400); headers larger than the limit (431); a declared
+body larger than the limit (413); headers not complete within the header timeout (408).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httptools
+
+from keyguard.gateway.http.messages import BodyStream, Request, ResponseWriter
+
+log = logging.getLogger("keyguard.gateway")
+
+Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
+#: renders a wire-level rejection: (status, message, code) -> (content type, body)
+ErrorRenderer = Callable[[int, str, str], bytes]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Wire-level limits; every one is configurable (see ``GatewayConfig``)."""
+
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 64 * 1024 * 1024
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    body_buffer_high: int = 256 * 1024
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class HttpServerProtocol(asyncio.Protocol):
+    """One client connection: parse requests, run the handler, keep order, enforce limits."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ServerLimits,
+        render_error: ErrorRenderer,
+        connections: set[HttpServerProtocol] | None = None,
+    ) -> None:
+        self._handler = handler
+        self._limits = limits
+        self._render_error = render_error
+        self._connections = connections
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self.peer: tuple[str, int] = ("", 0)
+        self.tls = False
+        self.peer_cert: dict[str, Any] | None = None
+        # parse state of the request being received
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._content_length: int | None = None
+        self._chunked = False
+        self._has_host = False
+        self._body: BodyStream | None = None
+        self._body_received = 0
+        # in-flight work
+        self._active: Request | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: deque[tuple[Request, ResponseWriter]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._pause_reasons: set[str] = set()
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._closing = False
+        self._idle = False
+
+    # ---- connection lifecycle ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (str(peer[0]), int(peer[1]))
+        ssl_obj = transport.get_extra_info("ssl_object")
+        if ssl_obj is not None:
+            self.tls = True
+            self.peer_cert = ssl_obj.getpeercert()
+        if self._connections is not None:
+            self._connections.add(self)
+        self._set_timer(self._limits.header_timeout, self._on_header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._cancel_timer()
+        if self._connections is not None:
+            self._connections.discard(self)
+        if self._body is not None:
+            self._body.fail(ConnectionResetError("client disconnected"))
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # client went away: the handler cancels the upstream request
+        for req, _ in self._pending:
+            req.body.fail(ConnectionResetError("client disconnected"))
+        self._pending.clear()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("client disconnected"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        if self._closing:
+            raise ConnectionResetError("client disconnected")
+        if not self._write_paused:
+            return
+        if self._drain_waiter is None:
+            self._drain_waiter = self._loop.create_future()
+        await self._drain_waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except _Reject as exc:
+            self._reject(exc.status, exc.message, exc.code)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "protocol upgrades and CONNECT are not supported", "bad_request")
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._reject(cause.status, cause.message, cause.code)
+            else:
+                log.error("internal error while parsing a request: %s", type(cause).__name__)
+                self._reject(400, "malformed HTTP request", "bad_request")
+        except httptools.HttpParserError:
+            self._reject(400, "malformed HTTP request", "bad_request")
+
+    # ---- pause/resume reading for several independent reasons ----------------------------
+    def pause_reading(self, reason: str) -> None:
+        if not self._pause_reasons and self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+        self._pause_reasons.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason not in self._pause_reasons:
+            return
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons and self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    # ---- httptools callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._content_length = None
+        self._chunked = False
+        self._has_host = False
+        self._body_received = 0
+        if self._idle:
+            # a new request on an idle keep-alive connection: its headers must arrive in time
+            self._idle = False
+            self._set_timer(self._limits.header_timeout, self._on_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self._limits.max_header_bytes:
+            raise _Reject(431, "request line or headers too large", "request_header_too_large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if (
+            self._header_bytes > self._limits.max_header_bytes
+            or len(self._headers) >= self._limits.max_headers
+        ):
+            raise _Reject(431, "request headers too large", "request_header_too_large")
+        lname = name.lower()
+        if lname == b"content-length":
+            if self._content_length is not None:
+                raise _Reject(400, "duplicate Content-Length header", "bad_request")
+            if not value.isdigit() or len(value) > 18:
+                raise _Reject(400, "invalid Content-Length header", "bad_request")
+            self._content_length = int(value)
+        elif lname == b"transfer-encoding":
+            if self._chunked or value.strip().lower() != b"chunked":
+                raise _Reject(400, "unsupported Transfer-Encoding", "bad_request")
+            self._chunked = True
+        elif lname == b"host":
+            if self._has_host:
+                raise _Reject(400, "duplicate Host header", "bad_request")
+            self._has_host = True
+        self._headers.append((lname, value))
+
+    def on_headers_complete(self) -> None:
+        if self._content_length is not None and self._chunked:
+            raise _Reject(400, "Content-Length together with Transfer-Encoding", "bad_request")
+        if not self._url.startswith(b"/"):
+            raise _Reject(400, "only origin-form request targets are accepted", "bad_request")
+        version = self._parser.get_http_version()
+        if version == "1.1" and not self._has_host:
+            raise _Reject(400, "missing Host header", "bad_request")
+        if self._content_length is not None and self._content_length > self._limits.max_body_bytes:
+            raise _Reject(413, "request body too large", "request_too_large")
+        if self._active is None and not self._pending:
+            self._cancel_timer()
+        body = BodyStream(self, self._limits.body_buffer_high)
+        if not self._chunked and not self._content_length:
+            body.finish()
+        self._body = body
+        req = Request(
+            method=self._parser.get_method().decode("ascii"),
+            target=self._url,
+            headers=self._headers,
+            http_version=version,
+            keep_alive=self._parser.should_keep_alive(),
+            peer=self.peer,
+            body=body,
+            content_length=self._content_length,
+            chunked=self._chunked,
+            tls=self.tls,
+        )
+        writer = ResponseWriter(self, req)
+        if self._active is None:
+            self._start(req, writer)
+        else:
+            self._pending.append((req, writer))
+            self.pause_reading("pipeline")
+
+    def on_body(self, chunk: bytes) -> None:
+        self._body_received += len(chunk)
+        if self._body is None:
+            return
+        if self._body_received > self._limits.max_body_bytes:
+            self._body.fail(BodyTooLarge("request body too large"))
+            self._body = None
+            self._closing_after_response()
+            return
+        self._body.feed(chunk)
+
+    def on_message_complete(self) -> None:
+        if self._body is not None:
+            self._body.finish()
+            self._body = None
+
+    # ---- request cycles ------------------------------------------------------------------
+    def _start(self, req: Request, writer: ResponseWriter) -> None:
+        self._active = req
+        self._task = self._loop.create_task(self._run(req, writer))
+
+    async def _run(self, req: Request, writer: ResponseWriter) -> None:
+        try:
+            await self._handler(req, writer)
+        except asyncio.CancelledError:
+            writer.abandon()
+            return
+        except Exception as exc:  # the handler is supposed to answer every error itself
+            log.error("unhandled %s in request handler", type(exc).__name__)
+            if not writer.started:
+                writer.send(500, [], self._render_error(500, "internal error", "internal_error"))
+        if not writer.finished:
+            writer.abandon()
+
+    def cycle_done(self, writer: ResponseWriter, keep_alive: bool) -> None:
+        """Called by the writer when its response is complete (or abandoned)."""
+        self._active = None
+        self._task = None
+        if self.transport is None or self._closing:
+            return
+        if not keep_alive:
+            self._close()
+            return
+        if self._pending:
+            req, nxt = self._pending.popleft()
+            if not self._pending:
+                self.resume_reading("pipeline")
+            self._start(req, nxt)
+        else:
+            self._idle = True
+            self._set_timer(self._limits.keepalive_timeout, self._on_idle_timeout)
+
+    def _closing_after_response(self) -> None:
+        self.pause_reading("closing")
+        if self._active is not None:
+            self._active.keep_alive = False
+
+    def _reject(self, status: int, message: str, code: str) -> None:
+        if self._active is not None or self._pending:
+            # a response is in flight: finish it, then close; the bad request gets no answer
+            for req, _ in self._pending:
+                req.keep_alive = False
+            self._closing_after_response()
+            return
+        self._write_error_and_close(status, message, code)
+
+    def _write_error_and_close(self, status: int, message: str, code: str) -> None:
+        if self.transport is None or self._closing:
+            return
+        body = self._render_error(status, message, code)
+        reason = _REASONS.get(status, b"Error")
+        head = (
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, reason, len(body))
+        )
+        self.transport.write(head + body)
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+    # ---- timers --------------------------------------------------------------------------
+    def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_header_timeout(self) -> None:
+        self._timer = None
+        if self._active is None and not self._pending:
+            self._write_error_and_close(408, "request headers not received in time", "timeout")
+
+    def _on_idle_timeout(self) -> None:
+        self._timer = None
+        if self._active is None and not self._pending:
+            self._close()
+
+    def shutdown(self) -> None:
+        """Close the connection if idle; otherwise close after the current response."""
+        if self._active is None and not self._pending:
+            self._close()
+        else:
+            self._closing_after_response()
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeded the configured limit while streaming."""

@@ -1,0 +1,264 @@
+"""Running the gateway: bind, serve on uvloop (when installed), shut down cleanly, N workers.
+
+* :func:`serve` — blocking, for ``keyguard serve`` / ``keyguard up``. With ``workers > 1`` it
+  forks that many processes; each binds the same address with ``SO_REUSEPORT`` (the kernel
+  spreads connections) and opens its own vault through ``vault_factory``.
+* :func:`run_in_thread` — a context manager for tests and embedding: the gateway runs on its own
+  event loop in a background thread; yields a :class:`RunningGateway` with its URL.
+* :class:`GatewayServer` — the pieces both use: build the app from a vault, bind, start, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from keyguard.domain.audit import AuditEvent
+from keyguard.gateway.app import Gateway
+from keyguard.gateway.audit import AuditBatcher, RequestRecord
+from keyguard.gateway.config import GatewayConfig
+from keyguard.gateway.errors import render_wire_error
+from keyguard.gateway.http.server import HttpServerProtocol
+from keyguard.gateway.http.tls import server_context
+from keyguard.gateway.ports import VaultLike
+
+log = logging.getLogger("keyguard.gateway")
+
+
+def to_audit_event(r: RequestRecord) -> AuditEvent:
+    """The vault's audit event for one gateway request (ids and figures, never secrets)."""
+    return AuditEvent(
+        action="gateway.request",
+        actor=f"key:{r.key_id}" if r.key_id else "anonymous",
+        subject=f"{r.method} {r.path}",
+        source=r.client_ip,
+        outcome=r.outcome,
+        details={
+            "method": r.method,
+            "path": r.path,
+            "status": r.status,
+            "latency_ms": r.latency_ms,
+            "model": r.model,
+            "upstream": r.upstream,
+            "upstream_version": r.upstream_version,
+        },
+        time=r.time,
+    )
+
+
+def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and host in ("::", ""):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class GatewayServer:
+    """The gateway bound to one socket on the current event loop."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        vault: VaultLike,
+        *,
+        gateway_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.audit: AuditBatcher[RequestRecord] = AuditBatcher(
+            lambda batch: vault.append_many([to_audit_event(r) for r in batch]),
+            interval=config.audit_interval,
+            batch_size=config.audit_batch_size,
+        )
+        ready = getattr(vault, "ready", None)
+        self.gateway = Gateway(
+            config,
+            authenticator=vault.authenticator(),
+            upstreams=vault,
+            audit=self.audit,
+            ready=ready if callable(ready) else None,
+            **(gateway_kwargs or {}),
+        )
+        self._ssl = (
+            server_context(config.tls_cert, config.tls_key, config.client_ca)
+            if config.tls_cert is not None and config.tls_key is not None
+            else None
+        )
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[HttpServerProtocol] = set()
+        self.port = config.port
+
+    async def start(self) -> None:
+        cfg = self.config
+        sock = _bind(cfg.host, cfg.port, reuse_port=cfg.workers > 1)
+        self.port = sock.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        limits = cfg.limits
+
+        def factory() -> HttpServerProtocol:
+            return HttpServerProtocol(
+                self.gateway.handle, limits, render_wire_error, self._connections
+            )
+
+        if self._ssl is not None:
+            self._server = await loop.create_server(
+                factory, sock=sock, ssl=self._ssl, ssl_handshake_timeout=limits.header_timeout
+            )
+        else:
+            self._server = await loop.create_server(factory, sock=sock)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to the grace period), flush audit."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.shutdown()
+        deadline = asyncio.get_running_loop().time() + self.config.shutdown_grace
+        while self._connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self._connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        self.gateway.close()
+        await asyncio.to_thread(self.audit.close)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is in the gateway extra
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+async def _serve_forever(config: GatewayConfig, vault: VaultLike) -> None:
+    server = GatewayServer(config, vault)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    scheme = "https" if config.tls_cert else "http"
+    log.info(
+        "keyguard gateway pid %d listening on %s://%s:%d",
+        os.getpid(),
+        scheme,
+        config.host,
+        server.port,
+    )
+    await stop.wait()
+    await server.stop()
+
+
+def _worker(config: GatewayConfig, vault_factory: Callable[[], VaultLike]) -> None:
+    vault = vault_factory()
+    loop = _new_loop()
+    try:
+        loop.run_until_complete(_serve_forever(config, vault))
+    finally:
+        loop.close()
+
+
+def serve(config: GatewayConfig, vault_factory: Callable[[], VaultLike]) -> None:
+    """Serve until SIGTERM/SIGINT. ``vault_factory`` opens the vault (once per worker)."""
+    if config.workers == 1:
+        _worker(config, vault_factory)
+        return
+    ctx = multiprocessing.get_context("fork")
+    procs = [
+        ctx.Process(target=_worker, args=(config, vault_factory), name=f"keyguard-worker-{i}")
+        for i in range(config.workers)
+    ]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()
+
+
+class RunningGateway:
+    """Handle on a gateway running in a background thread."""
+
+    def __init__(self, server: GatewayServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.loop = loop
+        scheme = "https" if server.config.tls_cert else "http"
+        host = server.config.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"{scheme}://{shown}:{server.port}"
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def flush_audit(self) -> None:
+        """Wait until every audit record so far has been written (tests)."""
+        self.server.audit.flush()
+
+
+@contextlib.contextmanager
+def run_in_thread(
+    config: GatewayConfig, vault: VaultLike, *, uvloop: bool = True, **gateway_kwargs: Any
+) -> Iterator[RunningGateway]:
+    """Run the gateway on its own loop in a daemon thread for the duration of the block."""
+    loop = _new_loop() if uvloop else asyncio.new_event_loop()
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        try:
+            server = GatewayServer(config, vault, gateway_kwargs=gateway_kwargs)
+            await server.start()
+        except BaseException as exc:
+            box["error"] = exc
+            started.set()
+            return
+        box["server"] = server
+        box["stop"] = stop = asyncio.Event()
+        started.set()
+        await stop.wait()
+        await server.stop()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    started.wait(30)
+    if "error" in box:
+        thread.join(5)
+        loop.close()
+        raise box["error"]
+    try:
+        yield RunningGateway(box["server"], loop)
+    finally:
+        loop.call_soon_threadsafe(box["stop"].set)
+        thread.join(30)
+        loop.close()
+
+
+__all__: Sequence[str] = ["GatewayServer", "RunningGateway", "run_in_thread", "serve"]

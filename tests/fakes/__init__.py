@@ -1,0 +1,1 @@
+"""Reusable fakes of third-party edges (the OpenAI API) for tests."""
