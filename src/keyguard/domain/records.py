@@ -1,0 +1,249 @@
+"""Vault records: upstream credentials and their versions, virtual keys, key specs.
+
+Frozen value objects with no I/O. They hold fingerprints, ids and policy, never key material:
+sealed values and secret hashes live only in storage rows the vault reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from functools import cached_property
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from keyguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keyguard.domain.policy import CompiledPolicy
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PROVIDERS = ("openai",)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class Label(str, Enum):
+    """Stage of an upstream key version; at most one version of a credential holds each label."""
+
+    CURRENT = "CURRENT"
+    PENDING = "PENDING"
+    PREVIOUS = "PREVIOUS"
+
+
+class BudgetPeriod(str, Enum):
+    """The window a virtual key's ``budget_usd`` applies to."""
+
+    DAILY = "daily"
+    MONTHLY = "monthly"
+    TOTAL = "total"
+
+
+def check_name(kind: str, name: str) -> str:
+    """Validate a record name (upstream credential or key name); the message names ``kind``."""
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"{kind} must be 1-64 characters of letters, digits, '.', '_', '@' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def check_base_url(base_url: str, *, allow_insecure_loopback: bool) -> str:
+    """An upstream base URL must be https, or http to a loopback host with explicit opt-in."""
+    try:
+        parts = urlsplit(base_url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ConfigError(f"base_url {base_url!r} is not a valid URL") from exc
+    if parts.username or parts.password:
+        raise ConfigError("base_url must not contain credentials")
+    if not host or parts.query or parts.fragment:
+        raise ConfigError(f"base_url {base_url!r} must be scheme://host[:port][/path]")
+    if parts.scheme == "https":
+        return base_url.rstrip("/")
+    if parts.scheme == "http":
+        if host not in _LOOPBACK_HOSTS and not host.startswith("127."):
+            raise ConfigError(f"base_url {base_url!r}: plain http is only allowed to loopback")
+        if not allow_insecure_loopback:
+            raise ConfigError(
+                f"base_url {base_url!r} uses plain http: set allow_insecure_loopback to allow it"
+            )
+        return base_url.rstrip("/")
+    raise ConfigError(f"base_url {base_url!r} must use https")
+
+
+@dataclass(frozen=True)
+class UpstreamVersion:
+    """One version of an upstream key: its fingerprint and label, never its value."""
+
+    upstream: str
+    version: int
+    fingerprint: str
+    created_at: datetime
+    label: Label | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamCredential:
+    """An upstream (OpenAI) credential: where to send requests and its key versions."""
+
+    name: str
+    base_url: str = DEFAULT_BASE_URL
+    provider: str = "openai"
+    organization: str | None = None
+    project: str | None = None
+    allow_insecure_loopback: bool = False
+    created_at: datetime | None = None
+    last_rotated_at: datetime | None = None
+    max_age: timedelta | None = None
+    versions: tuple[UpstreamVersion, ...] = ()
+
+    def version_with(self, label: Label) -> UpstreamVersion | None:
+        """The version holding ``label``, if any."""
+        for v in self.versions:
+            if v.label is label:
+                return v
+        return None
+
+
+def _tuple(values: Sequence[str] | str) -> tuple[str, ...]:
+    if isinstance(values, str):  # a lone string is a common slip: never split it into characters
+        return (values,)
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What a new virtual key may do; validated (and its policy compiled) on construction."""
+
+    name: str
+    upstream: str
+    owner: str = ""
+    allowed_models: tuple[str, ...] = ()
+    allowed_endpoints: tuple[str, ...] = ()
+    allowed_cidrs: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    budget_usd: float | None = None
+    budget_period: BudgetPeriod = BudgetPeriod.MONTHLY
+    max_age: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        from keyguard.domain.policy import compile_policy
+
+        check_name("key name", self.name)
+        check_name("upstream name", self.upstream)
+        for attr in ("allowed_models", "allowed_endpoints", "allowed_cidrs"):
+            object.__setattr__(self, attr, _tuple(getattr(self, attr)))
+        object.__setattr__(self, "budget_period", BudgetPeriod(self.budget_period))
+        if len(self.owner) > 200 or any(ord(c) < 32 for c in self.owner):
+            raise ConfigError("owner must be at most 200 printable characters")
+        for attr in ("rpm", "tpm", "max_concurrency"):
+            value = getattr(self, attr)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"{attr} must be a positive integer")
+        if self.budget_usd is not None and not self.budget_usd >= 0:
+            raise ConfigError("budget_usd must be zero or more")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ConfigError("expires_at must be timezone-aware")
+        if self.max_age is not None and self.max_age <= timedelta(0):
+            raise ConfigError("max_age must be positive")
+        compile_policy(self.allowed_models, self.allowed_endpoints, self.allowed_cidrs)
+
+
+@dataclass(frozen=True)
+class VirtualKey:
+    """A virtual key as the vault stores it: id, scope, limits and state; never its secret."""
+
+    key_id: str
+    name: str
+    upstream: str
+    created_at: datetime
+    owner: str = ""
+    allowed_models: tuple[str, ...] = ()
+    allowed_endpoints: tuple[str, ...] = ()
+    allowed_cidrs: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    budget_usd: float | None = None
+    budget_period: BudgetPeriod = BudgetPeriod.MONTHLY
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    max_age: timedelta | None = None
+
+    @classmethod
+    def from_spec(cls, key_id: str, spec: KeySpec, created_at: datetime) -> VirtualKey:
+        """The record of a new key made from ``spec``."""
+        return cls(
+            key_id=key_id,
+            name=spec.name,
+            upstream=spec.upstream,
+            created_at=created_at,
+            owner=spec.owner,
+            allowed_models=spec.allowed_models,
+            allowed_endpoints=spec.allowed_endpoints,
+            allowed_cidrs=spec.allowed_cidrs,
+            expires_at=spec.expires_at,
+            rpm=spec.rpm,
+            tpm=spec.tpm,
+            max_concurrency=spec.max_concurrency,
+            budget_usd=spec.budget_usd,
+            budget_period=spec.budget_period,
+            max_age=spec.max_age,
+        )
+
+    @property
+    def revoked(self) -> bool:
+        """True once the key has been revoked (permanent)."""
+        return self.revoked_at is not None
+
+    def expired(self, now: datetime) -> bool:
+        """True when ``now`` is at or past ``expires_at``."""
+        return self.expires_at is not None and now >= self.expires_at
+
+    @cached_property
+    def policy(self) -> CompiledPolicy:
+        """The key's allowlists compiled once (globs to regexes, CIDRs to networks)."""
+        from keyguard.domain.policy import compile_policy
+
+        return compile_policy(self.allowed_models, self.allowed_endpoints, self.allowed_cidrs)
+
+
+@dataclass(frozen=True)
+class KeySecretHash:
+    """A keyed hash of a virtual key's secret part; several may be valid during a rotation."""
+
+    key_id: str
+    digest: bytes = field(repr=False)
+    created_at: datetime
+    valid_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ManagedMatch:
+    """What the scanner learns about a key the vault manages (never the key itself)."""
+
+    kind: str  # "upstream" or "virtual_key"
+    name: str
+    key_id: str | None = None
+    version: int | None = None
+    label: Label | None = None
+    revoked: bool = False
+
+    @property
+    def description(self) -> str:
+        """One line for reports: which record holds the key."""
+        if self.kind == "upstream":
+            label = f", {self.label.value}" if self.label else ""
+            return f"upstream credential {self.name!r} version {self.version}{label}"
+        state = ", revoked" if self.revoked else ""
+        return f"virtual key {self.key_id} ({self.name!r}{state})"

@@ -1,0 +1,29 @@
+"""Storage: ports (Protocols) and backends. The SQLite backend is the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keyguard.errors import ConfigError
+from keyguard.storage.ports import VaultStore
+from keyguard.storage.sqlite import SqliteStore
+
+__all__ = ["SqliteStore", "VaultStore", "open_store"]
+
+
+def open_store(url: str, *, base_dir: Path | None = None) -> VaultStore:
+    """Open a store by URL, SQLAlchemy style: ``sqlite:///vault.db`` (relative to ``base_dir``,
+    the keyguard home), ``sqlite:////abs/vault.db``, ``sqlite:///:memory:``, or a bare path.
+    """
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+    elif "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(f"storage URL scheme {scheme!r} is not supported (yet): use sqlite:///")
+    else:
+        path = url
+    if not path:
+        raise ConfigError("storage URL has no path: use sqlite:///vault.db")
+    if path != ":memory:" and base_dir is not None and not Path(path).is_absolute():
+        path = str(base_dir / path)
+    return SqliteStore(path)

@@ -1,0 +1,155 @@
+"""Storage ports: what the vault needs from a backend, as ``typing.Protocol`` classes.
+
+Backends (SQLite now, PostgreSQL later) implement :class:`VaultStore` and pass the shared
+contract suite (``tests/vault/contract.py``). Rules every backend follows:
+
+* Each method is atomic. :meth:`Transactional.transaction` groups several calls into one atomic
+  write (nested calls join the outer transaction); an exception inside rolls everything back.
+* Driver errors are wrapped: :class:`StorageUnavailable` (cannot open/reach, busy),
+  :class:`ConcurrentUpdate` (a compare-and-set lost a race), :class:`StorageError` otherwise;
+  ``raise ... from exc``. Domain conditions raise :class:`AlreadyExists` / :class:`KeyNotFound`.
+* :meth:`Transactional.generation` is a counter bumped by every write to KEKs, metadata,
+  upstreams or virtual keys (not by audit appends or ``last_used_at`` updates), so caches in
+  other processes detect changes with one cheap query.
+* At most one version per upstream holds each label; revocation is permanent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from keyguard.domain.audit import AuditHead, AuditRecord
+from keyguard.domain.records import (
+    KeySecretHash,
+    Label,
+    UpstreamCredential,
+    UpstreamVersion,
+    VirtualKey,
+)
+
+
+@dataclass(frozen=True)
+class KekRecord:
+    """A key-encryption key, wrapped by the master key."""
+
+    kek_id: int
+    wrapped: bytes = field(repr=False)
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SealedUpstream:
+    """The sealed value of one upstream key version."""
+
+    upstream: str
+    version: int
+    sealed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PendingAudit:
+    """An event recorded while the vault was locked (no audit key): folded in at next unlock."""
+
+    time: datetime
+    action: str
+    actor: str
+    source: str
+    details: Mapping[str, str]
+
+
+class Transactional(Protocol):
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group writes into one atomic unit (re-entrant)."""
+
+    def generation(self) -> int:
+        """The change counter (see module docstring)."""
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+
+class MetaStore(Protocol):
+    def get_meta(self, name: str) -> bytes | None: ...
+
+    def set_meta(self, name: str, value: bytes) -> None: ...
+
+    def list_keks(self) -> list[KekRecord]: ...
+
+    def add_kek(self, kek: KekRecord) -> None:
+        """Insert a KEK record; :class:`AlreadyExists` when the id is taken."""
+
+    def replace_kek(self, kek_id: int, wrapped: bytes) -> None:
+        """Replace a KEK's wrapped form (master key rotation)."""
+
+
+class UpstreamStore(Protocol):
+    def add_upstream(self, cred: UpstreamCredential) -> None:
+        """Insert a credential (its ``versions`` are ignored); :class:`AlreadyExists`."""
+
+    def get_upstream(self, name: str) -> UpstreamCredential | None:
+        """The credential with its versions (oldest first), or ``None``."""
+
+    def list_upstreams(self) -> list[UpstreamCredential]: ...
+
+    def delete_upstream(self, name: str) -> bool:
+        """Delete a credential and all its versions; ``False`` when there was none."""
+
+    def add_upstream_version(self, version: UpstreamVersion, sealed: bytes) -> None:
+        """Insert a version (its label, if any, must be free); sets ``last_rotated_at``."""
+
+    def set_upstream_labels(self, name: str, labels: Mapping[int, Label | None]) -> None:
+        """Set several versions' labels at once, atomically; :class:`KeyNotFound` for an unknown
+        version. A label given to one version is taken from any other version holding it."""
+
+    def get_sealed_upstream(self, name: str, version: int) -> bytes:
+        """Sealed value of one version; :class:`KeyNotFound`."""
+
+    def iter_sealed_upstreams(self) -> Iterator[SealedUpstream]: ...
+
+    def replace_sealed_upstream(self, name: str, version: int, sealed: bytes) -> None: ...
+
+    def find_upstream_versions(self, fingerprint: str) -> list[UpstreamVersion]: ...
+
+
+class VirtualKeyStore(Protocol):
+    def add_virtual_key(self, key: VirtualKey, secret: KeySecretHash) -> None:
+        """Insert a key with its first secret hash; :class:`AlreadyExists` for a taken id."""
+
+    def get_virtual_key(self, key_id: str) -> VirtualKey | None: ...
+
+    def list_virtual_keys(self) -> list[VirtualKey]: ...
+
+    def revoke_virtual_key(self, key_id: str, at: datetime) -> VirtualKey:
+        """Revoke (idempotent: a revoked key keeps its first ``revoked_at``); KeyNotFound."""
+
+    def touch_virtual_keys(self, last_used: Mapping[str, datetime]) -> None:
+        """Record ``last_used_at`` (does not bump the generation)."""
+
+    def add_key_secret(self, secret: KeySecretHash) -> None: ...
+
+    def set_key_secret_valid_until(self, key_id: str, digest: bytes, at: datetime) -> None: ...
+
+    def list_key_secrets(self, key_id: str | None = None) -> list[KeySecretHash]: ...
+
+
+class AuditStore(Protocol):
+    def audit_head(self) -> AuditHead | None: ...
+
+    def append_audit(self, records: Sequence[AuditRecord], head: AuditHead) -> None:
+        """Insert records and move the head, atomically; :class:`ConcurrentUpdate` when a seq
+        is taken (call inside :meth:`Transactional.transaction` after reading the head)."""
+
+    def list_audit(self, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]: ...
+
+    def add_pending_audit(self, event: PendingAudit) -> None: ...
+
+    def take_pending_audit(self) -> list[PendingAudit]:
+        """Return and delete every pending event."""
+
+
+class VaultStore(Transactional, MetaStore, UpstreamStore, VirtualKeyStore, AuditStore, Protocol):
+    """Everything the vault needs from a backend."""

@@ -1,0 +1,139 @@
+"""The vault's audit log: append (one or a batch), list, verify.
+
+Records are hash-chained with a keyed MAC (see :mod:`keyguard.domain.audit`) under keys derived
+from the vault's audit key, which is sealed in the vault. Before a record is stored every text
+field is passed through :func:`keyguard.domain.redaction.redact` (known secret values and
+key-shaped strings are replaced by their redacted forms), and each ``sensitive`` value is
+replaced by a keyed pseudonym (:meth:`AuditLog.pseudonymise`): equal inputs give equal
+pseudonyms, so records can be correlated without storing the raw value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from keyguard.domain import audit as chain
+from keyguard.domain.audit import AuditEvent, AuditHead, AuditRecord, ChainProblem
+from keyguard.domain.redaction import redact
+from keyguard.storage.ports import VaultStore
+
+_MAX_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Result of :meth:`AuditLog.verify`."""
+
+    ok: bool
+    count: int
+    problems: tuple[ChainProblem, ...]
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"audit log intact: {self.count} records"
+        lines = [f"audit log FAILED verification ({len(self.problems)} problems):"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of ``value`` with every string redacted; rejects other types."""
+    if depth > _MAX_DEPTH:
+        raise ValueError("audit details are nested too deeply")
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("audit details must not contain NaN or infinity")
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError("audit detail keys must be strings")
+            out[redact(k)] = _clean(v, depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [_clean(v, depth + 1) for v in value]
+    raise TypeError(f"audit details cannot hold {type(value).__name__} values")
+
+
+class AuditLog:
+    """Append-only, verifiable audit log of one vault."""
+
+    def __init__(self, store: VaultStore, audit_key: bytes, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._chain_key = hmac.new(audit_key, b"keyguard audit chain v1", hashlib.sha256).digest()
+        self._pseudo_key = hmac.new(audit_key, b"keyguard pseudonym v1", hashlib.sha256).digest()
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return "AuditLog()"
+
+    def pseudonymise(self, value: str) -> str:
+        """A keyed, non-reversible stand-in for a sensitive value (stable within a vault)."""
+        mac = hmac.new(self._pseudo_key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return "hmac:" + mac.hexdigest()[:32]
+
+    def _prepare(self, event: AuditEvent) -> tuple[datetime, dict[str, Any], tuple[str, ...]]:
+        when = event.time if event.time is not None else self._clock()
+        if when.tzinfo is None:
+            raise ValueError("audit times must be timezone-aware")
+        details = _clean(dict(event.details))
+        for name, raw in event.sensitive.items():
+            details[name] = self.pseudonymise(raw)
+        texts = (event.action, event.actor, event.subject, event.source, event.outcome)
+        return when.astimezone(timezone.utc), details, tuple(redact(t) for t in texts)
+
+    def append(self, event: AuditEvent) -> AuditRecord:
+        """Append one record; returns it as stored."""
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        """Append a batch in one transaction (the gateway batches per-request records)."""
+        prepared = [self._prepare(e) for e in events]
+        if not prepared:
+            return []
+        with self._store.transaction():
+            head = self._store.audit_head()
+            seq, prev = (head.seq, head.hash) if head is not None else (0, chain.GENESIS)
+            records = []
+            for when, details, (action, actor, subject, source, outcome) in prepared:
+                seq += 1
+                content = chain.canonical_content(
+                    chain.FORMAT_VERSION, when, action, actor, subject, source, outcome, details
+                )
+                digest = chain.chain_mac(self._chain_key, prev, content)
+                records.append(
+                    AuditRecord(
+                        seq, when, action, actor, subject, source, outcome, details, prev, digest
+                    )
+                )
+                prev = digest
+            new_head = AuditHead(seq, prev, chain.head_mac(self._chain_key, seq, prev))
+            self._store.append_audit(records, new_head)
+        return records
+
+    def list(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        """Records with ``seq > after_seq``, oldest first."""
+        return self._store.list_audit(after_seq, limit)
+
+    def verify(self) -> AuditReport:
+        """Check the whole chain; problems name the seq number and the kind of tampering."""
+        head = self._store.audit_head()
+        records = self._store.list_audit()
+        problems = chain.verify_chain(records, self._chain_key, head)
+        return AuditReport(ok=not problems, count=len(records), problems=tuple(problems))
+
+
+def details_json(record: AuditRecord) -> str:
+    """The details of a record as compact JSON (for CLI output)."""
+    return json.dumps(record.details, sort_keys=True, separators=(",", ":"))

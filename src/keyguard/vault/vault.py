@@ -1,0 +1,381 @@
+"""The :class:`Vault` facade: one object the CLI, the library and the gateway talk to."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from keyguard.crypto.master import (
+    MasterKey,
+    ScryptParams,
+    make_check,
+    new_kek,
+    unwrap_kek,
+    wrap_kek,
+)
+from keyguard.domain.audit import AuditEvent
+from keyguard.domain.records import (
+    DEFAULT_BASE_URL,
+    KeySpec,
+    Label,
+    ManagedMatch,
+    UpstreamCredential,
+    UpstreamVersion,
+    VirtualKey,
+)
+from keyguard.domain.secret import Secret
+from keyguard.storage.ports import KekRecord, VaultStore
+from keyguard.vault.audit import AuditLog
+from keyguard.vault.auth import KeyAuthenticator
+from keyguard.vault.core import (
+    INTERNAL_KEYS,
+    Clock,
+    VaultCore,
+    create_vault,
+    internal_context,
+    passphrase_params,
+    unlock_vault,
+    upstream_context,
+    utc_now,
+)
+from keyguard.vault.keys import VirtualKeyService
+from keyguard.vault.upstreams import UpstreamService
+
+
+class Vault:
+    """An unlocked vault: upstream credentials, virtual keys, audit log, key rotation.
+
+    Build it with :meth:`create` or :meth:`open`; pass ``clock`` to control time. Methods that
+    change state take ``actor`` (who) and ``source`` (``"cli"``, ``"gateway"``, a client IP)
+    and write an audit record in the same transaction as the change.
+    """
+
+    def __init__(self, core: VaultCore, *, source: str = "library") -> None:
+        self._core = core
+        self._source = source
+        self._upstreams = UpstreamService(core)
+        self._keys = VirtualKeyService(core)
+        self._authenticators: weakref.WeakSet[KeyAuthenticator] = weakref.WeakSet()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        store: VaultStore,
+        master_key: MasterKey,
+        *,
+        kdf: ScryptParams | None = None,
+        clock: Clock = utc_now,
+        actor: str = "system",
+        source: str = "library",
+    ) -> Vault:
+        """Initialise a new vault in an empty store (``kdf``: the passphrase's scrypt params)."""
+        vault_id = create_vault(store, master_key, kdf=kdf, clock=clock)
+        vault = cls.open(store, master_key, clock=clock, actor=actor, source=source)
+        vault.audit.append(
+            AuditEvent("vault.create", actor, vault_id, source, details={"kdf": kdf is not None})
+        )
+        return vault
+
+    @classmethod
+    def open(
+        cls,
+        store: VaultStore,
+        master_key: MasterKey,
+        *,
+        clock: Clock = utc_now,
+        actor: str = "system",
+        source: str = "library",
+    ) -> Vault:
+        """Unlock an existing vault; :class:`VaultLocked` for a wrong key or no vault."""
+        return cls(
+            unlock_vault(store, master_key, clock=clock, actor=actor, source=source), source=source
+        )
+
+    @staticmethod
+    def exists(store: VaultStore) -> bool:
+        """True when ``store`` already holds a vault."""
+        return store.get_meta("vault_id") is not None
+
+    @staticmethod
+    def passphrase_params(store: VaultStore) -> ScryptParams | None:
+        """scrypt parameters of a passphrase-protected vault (for ``resolve_master_key``)."""
+        return passphrase_params(store)
+
+    @property
+    def vault_id(self) -> str:
+        return self._core.vault_id
+
+    @property
+    def store(self) -> VaultStore:
+        return self._core.store
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log: ``append``, ``append_many``, ``list``, ``verify``, ``pseudonymise``."""
+        return self._core.audit
+
+    def __repr__(self) -> str:
+        return f"Vault(id={self._core.vault_id}, store={self._core.store!r})"
+
+    def close(self) -> None:
+        self.clear_caches()
+        self._core.store.close()
+
+    def _changed(self) -> None:
+        for auth in list(self._authenticators):
+            auth.invalidate()
+
+    def _src(self, source: str | None) -> str:
+        return source if source is not None else self._source
+
+    # -- upstream credentials -------------------------------------------------------------
+
+    def add_upstream(
+        self,
+        name: str,
+        api_key: Secret,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        organization: str | None = None,
+        project: str | None = None,
+        max_age: timedelta | None = None,
+        allow_insecure_loopback: bool = False,
+        validate_key: bool = True,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> UpstreamCredential:
+        """Store a new credential; ``api_key`` becomes version 1, labelled CURRENT."""
+        return self._upstreams.add(
+            name,
+            api_key,
+            base_url=base_url,
+            organization=organization,
+            project=project,
+            max_age=max_age,
+            allow_insecure_loopback=allow_insecure_loopback,
+            validate_key=validate_key,
+            actor=actor,
+            source=self._src(source),
+        )
+
+    def add_upstream_version(
+        self,
+        name: str,
+        secret: Secret,
+        *,
+        label: Label | None = Label.PENDING,
+        validate_key: bool = True,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> UpstreamVersion:
+        """Add a version. The label moves to it; a new CURRENT turns the old one PREVIOUS."""
+        return self._upstreams.add_version(
+            name,
+            secret,
+            label=label,
+            validate_key=validate_key,
+            actor=actor,
+            source=self._src(source),
+        )
+
+    def set_upstream_label(
+        self,
+        name: str,
+        version: int,
+        label: Label,
+        *,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> None:
+        """Move ``label`` to ``version`` (CURRENT demotes the old CURRENT to PREVIOUS)."""
+        self._upstreams.set_label(name, version, label, actor=actor, source=self._src(source))
+
+    def list_upstreams(self) -> list[UpstreamCredential]:
+        return self._upstreams.list()
+
+    def get_upstream(self, name: str) -> UpstreamCredential:
+        """The credential with its versions; :class:`KeyNotFound` when there is none."""
+        return self._upstreams.get(name)
+
+    def remove_upstream(
+        self, name: str, *, force: bool = False, actor: str = "system", source: str | None = None
+    ) -> None:
+        """Delete a credential and its versions (refused while active keys use it)."""
+        self._upstreams.remove(name, force=force, actor=actor, source=self._src(source))
+
+    def upstream_secret(
+        self,
+        name: str,
+        label: Label = Label.CURRENT,
+        *,
+        audit: bool = True,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> tuple[UpstreamVersion, Secret]:
+        """The key to use, as a :class:`Secret` (cached; each call audited unless ``audit`` is
+        false -- the gateway audits per request instead)."""
+        return self._upstreams.secret(
+            name, label, audit=audit, actor=actor, source=self._src(source)
+        )
+
+    # -- virtual keys ---------------------------------------------------------------------
+
+    def create_key(
+        self, spec: KeySpec, *, actor: str = "system", source: str | None = None
+    ) -> tuple[VirtualKey, Secret]:
+        """Create a virtual key; the token (a :class:`Secret`) is returned once, never stored."""
+        result = self._keys.create(spec, actor=actor, source=self._src(source))
+        self._changed()
+        return result
+
+    def list_keys(self) -> list[VirtualKey]:
+        return self._keys.list()
+
+    def get_key(self, key_id: str) -> VirtualKey:
+        """The key's record; :class:`KeyNotFound` when there is none."""
+        return self._keys.get(key_id)
+
+    def revoke_key(
+        self,
+        key_id: str,
+        *,
+        reason: str | None = None,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> VirtualKey:
+        """Revoke at once and for good (idempotent)."""
+        key = self._keys.revoke(key_id, reason=reason, actor=actor, source=self._src(source))
+        self._changed()
+        return key
+
+    def touch_keys(self, last_used: Mapping[str, datetime]) -> None:
+        """Record ``last_used_at`` for several keys (batched by the gateway)."""
+        self._keys.touch(last_used)
+
+    def authenticator(
+        self, *, refresh_interval: float = 0.25, max_staleness: float = 30.0
+    ) -> KeyAuthenticator:
+        """A fast in-memory verifier of virtual keys (see :class:`KeyAuthenticator`)."""
+        auth = KeyAuthenticator(
+            self._core.store,
+            self._core.server_key,
+            refresh_interval=refresh_interval,
+            max_staleness=max_staleness,
+        )
+        self._authenticators.add(auth)
+        return auth
+
+    # -- scanner support ------------------------------------------------------------------
+
+    def find_managed(self, fingerprint: str) -> ManagedMatch | None:
+        """Which upstream version has this fingerprint (``keyguard.domain.keys.fingerprint``)."""
+        for v in self._core.store.find_upstream_versions(fingerprint):
+            return ManagedMatch(kind="upstream", name=v.upstream, version=v.version, label=v.label)
+        return None
+
+    def match_virtual_key(self, token: str) -> ManagedMatch | None:
+        """Which virtual key ``token`` is, when its secret verifies (revoked ones included)."""
+        key = self._keys.match(token)
+        if key is None:
+            return None
+        return ManagedMatch(
+            kind="virtual_key", name=key.name, key_id=key.key_id, revoked=key.revoked
+        )
+
+    # -- key rotation ---------------------------------------------------------------------
+
+    def rotate_kek(
+        self, *, rewrap: bool = True, actor: str = "system", source: str | None = None
+    ) -> int:
+        """Add a new KEK (it seals from now on); by default re-wrap every record under it."""
+        core = self._core
+        with core.store.transaction():
+            kek_id = max(core.keyring.ids) + 1
+            kek = new_kek()
+            core.store.add_kek(
+                KekRecord(kek_id, wrap_kek(core.master, core.vault_id, kek_id, kek), core.now())
+            )
+            keyring = core.keyring.with_kek(kek_id, kek)
+            core.audit.append(AuditEvent("vault.rotate_kek", actor, str(kek_id), self._src(source)))
+        core.keyring = keyring
+        if rewrap:
+            self.rewrap(actor=actor, source=source)
+        return kek_id
+
+    def rewrap(self, *, actor: str = "system", source: str | None = None) -> int:
+        """Re-wrap every sealed record's data key under the newest KEK, in one transaction.
+
+        Only data keys are unwrapped and wrapped again; no secret value is decrypted.
+        Returns how many records changed.
+        """
+        core = self._core
+        store = core.store
+        changed = 0
+        with store.transaction():
+            for row in store.iter_sealed_upstreams():
+                ctx = upstream_context(core.vault_id, row.upstream, row.version)
+                new = core.keyring.rewrap(ctx, row.sealed)
+                if new != row.sealed:
+                    store.replace_sealed_upstream(row.upstream, row.version, new)
+                    changed += 1
+            for name in INTERNAL_KEYS:
+                sealed = store.get_meta(name)
+                if sealed is None:
+                    continue
+                new = core.keyring.rewrap(internal_context(core.vault_id, name), sealed)
+                if new != sealed:
+                    store.set_meta(name, new)
+                    changed += 1
+            core.audit.append(
+                AuditEvent(
+                    "vault.rewrap",
+                    actor,
+                    str(core.keyring.current_id),
+                    self._src(source),
+                    details={"records": changed},
+                )
+            )
+        self._upstreams.clear_cache()
+        return changed
+
+    def rotate_master_key(
+        self,
+        new_master: MasterKey,
+        *,
+        kdf: ScryptParams | None = None,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> None:
+        """Re-wrap the KEK records and the check value under ``new_master``, atomically.
+
+        ``kdf``: the scrypt parameters when ``new_master`` comes from a passphrase (omit it for
+        a random key: any stored parameters are dropped). Store the new key (key file, keyring)
+        before calling this, so a crash never leaves a vault whose key is lost.
+        """
+        core = self._core
+        store = core.store
+        with store.transaction():
+            for record in store.list_keks():
+                kek = unwrap_kek(core.master, core.vault_id, record.kek_id, record.wrapped)
+                store.replace_kek(
+                    record.kek_id, wrap_kek(new_master, core.vault_id, record.kek_id, kek)
+                )
+            store.set_meta("check", make_check(new_master, core.vault_id))
+            store.set_meta("kdf", kdf.to_json() if kdf is not None else b"")
+            core.audit.append(
+                AuditEvent(
+                    "vault.rotate_master",
+                    actor,
+                    core.vault_id,
+                    self._src(source),
+                    details={"kdf": kdf is not None},
+                )
+            )
+        core.master = new_master
+
+    def clear_caches(self) -> None:
+        """Forget decrypted upstream keys held in memory."""
+        self._upstreams.clear_cache()
