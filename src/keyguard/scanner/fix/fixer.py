@@ -169,6 +169,6 @@ def fix_findings(
         if fix.new_code is not None:
             atomic_write(root / fix.path, fix.new_code)
     # 4. and .env must never be committed
-    if sink is None and env.path.exists():
+    if sink is None and env.path.exists() and not env_label.startswith(".."):
         result.gitignore_updated = ensure_ignored(root, env_label)
     return result
