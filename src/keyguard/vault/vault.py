@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from keyguard.crypto.master import (
@@ -14,7 +14,7 @@ from keyguard.crypto.master import (
     unwrap_kek,
     wrap_kek,
 )
-from keyguard.domain.audit import AuditEvent
+from keyguard.domain.audit import AuditEvent, AuditRecord
 from keyguard.domain.records import (
     DEFAULT_BASE_URL,
     KeySpec,
@@ -51,9 +51,12 @@ class Vault:
     and write an audit record in the same transaction as the change.
     """
 
-    def __init__(self, core: VaultCore, *, source: str = "library") -> None:
+    def __init__(
+        self, core: VaultCore, *, source: str = "library", audit_reveals: bool = True
+    ) -> None:
         self._core = core
         self._source = source
+        self._audit_reveals = audit_reveals
         self._upstreams = UpstreamService(core)
         self._keys = VirtualKeyService(core)
         self._authenticators: weakref.WeakSet[KeyAuthenticator] = weakref.WeakSet()
@@ -88,11 +91,16 @@ class Vault:
         clock: Clock = utc_now,
         actor: str = "system",
         source: str = "library",
+        audit_reveals: bool = True,
     ) -> Vault:
-        """Unlock an existing vault; :class:`VaultLocked` for a wrong key or no vault."""
-        return cls(
-            unlock_vault(store, master_key, clock=clock, actor=actor, source=source), source=source
-        )
+        """Unlock an existing vault; :class:`VaultLocked` for a wrong key or no vault.
+
+        ``source`` is the default audit source of this handle's actions. ``audit_reveals=False``
+        stops :meth:`upstream_secret` from auditing each reveal (for the gateway, which audits
+        every request it forwards instead).
+        """
+        core = unlock_vault(store, master_key, clock=clock, actor=actor, source=source)
+        return cls(core, source=source, audit_reveals=audit_reveals)
 
     @staticmethod
     def exists(store: VaultStore) -> bool:
@@ -116,6 +124,14 @@ class Vault:
     def audit(self) -> AuditLog:
         """The audit log: ``append``, ``append_many``, ``list``, ``verify``, ``pseudonymise``."""
         return self._core.audit
+
+    def append(self, event: AuditEvent) -> AuditRecord:
+        """Append one audit record (same as ``vault.audit.append``)."""
+        return self._core.audit.append(event)
+
+    def append_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        """Append a batch of audit records in one transaction (the gateway's audit sink)."""
+        return self._core.audit.append_many(events)
 
     def __repr__(self) -> str:
         return f"Vault(id={self._core.vault_id}, store={self._core.store!r})"
@@ -209,16 +225,23 @@ class Vault:
     def upstream_secret(
         self,
         name: str,
-        label: Label = Label.CURRENT,
+        label: Label | str = Label.CURRENT,
         *,
-        audit: bool = True,
+        audit: bool | None = None,
         actor: str = "system",
         source: str | None = None,
     ) -> tuple[UpstreamVersion, Secret]:
-        """The key to use, as a :class:`Secret` (cached; each call audited unless ``audit`` is
-        false -- the gateway audits per request instead)."""
+        """The key to use, as a :class:`Secret` (decrypted once, cached until the store changes).
+
+        Each call is audited (``upstream.reveal``) unless ``audit`` is false, or ``audit`` is
+        ``None`` and the vault was opened with ``audit_reveals=False``.
+        """
         return self._upstreams.secret(
-            name, label, audit=audit, actor=actor, source=self._src(source)
+            name,
+            Label(label),
+            audit=self._audit_reveals if audit is None else audit,
+            actor=actor,
+            source=self._src(source),
         )
 
     # -- virtual keys ---------------------------------------------------------------------
