@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from keyguard.domain.records import check_base_url
+from keyguard.domain.records import Label, check_base_url
 from keyguard.errors import ConfigError, KeyNotFound, UpstreamUnavailable, VaultError
 from keyguard.gateway.config import GatewayConfig
 from keyguard.gateway.headers import upstream_auth_lines
@@ -63,7 +63,7 @@ class CredentialCache:
     def _load(self, name: str) -> UpstreamRoute:
         try:
             up = self._provider.get_upstream(name)
-            version, secret = self._provider.upstream_secret(name, "CURRENT")
+            version, secret = self._provider.upstream_secret(name, Label.CURRENT, audit=False)
         except KeyNotFound:
             raise UpstreamUnavailable("no usable upstream credential for this key") from None
         except VaultError:

@@ -1,13 +1,13 @@
-"""What the gateway needs from the vault, as Protocols (the real ``keyguard.vault`` fits them)."""
+"""What the gateway needs from the vault, as Protocols; :class:`keyguard.vault.Vault` fits them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from keyguard.domain.audit import AuditEvent
-from keyguard.domain.records import UpstreamCredential, UpstreamVersion, VirtualKey
+from keyguard.domain.records import Label, UpstreamCredential, UpstreamVersion, VirtualKey
 from keyguard.domain.secret import Secret
 
 
@@ -25,7 +25,7 @@ class UpstreamProvider(Protocol):
     def get_upstream(self, name: str) -> UpstreamCredential: ...
 
     def upstream_secret(
-        self, name: str, label: str = "CURRENT"
+        self, name: str, label: Label = ..., *, audit: bool = ...
     ) -> tuple[UpstreamVersion, Secret]: ...
 
 
@@ -35,7 +35,21 @@ class AuditSink(Protocol):
     def append_many(self, events: Sequence[AuditEvent]) -> object: ...
 
 
-class VaultLike(UpstreamProvider, AuditSink, Protocol):
+class StoreProbe(Protocol):
+    """Enough of the store to tell whether it is reachable (readiness)."""
+
+    def generation(self) -> int: ...
+
+
+class VaultLike(UpstreamProvider, Protocol):
     """The vault facade as the gateway uses it."""
 
+    @property
+    def audit(self) -> AuditSink: ...
+
+    @property
+    def store(self) -> StoreProbe: ...
+
     def authenticator(self) -> Authenticator: ...
+
+    def touch_keys(self, last_used: Mapping[str, datetime]) -> None: ...

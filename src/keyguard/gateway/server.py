@@ -54,6 +54,17 @@ def to_audit_event(r: RequestRecord) -> AuditEvent:
     )
 
 
+def _write_batch(vault: VaultLike, batch: Sequence[RequestRecord]) -> None:
+    """One audit transaction for the batch, then the keys' ``last_used_at`` (best effort)."""
+    vault.audit.append_many([to_audit_event(r) for r in batch])
+    last_used = {r.key_id: r.time for r in batch if r.key_id is not None and r.status < 400}
+    if last_used:
+        try:
+            vault.touch_keys(last_used)
+        except Exception as exc:
+            log.warning("could not record last use of keys: %s", type(exc).__name__)
+
+
 def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -84,17 +95,20 @@ class GatewayServer:
     ) -> None:
         self.config = config
         self.audit: AuditBatcher[RequestRecord] = AuditBatcher(
-            lambda batch: vault.append_many([to_audit_event(r) for r in batch]),
+            lambda batch: _write_batch(vault, batch),
             interval=config.audit_interval,
             batch_size=config.audit_batch_size,
         )
-        ready = getattr(vault, "ready", None)
+
+        def ready() -> bool:
+            vault.store.generation()  # raises when the store is unreachable
+            return True
         self.gateway = Gateway(
             config,
             authenticator=vault.authenticator(),
             upstreams=vault,
             audit=self.audit,
-            ready=ready if callable(ready) else None,
+            ready=ready,
             **(gateway_kwargs or {}),
         )
         self._ssl = (

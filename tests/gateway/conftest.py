@@ -1,0 +1,157 @@
+"""Fixtures for gateway tests: a real vault on a SQLite file, a fake OpenAI over HTTPS, gateways.
+
+Sentinel: every test's logs (keyguard loggers, captured at DEBUG for the whole session), every
+audit record, every response a test helper received and every header the upstream got are
+checked at the end of the session for the real upstream key, which must never appear.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from fakes.openai_upstream import FakeOpenAI
+from fakes.rawhttp import Transcript
+from keyguard.crypto.master import MasterKey
+from keyguard.domain.keys import generate_openai_style_key
+from keyguard.domain.records import KeySpec
+from keyguard.domain.secret import Secret
+from keyguard.gateway.config import GatewayConfig
+from keyguard.gateway.http.server import ServerLimits
+from keyguard.gateway.server import RunningGateway, run_in_thread
+from keyguard.storage.sqlite import SqliteStore
+from keyguard.vault import Vault
+
+TEST_LIMITS = ServerLimits(
+    max_header_bytes=8192, max_headers=64, max_body_bytes=4 * 1024 * 1024, header_timeout=1.0
+)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="session")
+def transcript() -> Transcript:
+    return Transcript()
+
+
+@pytest.fixture(scope="session")
+def log_lines() -> Iterator[list[str]]:
+    handler = _Collect()
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s %(exc_info)s"))
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler.lines
+    root.removeHandler(handler)
+    root.setLevel(old)
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_bundle(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_key() -> str:
+    return generate_openai_style_key("proj")
+
+
+@pytest.fixture(scope="session")
+def upstream(ca: trustme.CA, real_key: str) -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(ca, [real_key]) as up:
+        yield up
+    up.assert_clean()
+
+
+@pytest.fixture(scope="session")
+def vault(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI, real_key: str
+) -> Iterator[Vault]:
+    store = SqliteStore(tmp_path_factory.mktemp("vault") / "vault.db")
+    v = Vault.create(store, MasterKey.generate())
+    v.add_upstream(
+        "default",
+        Secret(real_key),
+        base_url=upstream.base_url,
+        organization="org-keyguardtest",
+        project="proj_keyguardtest",
+    )
+    yield v
+    v.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_config(ca_bundle: Path) -> GatewayConfig:
+    return GatewayConfig(
+        host="::",
+        port=0,
+        upstream_ca_bundle=ca_bundle,
+        upstream_timeout=1.0,
+        limits=TEST_LIMITS,
+        max_multipart_prefix=64 * 1024,
+        throttle_burst=1000,
+        audit_interval=0.02,
+    )
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    gateway_config: GatewayConfig,
+    vault: Vault,
+    real_key: str,
+    transcript: Transcript,
+    log_lines: list[str],
+) -> Iterator[RunningGateway]:
+    with run_in_thread(gateway_config, vault) as gw:
+        yield gw
+        gw.flush_audit()
+    # ---- the sentinel: the real key never left the vault except towards the upstream ----
+    time.sleep(0.1)
+    records = vault.audit.list()
+    assert records, "the gateway wrote no audit records"
+    leaks = [r for r in records if real_key in repr(r)]
+    assert not leaks, "real key in audit records"
+    assert not [line for line in log_lines if real_key in line], "real key in logs"
+    assert not [c for c in transcript.chunks if real_key.encode() in c], "real key sent to client"
+    # and a fragment of it either (beyond OpenAI's own public prefix)
+    fragment = real_key[12:40].encode()
+    assert not [c for c in transcript.chunks if fragment in c]
+
+
+@pytest.fixture
+def make_key(vault: Vault) -> Any:
+    """``make_key(**spec) -> token`` for a new virtual key on the default upstream."""
+    counter = iter(range(10**6))
+
+    def make(upstream: str = "default", **spec: Any) -> str:
+        name = f"k{next(counter)}-{time.monotonic_ns()}"
+        _, token = vault.create_key(KeySpec(name=name, upstream=upstream, **spec))
+        return token.reveal()
+
+    return make
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
