@@ -70,7 +70,11 @@ class Settings:
     def db_path(self) -> Path | None:
         """The SQLite file path when the database URL is SQLite, else ``None``."""
         if self.database_url.startswith("sqlite:///"):
-            return Path(self.database_url[len("sqlite:///") :]).expanduser()
+            raw = self.database_url[len("sqlite:///") :]
+            if raw == ":memory:":
+                return None
+            path = Path(raw).expanduser()
+            return path if path.is_absolute() else self.home / path
         return None
 
 

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -84,7 +84,7 @@ def open_vault(settings: Settings, *, create: bool = False) -> Vault:
 
     if create:
         return create_vault(settings, os.environ, passphrase=prompt_passphrase)
-    return _open(settings, os.environ, passphrase=prompt_passphrase)
+    return _open(settings, os.environ, passphrase=prompt_passphrase, source="cli")
 
 
 def prompt_passphrase(confirm: bool = False) -> str:
@@ -134,10 +134,15 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(*headers, box=None, pad_edge=False, header_style="bold")
+    console = Console(highlight=False)
+    if not console.is_terminal:  # pipes and files get whole values, never "…"-truncated ones
+        console = Console(highlight=False, width=1000)
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for h in headers:
+        t.add_column(h, overflow="fold")
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
-    Console(highlight=False, soft_wrap=True).print(t)
+    console.print(t)
 
 
 def kv(pairs: Mapping[str, Any]) -> None:
@@ -150,3 +155,55 @@ def kv(pairs: Mapping[str, Any]) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, *, setting: str = "duration") -> timedelta:
+    """``90s``, ``15m``, ``24h``, ``30d``, ``2w`` (or combinations like ``1d12h``)."""
+    import re
+
+    parts = re.findall(r"(\d+)([smhdw])", text.strip().lower())
+    if not parts or "".join(n + u for n, u in parts) != text.strip().lower():
+        raise ConfigError(f"invalid {setting} {text!r}: use e.g. 90s, 15m, 24h, 30d, 2w")
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"invalid {setting} {text!r}: must be positive")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta | None) -> str | None:
+    """The inverse of :func:`parse_duration` for display (largest whole units)."""
+    if delta is None:
+        return None
+    seconds = int(delta.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def parse_time(text: str, *, setting: str) -> datetime:
+    """An ISO 8601 time; a time without an offset is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        hint = "use ISO 8601, e.g. 2027-01-31T12:00"
+        raise ConfigError(f"invalid {setting} {text!r}: {hint}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def utcnow() -> datetime:
+    """Now, UTC, aware."""
+    return datetime.now(timezone.utc)
+
+
+def actor() -> str:
+    """Who is acting, for audit records: the OS user running the CLI."""
+    import getpass
+
+    try:
+        return f"user:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "user:unknown"

@@ -1,0 +1,155 @@
+"""``keyguard upstream``: upstream (OpenAI) credentials in the vault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from keyguard.cli.common import (
+    actor,
+    emit,
+    format_duration,
+    iso,
+    json_option,
+    kv,
+    open_vault,
+    parse_duration,
+    read_secret,
+    settings_from,
+    table,
+)
+from keyguard.domain.records import DEFAULT_BASE_URL, UpstreamCredential
+
+
+def upstream_dict(cred: UpstreamCredential) -> dict[str, Any]:
+    """A credential as JSON-ready data (fingerprints only, never key material)."""
+    return {
+        "name": cred.name,
+        "provider": cred.provider,
+        "base_url": cred.base_url,
+        "organization": cred.organization,
+        "project": cred.project,
+        "allow_insecure_loopback": cred.allow_insecure_loopback,
+        "created_at": iso(cred.created_at),
+        "last_rotated_at": iso(cred.last_rotated_at),
+        "max_age": format_duration(cred.max_age),
+        "versions": [
+            {
+                "version": v.version,
+                "label": v.label.value if v.label else None,
+                "fingerprint": v.fingerprint,
+                "created_at": iso(v.created_at),
+            }
+            for v in cred.versions
+        ],
+    }
+
+
+@click.group("upstream")
+def upstream() -> None:
+    """Manage upstream (OpenAI) credentials, stored encrypted in the vault."""
+
+
+@upstream.command("add")
+@click.argument("name")
+@click.option("--from-env", "from_env", metavar="VAR",
+              help="Read the key from this environment variable.")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from standard input.")
+@click.option("--base-url", default=DEFAULT_BASE_URL, show_default=True,
+              help="Upstream API base URL (https; http only to loopback with the opt-in).")
+@click.option("--organization", help="OpenAI organization id sent upstream.")
+@click.option("--project", help="OpenAI project id sent upstream.")
+@click.option("--max-age", help="Rotate after this long, e.g. 90d.")
+@click.option("--allow-insecure-loopback", is_flag=True,
+              help="Allow a plain-http base URL on a loopback address (local testing).")
+@click.option("--no-validate", is_flag=True, help="Accept a key that is not OpenAI-shaped.")
+@json_option
+@click.pass_context
+def add(ctx: click.Context, name: str, from_env: str | None, from_stdin: bool, base_url: str,
+        organization: str | None, project: str | None, max_age: str | None,
+        allow_insecure_loopback: bool, no_validate: bool, as_json: bool) -> None:
+    """Store a new upstream credential NAME; its key becomes version 1 (CURRENT).
+
+    The key is read from --from-env VAR, from standard input, or a hidden prompt; never from
+    the command line.
+    """
+    secret = read_secret(from_env=from_env, from_stdin=from_stdin, prompt=f"API key for {name}")
+    vault = open_vault(settings_from(ctx))
+    try:
+        cred = vault.add_upstream(
+            name, secret, base_url=base_url, organization=organization, project=project,
+            max_age=parse_duration(max_age, setting="--max-age") if max_age else None,
+            allow_insecure_loopback=allow_insecure_loopback, validate_key=not no_validate,
+            actor=actor(), source="cli",
+        )
+    finally:
+        vault.close()
+    emit(as_json, upstream_dict(cred),
+         lambda: click.echo(f"added upstream {cred.name!r} ({secret.redacted}, "
+                            f"{secret.fingerprint}) -> {cred.base_url}"))
+
+
+@upstream.command("list")
+@json_option
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List upstream credentials."""
+    vault = open_vault(settings_from(ctx))
+    try:
+        creds = vault.list_upstreams()
+    finally:
+        vault.close()
+
+    def human() -> None:
+        if not creds:
+            click.echo("no upstream credentials: add one with 'keyguard upstream add NAME'")
+            return
+        rows = []
+        for c in creds:
+            cur = next((v for v in c.versions if v.label and v.label.value == "CURRENT"), None)
+            rows.append((c.name, c.base_url, cur.version if cur else "-",
+                         cur.fingerprint if cur else "-", iso(c.last_rotated_at or c.created_at)))
+        table(("NAME", "BASE URL", "VERSION", "FINGERPRINT", "ROTATED"), rows)
+
+    emit(as_json, [upstream_dict(c) for c in creds], human)
+
+
+@upstream.command("show")
+@click.argument("name")
+@json_option
+@click.pass_context
+def show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one upstream credential and its versions (fingerprints only)."""
+    vault = open_vault(settings_from(ctx))
+    try:
+        cred = vault.get_upstream(name)
+    finally:
+        vault.close()
+    data = upstream_dict(cred)
+
+    def human() -> None:
+        kv({k: v for k, v in data.items() if k != "versions"})
+        table(("VERSION", "LABEL", "FINGERPRINT", "CREATED"),
+              [(v["version"], v["label"] or "", v["fingerprint"], v["created_at"])
+               for v in data["versions"]])
+
+    emit(as_json, data, human)
+
+
+@upstream.command("remove")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Remove even if active virtual keys use it.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def remove(ctx: click.Context, name: str, force: bool, yes: bool) -> None:
+    """Delete an upstream credential and every version of its key."""
+    if not yes:
+        click.confirm(f"Delete upstream credential {name!r} and all its key versions?",
+                      abort=True, err=True)
+    vault = open_vault(settings_from(ctx))
+    try:
+        vault.remove_upstream(name, force=force, actor=actor(), source="cli")
+    finally:
+        vault.close()
+    click.echo(f"removed upstream {name!r}")
