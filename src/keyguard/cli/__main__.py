@@ -1,0 +1,5 @@
+"""``python -m keyguard.cli``."""
+
+from keyguard.cli.main import main
+
+main()
