@@ -330,7 +330,13 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeOpenAI:
     """The fake upstream; a context manager that serves on an ephemeral 127.0.0.1 port."""
 
-    def __init__(self, ca: trustme.CA, accepted_keys: list[str], host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        ca: trustme.CA | None,
+        accepted_keys: list[str],
+        host: str = "127.0.0.1",
+        cert_names: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    ) -> None:
         self.accepted_keys = list(accepted_keys)
         self.requests: list[dict[str, Any]] = []
         self.uploads: list[dict[str, Any]] = []
@@ -339,12 +345,15 @@ class FakeOpenAI:
         self.disconnects = threading.Event()
         self._server = _Server((host, 0), _Handler)
         self._server.fake = self
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(ctx)
-        self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+        scheme = "http"
+        if ca is not None:  # ca=None: plain HTTP (for the loopback opt-in test)
+            cert = ca.issue_cert(*cert_names)
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            cert.configure_cert(ctx)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
         self.port = self._server.server_address[1]
-        self.base_url = f"https://{host}:{self.port}/v1"
+        self.base_url = f"{scheme}://{host}:{self.port}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> FakeOpenAI:

@@ -1,0 +1,159 @@
+"""The upstream connection: verified TLS, pinned host, no redirects, failures → 502/504."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import trustme
+
+from fakes.openai_upstream import FakeOpenAI
+from fakes.rawhttp import Transcript, connect, read_responses, request
+from keyguard.domain.secret import Secret
+from keyguard.errors import ConfigError
+from keyguard.gateway.config import GatewayConfig
+from keyguard.gateway.server import RunningGateway, run_in_thread
+from keyguard.vault import Vault
+
+_names = iter(range(1000))
+
+
+def _upstream(vault: Vault, real_key: str, base_url: str, **kw: Any) -> str:
+    name = f"up{next(_names)}"
+    vault.add_upstream(name, Secret(real_key), base_url=base_url, **kw)
+    return name
+
+
+def _check_error(r: Any, status: int, real_key: str) -> None:
+    assert r.status == status, r.body
+    assert r.json()["error"]["type"] == "server_error"
+    assert real_key.encode() not in r.body and b"127.0.0.1" not in r.body
+
+
+def test_upstream_ca_not_trusted_is_refused(
+    gateway_config: GatewayConfig,
+    vault: Vault,
+    make_key: Any,
+    real_key: str,
+    upstream: FakeOpenAI,
+    transcript: Transcript,
+) -> None:
+    cfg = replace(gateway_config, upstream_ca_bundle=None)  # system trust store only
+    with run_in_thread(cfg, vault) as gw:
+        r = request(gw, "GET", "/v1/models", token=make_key(), transcript=transcript)
+    _check_error(r, 502, real_key)
+    assert b"certificate could not be verified" in r.body
+
+
+def test_upstream_hostname_mismatch_is_refused(
+    gateway: RunningGateway,
+    vault: Vault,
+    ca: trustme.CA,
+    make_key: Any,
+    real_key: str,
+    transcript: Transcript,
+) -> None:
+    with FakeOpenAI(ca, [real_key], cert_names=("api.other.example",)) as other:
+        name = _upstream(vault, real_key, other.base_url)
+        r = request(
+            gateway, "GET", "/v1/models", token=make_key(upstream=name), transcript=transcript
+        )
+        assert other.requests == []
+    _check_error(r, 502, real_key)
+
+
+def test_plain_http_upstream_needs_loopback_opt_in(
+    gateway: RunningGateway, vault: Vault, make_key: Any, real_key: str, transcript: Transcript
+) -> None:
+    with FakeOpenAI(None, [real_key]) as plain:
+        with pytest.raises(ConfigError):
+            _upstream(vault, real_key, plain.base_url)
+        name = _upstream(vault, real_key, plain.base_url, allow_insecure_loopback=True)
+        r = request(
+            gateway, "GET", "/v1/models", token=make_key(upstream=name), transcript=transcript
+        )
+        assert r.status == 200
+        plain.assert_clean()
+    with pytest.raises(ConfigError):
+        _upstream(vault, real_key, "http://api.example.com/v1", allow_insecure_loopback=True)
+
+
+def test_redirect_is_passed_back_not_followed(
+    gateway: RunningGateway, make_key: Any, upstream: FakeOpenAI, transcript: Transcript
+) -> None:
+    before = len(upstream.requests)
+    r = request(gateway, "GET", "/v1/test/redirect", token=make_key(), transcript=transcript)
+    assert r.status == 302
+    assert r.headers[b"location"] == b"https://attacker.invalid/steal"
+    assert len(upstream.requests) == before + 1
+
+
+def test_upstream_down_is_502(
+    gateway: RunningGateway, vault: Vault, make_key: Any, real_key: str, transcript: Transcript
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    name = _upstream(vault, real_key, f"https://127.0.0.1:{port}/v1")
+    r = request(gateway, "GET", "/v1/models", token=make_key(upstream=name), transcript=transcript)
+    _check_error(r, 502, real_key)
+
+
+def test_upstream_stall_is_504(
+    gateway: RunningGateway, make_key: Any, real_key: str, transcript: Transcript
+) -> None:
+    t0 = time.monotonic()
+    r = request(gateway, "GET", "/v1/test/stall", token=make_key(), transcript=transcript)
+    _check_error(r, 504, real_key)
+    assert time.monotonic() - t0 < 10
+    assert request(gateway, "GET", "/healthz").status == 200
+
+
+def test_client_disconnect_cancels_upstream(
+    gateway: RunningGateway, make_key: Any, upstream: FakeOpenAI
+) -> None:
+    upstream.disconnects.clear()
+    s = connect(gateway)
+    s.sendall(
+        b"GET /v1/test/slow-stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + make_key().encode()
+        + b"\r\n\r\n"
+    )
+    first = s.recv(4096)
+    assert first.startswith(b"HTTP/1.1 200")
+    s.close()
+    assert upstream.disconnects.wait(5), "the upstream request was not cancelled"
+
+
+def test_sse_chunks_arrive_unbuffered(gateway: RunningGateway, make_key: Any) -> None:
+    s = connect(gateway)
+    s.sendall(
+        b"GET /v1/test/slow-stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + make_key().encode()
+        + b"\r\n\r\n"
+    )
+    got = b""
+    t0 = time.monotonic()
+    while b'"n": 2' not in got:
+        got += s.recv(4096)
+    # three events paced 50 ms apart arrive long before the 10 s stream ends
+    assert time.monotonic() - t0 < 3
+    assert b"transfer-encoding: chunked" in got.lower()
+    s.close()
+
+
+def test_keep_alive_reuses_upstream_connections(gateway: RunningGateway, make_key: Any) -> None:
+    token = make_key()
+    s = connect(gateway)
+    for _ in range(3):
+        s.sendall(
+            b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + token.encode()
+            + b"\r\n\r\n"
+        )
+        (r,) = read_responses(s, 1)
+        assert r.status == 200 and r.complete
+    s.close()
