@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("keyguard.cli.key_cmds:key", "Manage virtual keys."),
     "audit": ("keyguard.cli.audit_cmds:audit", "List and verify the audit log."),
     "vault": ("keyguard.cli.vault_cmds:vault", "Vault maintenance: rewrap, master key rotation."),
+    "rotate": ("keyguard.cli.rotate_cmds:rotate_cmd", "Rotate keys that are due, or resume."),
     "run": ("keyguard.cli.run_cmd:run_cmd", "Run a command with the key in its environment."),
     "serve": ("keyguard.cli.serve_cmd:serve_cmd", "Serve the OpenAI-compatible gateway."),
     "scan": ("keyguard.cli.scan_cmd:scan_cmd", "Find hardcoded OpenAI and keyguard keys."),
