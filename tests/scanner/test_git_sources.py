@@ -1,0 +1,89 @@
+"""--history and --staged on real temporary git repositories."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from keyguard.domain.keys import fingerprint
+from keyguard.errors import ScanError
+from keyguard.scanner.gitsrc import scan_history, scan_staged
+from scanner.gitutil import git
+from scanner.keygen import openai_key, virtual_key
+
+
+def test_history_finds_deleted_keys_and_unmerged_branches(repo, scanner, rng):
+    old, branch_only, current = openai_key(rng, "user"), virtual_key(rng), openai_key(rng)
+    (repo / "README.md").write_text("hello\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "init", date="2020-01-01T00:00:00+00:00")
+    (repo / "app.py").write_text(f"x = 1\nKEY = '{old}'\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "add key", date="2021-02-03T04:05:06+00:00")
+    added_in = git(repo, "rev-parse", "HEAD")
+    (repo / "app.py").write_text("x = 1\n")
+    git(repo, "commit", "-qam", "remove key")
+    git(repo, "checkout", "-qb", "feature")
+    (repo / "sub").mkdir()
+    (repo / "sub" / "conf.yaml").write_text(f"a: 1\nb: 2\nkey: {branch_only}\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "feature")
+    git(repo, "checkout", "-q", "main")
+    (repo / "new.py").write_text(f"K = '{current}'\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "current")
+    # the same key committed again elsewhere is still reported once
+    (repo / "again.py").write_text(f"K = '{current}'\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "again")
+
+    report = scan_history(scanner, repo)
+    by_fp = {f.fingerprint: f for f in report.findings}
+    assert len(report.findings) == 3
+    deleted = by_fp[fingerprint(old)]
+    assert (deleted.path, deleted.line, deleted.commit) == ("app.py", 2, added_in)
+    assert deleted.author_date.startswith("2021-02-03T04:05:06")
+    assert deleted.source == "history" and "rotate" in deleted.remedy
+    branch = by_fp[fingerprint(branch_only)]
+    assert (branch.path, branch.line) == ("sub/conf.yaml", 3)
+    assert by_fp[fingerprint(current)].path == "new.py"
+    assert report.unit == "commits" and report.files_scanned == 6
+
+
+def test_history_of_repo_without_commits_is_clean(repo, scanner):
+    assert scan_history(scanner, repo).findings == []
+
+
+def test_not_a_repository_is_a_scan_error(tmp_path, scanner):
+    with pytest.raises(ScanError, match="not a git repository"):
+        scan_staged(scanner, tmp_path)
+
+
+def test_staged_scans_the_index_not_the_worktree(repo, scanner, rng):
+    staged_key, unstaged_key = openai_key(rng), openai_key(rng, "svcacct")
+    (repo / "base.txt").write_text("base\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "init")
+    (repo / "a.py").write_text(f"K = '{staged_key}'\n")
+    (repo / "b.py").write_text("clean\n")
+    git(repo, "add", "a.py", "b.py")
+    (repo / "b.py").write_text(f"K = '{unstaged_key}'\n")  # modified after staging
+    (repo / "c.py").write_text(f"K = '{unstaged_key}'\n")  # never staged
+    report = scan_staged(scanner, repo)
+    assert [(f.path, f.fingerprint, f.source) for f in report.findings] == [
+        ("a.py", fingerprint(staged_key), "staged")
+    ]
+    assert report.files_scanned == 2
+
+
+def test_staged_in_a_fresh_repo_and_a_typical_commit_is_fast(repo, scanner, rng):
+    for i in range(10):
+        (repo / f"m{i}.py").write_text("import os\n" * 300)
+    (repo / "k.env").write_text(f"OPENAI_API_KEY={openai_key(rng)}\n")
+    git(repo, "add", ".")
+    start = time.perf_counter()
+    report = scan_staged(scanner, repo)
+    elapsed = time.perf_counter() - start
+    assert len(report.findings) == 1 and report.files_scanned == 11
+    assert elapsed < 1.0  # generous for CI; the bench measures the real figure
