@@ -230,6 +230,8 @@ class HttpServerProtocol(asyncio.Protocol):
             raise _Reject(400, "Content-Length together with Transfer-Encoding", "bad_request")
         if not self._url.startswith(b"/"):
             raise _Reject(400, "only origin-form request targets are accepted", "bad_request")
+        if self._parser.should_upgrade():
+            raise _Reject(400, "protocol upgrades are not supported", "bad_request")
         version = self._parser.get_http_version()
         if version == "1.1" and not self._has_host:
             raise _Reject(400, "missing Host header", "bad_request")
