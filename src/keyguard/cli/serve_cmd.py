@@ -1,0 +1,179 @@
+"""``keyguard serve``: run the OpenAI-compatible gateway.
+
+Settings shared with the rest of keyguard (host, port, workers, TLS, trusted proxies, upstream CA
+bundle) follow the usual precedence (flag > ``KEYGUARD_*`` > keyguard.toml > default) through
+:func:`keyguard.cli.common.settings_from`; the gateway-only limits are flags with their own
+``KEYGUARD_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from keyguard.cli.common import open_vault, settings_from
+
+_PATH = click.Path(dir_okay=False, path_type=Path)
+
+
+def gateway_config(settings: Any, **limits: Any) -> Any:
+    """Build the gateway's :class:`~keyguard.gateway.config.GatewayConfig` from settings."""
+    from keyguard.gateway.config import GatewayConfig
+    from keyguard.gateway.http.server import ServerLimits
+
+    server_limits = ServerLimits(
+        max_header_bytes=limits["max_header_bytes"],
+        max_body_bytes=limits["max_body_mb"] * 1024 * 1024,
+        header_timeout=limits["header_timeout"],
+        keepalive_timeout=limits["keepalive_timeout"],
+    )
+    return GatewayConfig(
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        tls_cert=settings.tls_cert,
+        tls_key=settings.tls_key,
+        client_ca=settings.client_ca,
+        trusted_proxies=tuple(settings.trusted_proxies),
+        upstream_ca_bundle=settings.upstream_ca_bundle,
+        default_upstream=settings.upstream,
+        limits=server_limits,
+        upstream_timeout=limits["upstream_timeout"],
+        upstream_connect_timeout=limits["connect_timeout"],
+    )
+
+
+@click.command("serve")
+@click.option(
+    "--host", help="Address to bind; '::' for all IPv4+IPv6. [default 127.0.0.1; env KEYGUARD_HOST]"
+)
+@click.option("--port", type=int, help="Port. [default 8787; env KEYGUARD_PORT]")
+@click.option(
+    "--workers",
+    type=int,
+    help="Worker processes sharing the port (SO_REUSEPORT). [default 1; env KEYGUARD_WORKERS]",
+)
+@click.option(
+    "--tls-cert",
+    type=_PATH,
+    help="Serve HTTPS with this certificate chain (PEM). [env KEYGUARD_TLS_CERT]",
+)
+@click.option("--tls-key", type=_PATH, help="Private key for --tls-cert. [env KEYGUARD_TLS_KEY]")
+@click.option(
+    "--client-ca",
+    type=_PATH,
+    help="Require client certificates signed by this CA (mTLS). [env KEYGUARD_CLIENT_CA]",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="CIDR",
+    help="A reverse proxy whose X-Forwarded-For/Forwarded is believed (repeatable). "
+    "[env KEYGUARD_TRUSTED_PROXIES, comma-separated]",
+)
+@click.option(
+    "--upstream-ca-bundle",
+    type=_PATH,
+    help="Verify upstreams against this CA bundle instead of the system store. "
+    "[env KEYGUARD_UPSTREAM_CA_BUNDLE]",
+)
+@click.option(
+    "--max-body-mb",
+    type=int,
+    default=64,
+    show_default=True,
+    envvar="KEYGUARD_MAX_BODY_MB",
+    help="Largest request body (413 beyond).",
+)
+@click.option(
+    "--max-header-bytes",
+    type=int,
+    default=16384,
+    show_default=True,
+    envvar="KEYGUARD_MAX_HEADER_BYTES",
+    help="Largest request head (431 beyond).",
+)
+@click.option(
+    "--header-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    envvar="KEYGUARD_HEADER_TIMEOUT",
+    help="Seconds to receive a request head (408).",
+)
+@click.option(
+    "--keepalive-timeout",
+    type=float,
+    default=75.0,
+    show_default=True,
+    envvar="KEYGUARD_KEEPALIVE_TIMEOUT",
+    help="Idle keep-alive connection lifetime.",
+)
+@click.option(
+    "--upstream-timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    envvar="KEYGUARD_UPSTREAM_TIMEOUT",
+    help="Seconds to the upstream's first byte, and longest pause in a stream (504).",
+)
+@click.option(
+    "--connect-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    envvar="KEYGUARD_CONNECT_TIMEOUT",
+    help="Seconds to connect to the upstream.",
+)
+@click.pass_context
+def serve_cmd(
+    ctx: click.Context,
+    /,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    client_ca: Path | None = None,
+    trusted_proxies: tuple[str, ...] = (),
+    upstream_ca_bundle: Path | None = None,
+    **limits: Any,
+) -> None:
+    """Serve the OpenAI-compatible gateway (clients use virtual keys; keyguard holds the key).
+
+    Point any OpenAI client at http(s)://HOST:PORT/v1 with a keyguard virtual key as its API
+    key. /healthz and /readyz are for probes. Stop with Ctrl-C or SIGTERM: in-flight requests
+    finish and pending audit records are written first.
+    """
+    from keyguard.domain.redaction import install_redaction
+    from keyguard.gateway.server import serve
+
+    settings = settings_from(
+        ctx,
+        host=host,
+        port=port,
+        workers=workers,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        client_ca=client_ca,
+        trusted_proxies=trusted_proxies or None,
+        upstream_ca_bundle=upstream_ca_bundle,
+    )
+    config = gateway_config(settings, **limits)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    install_redaction(logging.getLogger())
+    # unlock once here: a wrong or missing master key fails now, with the CLI's message
+    vault = open_vault(settings)
+    if config.workers == 1:
+        serve(config, lambda: vault)
+        return
+    vault.close()  # each worker opens its own (SQLite connections must not cross a fork)
+    from keyguard.wiring import open_vault as reopen
+
+    env = dict(os.environ)
+    serve(config, lambda: reopen(settings, env, passphrase=None, source="gateway"))
