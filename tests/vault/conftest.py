@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -13,22 +12,7 @@ from keyguard.domain.keys import generate_openai_style_key
 from keyguard.domain.secret import Secret
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault
-
-T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> datetime:
-        self.now += timedelta(**kwargs)
-        return self.now
+from vault.helpers import Clock
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from keyguard.domain.keys import generate_openai_style_key
 from keyguard.domain.secret import Secret
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault
-from vault.conftest import Clock
+from vault.helpers import Clock
 
 N = 8  # records in the log under test (vault.create writes seq 1)
 

@@ -26,6 +26,16 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat()
 
 
+def blob(value: object) -> bytes:
+    """A BLOB column's value; a value stored with the wrong type still becomes its bytes
+    (so tampering surfaces as a decryption failure, not a crash)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return str(value).encode()
+
+
 def dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 

@@ -1,25 +1,12 @@
-"""SQLite backend: the embedded default store.
-
-One connection per store object, guarded by a re-entrant lock (safe to share between threads);
-several processes may open the same file. WAL journal with ``synchronous=FULL`` (a committed
-write survives power loss, not just a crash; writes are small and rare except audit batches),
-foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for write transactions so a writer
-takes the lock before reading what it will change. The file is created with mode 0600.
-Every ``sqlite3`` error leaves this module as a :mod:`keyguard.errors` storage error.
-"""
+"""SQLite backend: the embedded default store (see :mod:`keyguard.storage.sqlite_base` for how
+it uses SQLite). This module holds metadata, KEKs, upstream credentials and virtual keys."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import sqlite3
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from keyguard.domain.audit import AuditHead, AuditRecord
 from keyguard.domain.records import (
     KeySecretHash,
     Label,
@@ -32,135 +19,25 @@ from keyguard.errors import (
     ConcurrentUpdate,
     KeyguardError,
     KeyNotFound,
-    StorageError,
     StorageUnavailable,
 )
 from keyguard.storage import codec as c
-from keyguard.storage.ports import KekRecord, PendingAudit, SealedUpstream
-from keyguard.storage.sqlite_schema import migrate
+from keyguard.storage.ports import KekRecord, SealedUpstream
+from keyguard.storage.sqlite_audit import SqliteAuditTables
+from keyguard.storage.sqlite_base import MEMORY, decodes
 
-MEMORY = ":memory:"
-
-
-def _wrap(exc: sqlite3.Error) -> StorageError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError):
-        low = text.lower()
-        if "locked" in low or "busy" in low:
-            return StorageUnavailable(f"database is busy (another writer holds it): {text}")
-        if "unable to open" in low or "readonly" in low or "disk i/o" in low:
-            return StorageUnavailable(f"cannot use the database file: {text}")
-    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text.lower():
-        return StorageError(f"the file is not a keyguard database or is corrupt: {text}")
-    return StorageError(f"database error: {text}")
+__all__ = ["MEMORY", "SqliteStore", "open_sqlite"]
 
 
-class SqliteStore:
+class SqliteStore(SqliteAuditTables):
     """A :class:`~keyguard.storage.ports.VaultStore` over one SQLite file (or ``:memory:``)."""
-
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
-        self.path = str(path)
-        self._lock = threading.RLock()
-        self._depth = 0
-        try:
-            if self.path != MEMORY and not os.path.exists(self.path):
-                with contextlib.suppress(FileExistsError):  # create 0600 before sqlite does
-                    os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except OSError as exc:
-            raise StorageUnavailable(f"cannot create database {self.path}: {exc.strerror}") from exc
-        try:
-            self._conn = sqlite3.connect(
-                self.path,
-                timeout=busy_timeout_ms / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            with self.transaction():
-                migrate(self._conn)
-        except sqlite3.Error as exc:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            raise _wrap(exc) from exc
-
-    # -- plumbing -------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """A write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            self._run("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield
-            except BaseException:
-                self._depth = 0
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._depth = 0
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise _wrap(exc) from exc
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[None]:
-        """A consistent snapshot for multi-statement reads (joins a write transaction)."""
-        with self._lock:
-            if self._depth:
-                yield
-                return
-            self._run("BEGIN")
-            try:
-                yield
-            finally:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("COMMIT")
-
-    def _run(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
-        try:
-            return self._conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise _wrap(exc) from exc
-
-    def _write(self, sql: str, params: Sequence[object] = (), *, bump: bool = True) -> int:
-        with self.transaction():
-            cur = self._run(sql, params)
-            if bump:
-                self._run("UPDATE generation SET value = value + 1 WHERE id = 1")
-            return cur.rowcount
-
-    def generation(self) -> int:
-        with self._lock:
-            row = self._run("SELECT value FROM generation WHERE id = 1").fetchone()
-        return int(row[0])
-
-    def close(self) -> None:
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            self._conn.close()
-
-    def __repr__(self) -> str:
-        return f"SqliteStore({self.path!r})"
 
     # -- metadata and KEKs ----------------------------------------------------------------
 
     def get_meta(self, name: str) -> bytes | None:
         with self._lock:
             row = self._run("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else c.blob(row[0])
 
     def set_meta(self, name: str, value: bytes) -> None:
         self._write(
@@ -169,10 +46,11 @@ class SqliteStore:
             (name, value),
         )
 
+    @decodes
     def list_keks(self) -> list[KekRecord]:
         with self._lock:
             rows = self._run("SELECT kek_id, wrapped, created_at FROM keks ORDER BY kek_id")
-            return [KekRecord(int(r[0]), bytes(r[1]), c.dt_req(r[2])) for r in rows.fetchall()]
+            return [KekRecord(int(r[0]), c.blob(r[1]), c.dt_req(r[2])) for r in rows.fetchall()]
 
     def add_kek(self, kek: KekRecord) -> None:
         with self.transaction():
@@ -210,6 +88,7 @@ class SqliteStore:
             out.setdefault(row[0], []).append(c.version_from_row(row))
         return out
 
+    @decodes
     def get_upstream(self, name: str) -> UpstreamCredential | None:
         with self._read():
             row = self._run(
@@ -220,6 +99,7 @@ class SqliteStore:
                 return None
             return c.upstream_from_row(row, self._versions(name).get(name, []))
 
+    @decodes
     def list_upstreams(self) -> list[UpstreamCredential]:
         with self._read():
             rows = self._run(f"SELECT {c.UPSTREAM_COLUMNS} FROM upstreams ORDER BY name")  # noqa: S608 - constant column lists
@@ -302,14 +182,15 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             raise KeyNotFound(f"upstream credential {name!r} has no version {version}")
-        return bytes(row[0])
+        return c.blob(row[0])
 
+    @decodes
     def iter_sealed_upstreams(self) -> Iterator[SealedUpstream]:
         with self._read():
             rows = self._run(
                 "SELECT upstream, version, sealed FROM upstream_versions ORDER BY upstream, version"
             ).fetchall()
-        return iter([SealedUpstream(r[0], int(r[1]), bytes(r[2])) for r in rows])
+        return iter([SealedUpstream(r[0], int(r[1]), c.blob(r[2])) for r in rows])
 
     def replace_sealed_upstream(self, name: str, version: int, sealed: bytes) -> None:
         if not self._write(
@@ -318,6 +199,7 @@ class SqliteStore:
         ):
             raise KeyNotFound(f"upstream credential {name!r} has no version {version}")
 
+    @decodes
     def find_upstream_versions(self, fingerprint: str) -> list[UpstreamVersion]:
         with self._lock:
             rows = self._run(
@@ -340,6 +222,7 @@ class SqliteStore:
             )
             self.add_key_secret(secret)
 
+    @decodes
     def get_virtual_key(self, key_id: str) -> VirtualKey | None:
         with self._lock:
             row = self._run(
@@ -348,6 +231,7 @@ class SqliteStore:
             ).fetchone()
         return None if row is None else c.key_from_row(row)
 
+    @decodes
     def list_virtual_keys(self) -> list[VirtualKey]:
         with self._lock:
             rows = self._run(
@@ -393,6 +277,7 @@ class SqliteStore:
         ):
             raise KeyNotFound(f"no such secret for virtual key {key_id}")
 
+    @decodes
     def list_key_secrets(self, key_id: str | None = None) -> list[KeySecretHash]:
         sql = "SELECT key_id, digest, created_at, valid_until FROM key_secrets"
         with self._lock:
@@ -401,62 +286,7 @@ class SqliteStore:
                 if key_id is not None
                 else self._run(sql + " ORDER BY key_id, created_at")
             ).fetchall()
-        return [KeySecretHash(r[0], bytes(r[1]), c.dt_req(r[2]), c.dt(r[3])) for r in rows]
-
-    # -- audit ----------------------------------------------------------------------------
-
-    def audit_head(self) -> AuditHead | None:
-        with self._lock:
-            row = self._run("SELECT seq, hash, mac FROM audit_head WHERE id = 1").fetchone()
-        return None if row is None else AuditHead(int(row[0]), row[1], row[2])
-
-    def append_audit(self, records: Sequence[AuditRecord], head: AuditHead) -> None:
-        with self.transaction():
-            try:
-                self._conn.executemany(
-                    f"INSERT INTO audit_log ({c.AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant column lists
-                    [c.audit_params(r) for r in records],
-                )
-            except sqlite3.IntegrityError as exc:
-                raise ConcurrentUpdate("audit sequence number already taken") from exc
-            except sqlite3.Error as exc:
-                raise _wrap(exc) from exc
-            self._run(
-                "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,"
-                " mac = excluded.mac",
-                (head.seq, head.hash, head.mac),
-            )
-
-    def list_audit(self, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
-        with self._lock:
-            rows = self._run(
-                f"SELECT {c.AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608 - constant column lists
-                (after_seq, -1 if limit is None else limit),
-            ).fetchall()
-        return [c.audit_from_row(r) for r in rows]
-
-    def add_pending_audit(self, event: PendingAudit) -> None:
-        self._write(
-            "INSERT INTO audit_pending (time, action, actor, source, details)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (
-                c.iso(event.time),
-                event.action,
-                event.actor,
-                event.source,
-                json.dumps(dict(event.details), sort_keys=True),
-            ),
-            bump=False,
-        )
-
-    def take_pending_audit(self) -> list[PendingAudit]:
-        with self.transaction():
-            rows = self._run(
-                "SELECT time, action, actor, source, details FROM audit_pending ORDER BY id"
-            ).fetchall()
-            self._run("DELETE FROM audit_pending")
-        return [PendingAudit(c.dt_req(r[0]), r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+        return [KeySecretHash(r[0], c.blob(r[1]), c.dt_req(r[2]), c.dt(r[3])) for r in rows]
 
 
 def open_sqlite(path: str | Path, **kwargs: int) -> SqliteStore:

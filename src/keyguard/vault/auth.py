@@ -24,7 +24,13 @@ from datetime import datetime
 from keyguard.domain.keys import parse_virtual_key
 from keyguard.domain.policy import check_key_state
 from keyguard.domain.records import VirtualKey
-from keyguard.errors import KeyFormatError, StorageError, StorageUnavailable, Unauthenticated
+from keyguard.errors import (
+    ConfigError,
+    KeyFormatError,
+    StorageError,
+    StorageUnavailable,
+    Unauthenticated,
+)
 from keyguard.storage.ports import VaultStore
 
 INVALID = "invalid API key"
@@ -113,12 +119,13 @@ class KeyAuthenticator:
                 secrets: dict[str, list[tuple[bytes, datetime | None]]] = {}
                 for s in self._store.list_key_secrets():
                     secrets.setdefault(s.key_id, []).append((s.digest, s.valid_until))
-                entries = {
-                    k.key_id: _Entry(k, tuple(secrets.get(k.key_id, ())))
-                    for k in self._store.list_virtual_keys()
-                }
-                for entry in entries.values():
-                    _ = entry.key.policy  # compile allowlists now, not on the first request
+                entries = {}
+                for k in self._store.list_virtual_keys():
+                    try:
+                        _ = k.policy  # compile allowlists now, not on the first request
+                    except ConfigError:
+                        continue  # a stored policy that does not compile: the key cannot be used
+                    entries[k.key_id] = _Entry(k, tuple(secrets.get(k.key_id, ())))
                 self._entries = entries
                 self._watch.mark(generation)
                 self._loaded_at = self._monotonic()

@@ -1,0 +1,191 @@
+"""SQLite plumbing shared by the store's table groups: connection, transactions, error mapping.
+
+One connection per store object, guarded by a re-entrant lock (safe to share between threads);
+several processes may open the same file. WAL journal with ``synchronous=FULL`` (a committed
+write survives power loss, not just a crash; writes are small and rare except audit batches),
+foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for write transactions so a writer
+takes the lock before reading what it will change. The file is created with mode 0600.
+Every ``sqlite3`` error leaves this package as a :mod:`keyguard.errors` storage error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from keyguard.errors import KeyguardError, StorageError, StorageUnavailable
+from keyguard.storage.sqlite_schema import migrate
+
+MEMORY = ":memory:"
+
+
+def _wrap(exc: sqlite3.Error) -> StorageError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        low = text.lower()
+        if "locked" in low or "busy" in low:
+            return StorageUnavailable(f"database is busy (another writer holds it): {text}")
+        if "unable to open" in low or "readonly" in low or "disk i/o" in low:
+            return StorageUnavailable(f"cannot use the database file: {text}")
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text.lower():
+        return StorageError(f"the file is not a keyguard database or is corrupt: {text}")
+    return StorageError(f"database error: {text}")
+
+
+def _text(raw: bytes) -> str:
+    # invalid UTF-8 (a tampered or corrupt row) must not break reads: keep the bytes recoverable
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class _Cursor:
+    """A cursor whose fetches wrap driver errors too (decoding happens while fetching)."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self._cur = cur
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    def fetchone(self) -> Any:
+        try:
+            return self._cur.fetchone()
+        except sqlite3.Error as exc:
+            raise _wrap(exc) from exc
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return self._cur.fetchall()
+        except sqlite3.Error as exc:
+            raise _wrap(exc) from exc
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def decodes(method: _F) -> _F:
+    """Turn a malformed row (a value that does not convert back) into a :class:`StorageError`."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except KeyguardError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise StorageError(
+                f"the database holds a malformed row ({method.__name__}): corrupt or tampered"
+            ) from exc
+
+    return cast(_F, wrapper)
+
+
+class SqliteBase:
+    """Connection, transactions and the change counter of one SQLite database."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            if self.path != MEMORY and not os.path.exists(self.path):
+                with contextlib.suppress(FileExistsError):  # create 0600 before sqlite does
+                    os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot create database {self.path}: {exc.strerror}") from exc
+        try:
+            self._conn = sqlite3.connect(
+                self.path,
+                timeout=busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._conn.text_factory = _text
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            with self.transaction():
+                migrate(self._conn)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            raise _wrap(exc) from exc
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._run("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise _wrap(exc) from exc
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[None]:
+        """A consistent snapshot for multi-statement reads (joins a write transaction)."""
+        with self._lock:
+            if self._depth:
+                yield
+                return
+            self._run("BEGIN")
+            try:
+                yield
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("COMMIT")
+
+    def _run(self, sql: str, params: Sequence[object] = ()) -> _Cursor:
+        try:
+            return _Cursor(self._conn.execute(sql, params))
+        except sqlite3.Error as exc:
+            raise _wrap(exc) from exc
+
+    def _write(self, sql: str, params: Sequence[object] = (), *, bump: bool = True) -> int:
+        with self.transaction():
+            cur = self._run(sql, params)
+            if bump:
+                self._run("UPDATE generation SET value = value + 1 WHERE id = 1")
+            return cur.rowcount
+
+    @decodes
+    def generation(self) -> int:
+        with self._lock:
+            row = self._run("SELECT value FROM generation WHERE id = 1").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
