@@ -20,8 +20,7 @@ def git(repo: Path, *args: str, date: str | None = None) -> str:
     env = {**os.environ, **GIT_ENV}
     if date:
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
-    out = subprocess.run(["git", "-C", str(repo), *args], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
+    )
     return out.stdout.strip()
-
-

@@ -59,9 +59,10 @@ def _write_corpus(root: Path, keys: dict[str, str], rng: random.Random) -> set[t
             "utf16le.txt": ("\ufeffkey = KEY\r\n", "utf-16-le"),
             "utf16be.txt": ("\ufeffkey = KEY\n", "utf-16-be"),
             "utf16-bom.ps1": ("$k = 'KEY'\n", "utf-16"),
-
-            "url-encoded.txt": ("u?k=" + key.replace("-", "%2D").replace("_", "%5F") + "\n",
-                                "utf-8"),
+            "url-encoded.txt": (
+                "u?k=" + key.replace("-", "%2D").replace("_", "%5F") + "\n",
+                "utf-8",
+            ),
         }
         for name, (text, encoding) in special.items():
             rel = f"{label}/special/{name}"
@@ -76,10 +77,17 @@ def _write_corpus(root: Path, keys: dict[str, str], rng: random.Random) -> set[t
         nb = {
             "cells": [
                 {"cell_type": "markdown", "metadata": {}, "source": ["# demo"]},
-                {"cell_type": "code", "metadata": {}, "execution_count": 1,
-                 "outputs": [], "source": ["import openai\n", f'openai.api_key = "{key}"\n']},
+                {
+                    "cell_type": "code",
+                    "metadata": {},
+                    "execution_count": 1,
+                    "outputs": [],
+                    "source": ["import openai\n", f'openai.api_key = "{key}"\n'],
+                },
             ],
-            "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {},
+            "nbformat": 4,
+            "nbformat_minor": 5,
         }
         rel = f"{label}/special/demo.ipynb"
         (root / rel).write_text(json.dumps(nb, indent=1), encoding="utf-8")

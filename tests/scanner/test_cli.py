@@ -1,0 +1,140 @@
+"""keyguard scan / fix through click's CliRunner, and once as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from keyguard.cli.main import cli
+from scanner.fakeupstream import FakeOpenAI, serve
+from scanner.gitutil import git
+from scanner.keygen import openai_key, virtual_key
+
+SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
+
+
+def run(*args: str, input: str | bytes | None = None):
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def leaky(tmp_path, rng):
+    keys = [openai_key(rng), virtual_key(rng)]
+    (tmp_path / "app.py").write_text(f"import openai\nopenai.api_key = '{keys[0]}'\n")
+    (tmp_path / ".env.local").write_text(f"KG={keys[1]}\n")
+    return tmp_path, keys
+
+
+def _no_keys(text: str, keys) -> None:
+    for key in keys:
+        assert key not in text
+
+
+def test_clean_tree_exits_0(tmp_path):
+    (tmp_path / "a.py").write_text("print('sk-your-key-here')\n")
+    result = run("scan", str(tmp_path))
+    assert result.exit_code == 0 and "no keys found" in result.output
+
+
+def test_findings_exit_1_text_json_sarif(leaky, tmp_path):
+    root, keys = leaky
+    text = run("scan", str(root))
+    assert text.exit_code == 1
+    assert "openai-project" in text.output and "keyguard-virtual-key" in text.output
+    _no_keys(text.output, keys)
+    as_json = run("scan", "--json", str(root))
+    doc = json.loads(as_json.output)
+    assert as_json.exit_code == 1 and doc["summary"]["findings"] == 2
+    sarif_file = tmp_path / "out.sarif"
+    as_sarif = run("scan", "--sarif", "-o", str(sarif_file), str(root))
+    assert as_sarif.exit_code == 1 and as_sarif.output == ""
+    jsonschema.validate(json.loads(sarif_file.read_text()), SCHEMA)
+    _no_keys(json.dumps(doc) + sarif_file.read_text(), keys)
+
+
+def test_stdin(rng):
+    key = openai_key(rng, "admin")
+    result = run("scan", "--json", "-", input=f"token: {key}\n")
+    assert result.exit_code == 1
+    [f] = json.loads(result.output)["findings"]
+    assert (f["path"], f["format"], f["source"]) == ("<stdin>", "openai-admin", "stdin")
+
+
+def test_errors_exit_2(tmp_path):
+    assert run("scan", str(tmp_path / "missing")).exit_code == 2
+    assert run("scan", "--staged", str(tmp_path)).exit_code == 2
+    assert run("scan", "--update-baseline", str(tmp_path)).exit_code == 2
+    (tmp_path / "bad.json").write_text("{}")
+    assert run("scan", "--baseline", str(tmp_path / "bad.json"), str(tmp_path)).exit_code == 2
+
+
+def test_baseline_flow(leaky, rng):
+    root, _ = leaky
+    base = root.parent / "baseline.json"
+    assert run("scan", "--baseline", str(base), "--update-baseline", str(root)).exit_code == 0
+    result = run("scan", "--baseline", str(base), str(root))
+    assert result.exit_code == 0 and "2 in baseline" in result.output
+    (root / "new.py").write_text(f"K = '{openai_key(rng)}'\n")
+    result = run("scan", "--json", "--baseline", str(base), str(root))
+    doc = json.loads(result.output)
+    assert result.exit_code == 1 and [f["path"] for f in doc["findings"]] == [str(root / "new.py")]
+    assert doc["summary"]["baselined"] == 2
+
+
+def test_staged_and_history_via_cli(repo, rng, monkeypatch):
+    key = openai_key(rng)
+    (repo / "a.py").write_text(f"K = '{key}'\n")
+    git(repo, "add", ".")
+    monkeypatch.chdir(repo)
+    staged = run("scan", "--staged", "--json")
+    assert staged.exit_code == 1 and json.loads(staged.output)["findings"][0]["path"] == "a.py"
+    git(repo, "commit", "-qm", "oops")
+    (repo / "a.py").write_text("K = None\n")
+    git(repo, "commit", "-qam", "fix")
+    assert run("scan", "--staged").exit_code == 0
+    history = run("scan", "--history")
+    assert history.exit_code == 1 and "rotate" in history.output
+    _no_keys(history.output, [key])
+
+
+def test_verify_flag_uses_the_configured_upstream(leaky):
+    root, keys = leaky
+    FakeOpenAI.live = {keys[0]}
+    with serve() as base:
+        result = run("scan", "--json", "--verify", "--verify-base-url", base + "/v1", str(root))
+    states = {f["format"]: f.get("verification") for f in json.loads(result.output)["findings"]}
+    assert states == {"openai-project": "active", "keyguard-virtual-key": None}
+
+
+def test_fix_cli_dry_run_then_real(repo, rng):
+    key = openai_key(rng)
+    (repo / "app.py").write_text(f"from openai import OpenAI\nc = OpenAI(api_key='{key}')\n")
+    dry = run("fix", "--dry-run", str(repo))
+    assert (
+        dry.exit_code == 0 and "dry run" in dry.output and "+c = OpenAI(api_key=os." in dry.output
+    )
+    _no_keys(dry.output, [key])
+    real = run("fix", "--json", str(repo))
+    doc = json.loads(real.output)
+    assert real.exit_code == 0 and doc["files"][0]["rewritten"] == [
+        {"line": 2, "env": "OPENAI_API_KEY"}
+    ]
+    _no_keys(real.output, [key])
+    assert run("scan", str(repo)).exit_code == 0  # .env is git-ignored now
+
+
+def test_real_subprocess(leaky):
+    root, keys = leaky
+    exe = Path(sys.executable).with_name("keyguard")
+    proc = subprocess.run(
+        [str(exe), "scan", "--no-color", str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "2 key(s) found" in proc.stdout
+    _no_keys(proc.stdout + proc.stderr, keys)

@@ -1,0 +1,92 @@
+"""What a tree scan reads: .gitignore respected (git or our matcher), binary and huge files
+skipped with a note, dotfiles and files without extension read."""
+
+from __future__ import annotations
+
+import pytest
+
+from keyguard.errors import ScanError
+from keyguard.scanner.gitignore import IgnoreMatcher, parse
+from keyguard.scanner.runner import Scanner
+from keyguard.scanner.walk import list_files
+from scanner.gitutil import git
+from scanner.keygen import openai_key
+
+
+def _layout(root, key):
+    (root / ".gitignore").write_text("build/\n*.log\n!keep.log\n/top.txt\nsub/**/deep.txt\n")
+    for rel in [
+        "a.py",
+        "build/x.py",
+        "x.log",
+        "keep.log",
+        "top.txt",
+        "sub/top.txt",
+        "sub/a/b/deep.txt",
+        ".hidden",
+        "noext",
+        "sub/.gitignore",
+    ]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"k = {key}\n" if rel != "sub/.gitignore" else "*.tmp\n")
+    (root / "sub" / "junk.tmp").write_text(f"{key}\n")
+
+
+EXPECTED = {".gitignore", "a.py", "keep.log", "sub/top.txt", ".hidden", "noext", "sub/.gitignore"}
+
+
+def test_gitignore_without_git(tmp_path, rng):
+    _layout(tmp_path, openai_key(rng))
+    assert set(list_files(tmp_path)) == EXPECTED
+
+
+def test_gitignore_with_git_matches_our_matcher(repo, rng):
+    _layout(repo, openai_key(rng))
+    git(repo, "init", "-q")
+    assert set(list_files(repo)) == EXPECTED
+
+
+def test_no_ignore_reads_everything_but_dot_git(repo, rng):
+    _layout(repo, openai_key(rng))
+    files = set(list_files(repo, respect_ignore=False))
+    assert "build/x.py" in files and "sub/junk.tmp" in files
+    assert not any(f.startswith(".git/") for f in files)
+
+
+def test_missing_path_is_a_scan_error(tmp_path):
+    with pytest.raises(ScanError):
+        list_files(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "is_dir", "ignored"),
+    [
+        ("*.py", "a/b/c.py", False, True),
+        ("/a.py", "sub/a.py", False, False),
+        ("doc/*.md", "doc/x.md", False, True),
+        ("doc/*.md", "doc/sub/x.md", False, False),
+        ("**/cache", "x/y/cache", True, True),
+        ("out/", "out", False, False),
+        ("a?c", "abc", False, True),
+        ("[ab].txt", "b.txt", False, True),
+    ],
+)
+def test_matcher_rules(pattern, path, is_dir, ignored):
+    m = IgnoreMatcher()
+    m.rules = parse(pattern, "")
+    assert m.ignored(path, is_dir) is ignored
+
+
+def test_binary_and_huge_files_are_skipped_with_a_note(tmp_path, rng):
+    key = openai_key(rng)
+    (tmp_path / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + key.encode())
+    (tmp_path / "big.txt").write_text(key + "\n" + "x" * 2_000_000)
+    (tmp_path / "ok.txt").write_text(key)
+    report = Scanner(jobs=1, max_file_size=1_000_000).scan_files(
+        tmp_path, ["img.png", "big.txt", "ok.txt"]
+    )
+    assert {(s.path, s.reason.split()[0]) for s in report.skipped} == {
+        ("img.png", "binary"),
+        ("big.txt", "larger"),
+    }
+    assert [f.path for f in report.findings] == ["ok.txt"]
