@@ -25,6 +25,7 @@ from keyguard.domain.records import (
     VirtualKey,
 )
 from keyguard.domain.secret import Secret
+from keyguard.errors import DecryptionError, VaultError
 from keyguard.storage.ports import KekRecord, VaultStore
 from keyguard.vault.audit import AuditLog
 from keyguard.vault.auth import KeyAuthenticator
@@ -398,6 +399,31 @@ class Vault:
                 )
             )
         core.master = new_master
+
+    def check(self) -> int:
+        """Open every sealed record (upstream key versions, internal keys) and verify the audit
+        chain; return how many sealed records opened. Raises :class:`DecryptionError` naming the
+        first record that fails, or :class:`VaultError` when the audit log does not verify."""
+        core = self._core
+        store = core.store
+        opened = 0
+        for row in store.iter_sealed_upstreams():
+            try:
+                core.keyring.unseal(
+                    upstream_context(core.vault_id, row.upstream, row.version), row.sealed
+                )
+            except DecryptionError:
+                raise DecryptionError(
+                    f"upstream credential {row.upstream!r} version {row.version} does not decrypt"
+                ) from None
+            opened += 1
+        for name in INTERNAL_KEYS:
+            core.keyring.unseal(internal_context(core.vault_id, name), store.get_meta(name) or b"")
+            opened += 1
+        report = core.audit.verify()
+        if not report.ok:
+            raise VaultError(str(report))
+        return opened
 
     def clear_caches(self) -> None:
         """Forget decrypted upstream keys held in memory."""
