@@ -30,6 +30,13 @@ from keyguard.domain.records import (
     UpstreamVersion,
     VirtualKey,
 )
+from keyguard.domain.rotation import (
+    AdminKeyRecord,
+    Lease,
+    RotationState,
+    ServiceAccountLink,
+    UpstreamRotation,
+)
 
 
 @dataclass(frozen=True)
@@ -151,5 +158,50 @@ class AuditStore(Protocol):
         """Return and delete every pending event."""
 
 
-class VaultStore(Transactional, MetaStore, UpstreamStore, VirtualKeyStore, AuditStore, Protocol):
+class RotationStore(Protocol):
+    """Rotation state, leases, admin keys and service-account links (none bump the generation).
+
+    Rules: :meth:`save_rotation` is a compare-and-set on ``(rotation_id, state)`` of the row for
+    that upstream (``expect=None``: there must be no row, or only a terminal one) and raises
+    :class:`ConcurrentUpdate` when it loses. :meth:`acquire_lease` succeeds when the lease is
+    free, expired at ``now``, or already held by ``holder`` (which then extends it).
+    """
+
+    def get_rotation(self, upstream: str) -> UpstreamRotation | None: ...
+
+    def list_rotations(self) -> list[UpstreamRotation]: ...
+
+    def save_rotation(
+        self, rotation: UpstreamRotation, expect: tuple[str, RotationState] | None
+    ) -> None: ...
+
+    def acquire_lease(
+        self, name: str, holder: str, now: datetime, expires_at: datetime
+    ) -> bool: ...
+
+    def get_lease(self, name: str) -> Lease | None: ...
+
+    def release_lease(self, name: str, holder: str) -> bool: ...
+
+    def put_admin_key(self, record: AdminKeyRecord, sealed: bytes) -> None:
+        """Insert or replace the admin key of an upstream; :class:`KeyNotFound` without one."""
+
+    def get_admin_key(self, upstream: str) -> tuple[AdminKeyRecord, bytes] | None: ...
+
+    def list_admin_keys(self) -> list[AdminKeyRecord]: ...
+
+    def delete_admin_key(self, upstream: str) -> bool: ...
+
+    def add_service_account(self, link: ServiceAccountLink) -> None:
+        """Record which service account holds a version; :class:`AlreadyExists` when linked."""
+
+    def list_service_accounts(self, upstream: str | None = None) -> list[ServiceAccountLink]: ...
+
+    def mark_service_account_deleted(self, upstream: str, account_id: str, at: datetime) -> None:
+        """Set ``deleted_at`` (idempotent: the first time is kept); :class:`KeyNotFound`."""
+
+
+class VaultStore(
+    Transactional, MetaStore, UpstreamStore, VirtualKeyStore, AuditStore, RotationStore, Protocol
+):
     """Everything the vault needs from a backend."""

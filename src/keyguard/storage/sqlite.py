@@ -25,11 +25,12 @@ from keyguard.storage import codec as c
 from keyguard.storage.ports import KekRecord, SealedUpstream
 from keyguard.storage.sqlite_audit import SqliteAuditTables
 from keyguard.storage.sqlite_base import MEMORY, decodes
+from keyguard.storage.sqlite_rotation import SqliteRotationTables
 
 __all__ = ["MEMORY", "SqliteStore", "open_sqlite"]
 
 
-class SqliteStore(SqliteAuditTables):
+class SqliteStore(SqliteAuditTables, SqliteRotationTables):
     """A :class:`~keyguard.storage.ports.VaultStore` over one SQLite file (or ``:memory:``)."""
 
     # -- metadata and KEKs ----------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from keyguard.errors import StorageError
+from keyguard.storage.rotation_schema import ROTATION_V2
 
 _V1 = [
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -96,7 +97,7 @@ _V1 = [
 ]
 
 #: MIGRATIONS[i] takes the schema from version i to version i + 1
-MIGRATIONS: list[list[str]] = [_V1]
+MIGRATIONS: list[list[str]] = [_V1, ROTATION_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
