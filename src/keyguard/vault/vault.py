@@ -27,6 +27,7 @@ from keyguard.domain.records import (
 from keyguard.domain.secret import Secret
 from keyguard.errors import DecryptionError, VaultError
 from keyguard.storage.ports import KekRecord, VaultStore
+from keyguard.vault.admin_keys import AdminKeyService
 from keyguard.vault.audit import AuditLog
 from keyguard.vault.auth import KeyAuthenticator
 from keyguard.vault.core import (
@@ -41,10 +42,11 @@ from keyguard.vault.core import (
     utc_now,
 )
 from keyguard.vault.keys import VirtualKeyService
+from keyguard.vault.rotation_facade import RotationFacade
 from keyguard.vault.upstreams import UpstreamService
 
 
-class Vault:
+class Vault(RotationFacade):
     """An unlocked vault: upstream credentials, virtual keys, audit log, key rotation.
 
     Build it with :meth:`create` or :meth:`open`; pass ``clock`` to control time. Methods that
@@ -353,6 +355,7 @@ class Vault:
                 if new != sealed:
                     store.set_meta(name, new)
                     changed += 1
+            changed += AdminKeyService(core).rewrap()
             core.audit.append(
                 AuditEvent(
                     "vault.rewrap",
