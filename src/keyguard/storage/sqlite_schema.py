@@ -11,6 +11,7 @@ import sqlite3
 
 from keyguard.errors import StorageError
 from keyguard.storage.rotation_schema import ROTATION_V2
+from keyguard.storage.usage_schema import LIMITS_V3
 
 _V1 = [
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -97,7 +98,7 @@ _V1 = [
 ]
 
 #: MIGRATIONS[i] takes the schema from version i to version i + 1
-MIGRATIONS: list[list[str]] = [_V1, ROTATION_V2]
+MIGRATIONS: list[list[str]] = [_V1, ROTATION_V2, LIMITS_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,0 +1,228 @@
+"""Limits of a virtual key and the arithmetic that enforces them. Pure: ``now`` is an argument.
+
+* requests and tokens per minute: a sliding window of 60 one-second buckets; a request is
+  admitted when the window's total plus its share stays within the limit, so at most ``rpm``
+  requests start in any 60 s (to the second).
+* concurrency: reservations in flight, each with a lease (a crashed replica's reservations
+  expire instead of leaking).
+* budget: nano-USD spent in the current period (UTC day, UTC month, or all time) plus the
+  estimates ``held`` by reservations in flight; admission needs ``spent + held + estimate <=
+  budget``, so concurrent requests overshoot only by what the real cost exceeds the estimate.
+
+:class:`KeyCounters` is the whole state machine for one key; the in-process limiter keeps one
+per key under a lock, and the Redis Lua scripts implement the same steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from keyguard.domain.pricing import Estimate, nano_to_usd, usd_to_nano
+from keyguard.domain.records import BudgetPeriod, VirtualKey
+from keyguard.errors import RateLimited
+
+WINDOW_S = 60
+DEFAULT_LEASE_S = 900.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits of one key, in the units the counters use."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    budget_nano: int | None = None
+    period: BudgetPeriod = BudgetPeriod.MONTHLY
+
+    @classmethod
+    def of(cls, key: VirtualKey) -> Limits:
+        budget = usd_to_nano(key.budget_usd) if key.budget_usd is not None else None
+        return cls(key.rpm, key.tpm, key.max_concurrency, budget, key.budget_period)
+
+    @property
+    def active(self) -> bool:
+        """True when any limit is set (otherwise admission has nothing to count)."""
+        return any(
+            v is not None for v in (self.rpm, self.tpm, self.max_concurrency, self.budget_nano)
+        )
+
+
+def period_bounds(period: BudgetPeriod, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """``(start, end)`` of the budget period holding ``now`` (UTC); ``(None, None)`` for total."""
+    now = now.astimezone(timezone.utc)
+    if period is BudgetPeriod.DAILY:
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    if period is BudgetPeriod.MONTHLY:
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        if start.month == 12:
+            return start, start.replace(year=start.year + 1, month=1)
+        return start, start.replace(month=start.month + 1)
+    return None, None
+
+
+def period_id(period: BudgetPeriod, now: datetime) -> str:
+    """A stable name for the period holding ``now``: ``d2026-11-27``, ``m2026-11``, ``total``."""
+    start, _ = period_bounds(period, now)
+    if start is None:
+        return "total"
+    if period is BudgetPeriod.DAILY:
+        return f"d{start:%Y-%m-%d}"
+    return f"m{start:%Y-%m}"
+
+
+class SlidingWindow:
+    """Amounts in one-second buckets over the last :data:`WINDOW_S` seconds."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+
+    def prune(self, now_s: int) -> None:
+        oldest = now_s - WINDOW_S
+        for sec in [s for s in self.buckets if s <= oldest]:
+            del self.buckets[sec]
+
+    def total(self, now_s: int) -> int:
+        self.prune(now_s)
+        return sum(self.buckets.values())
+
+    def add(self, sec: int, amount: int) -> None:
+        self.buckets[sec] = max(0, self.buckets.get(sec, 0) + amount)
+
+    def retry_after(self, now: float, limit: int, need: int) -> float:
+        """Seconds until ``total + need <= limit`` as old buckets leave the window."""
+        return window_retry_after(self.buckets.items(), now, limit, need)
+
+
+def window_retry_after(
+    buckets: Iterable[tuple[int, int]], now: float, limit: int, need: int
+) -> float:
+    """Seconds until the amounts in ``buckets`` (second, amount) leave room for ``need``."""
+    items = sorted(buckets)
+    total = sum(a for _, a in items)
+    if total + need <= limit:
+        return 0.0
+    for sec, amount in items:
+        total -= amount
+        if total + need <= limit:
+            return max(0.0, sec + WINDOW_S - now)
+    return float(WINDOW_S)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What admission took for one request; hand it back to ``settle`` or ``release``."""
+
+    rid: str
+    key_id: str
+    second: int
+    tokens: int
+    cost_nano: int
+    period: str
+    lease_until: float
+    counted: bool = True  # False: the key has no limits, nothing was taken
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A key's counters at one moment (what ``keyguard key usage`` shows)."""
+
+    key_id: str
+    requests_last_minute: int
+    tokens_last_minute: int
+    in_flight: int
+    period: str
+    spent_usd: float
+    held_usd: float
+    budget_usd: float | None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+
+def deny(reason: str, key_id: str, limits: Limits, retry_after: float) -> RateLimited:
+    """The 429 for ``reason`` (``rpm``, ``tpm``, ``tpm_request``, ``concurrency``, ``budget``)."""
+    retry = max(retry_after, 0.001)
+    if reason == "rpm":
+        msg = f"rate limit reached for key {key_id}: {limits.rpm} requests per minute"
+    elif reason == "tpm":
+        msg = f"rate limit reached for key {key_id}: {limits.tpm} tokens per minute"
+    elif reason == "tpm_request":
+        msg = f"request too large for key {key_id}: it may use more than {limits.tpm} tokens"
+    elif reason == "concurrency":
+        msg = f"too many concurrent requests for key {key_id} (limit {limits.max_concurrency})"
+    else:
+        budget = nano_to_usd(limits.budget_nano or 0)
+        return RateLimited(
+            f"budget of ${budget:.2f} ({limits.period.value}) exhausted for key {key_id}",
+            retry_after=retry,
+            code="insufficient_quota",
+        )
+    return RateLimited(msg, retry_after=retry, code="rate_limit_exceeded")
+
+
+def budget_retry_after(limits: Limits, now: datetime, spent: int, est: int) -> float:
+    """Retry-After for a budget denial: the period's end, or soon when only holds block."""
+    if limits.budget_nano is not None and spent + est <= limits.budget_nano:
+        return 1.0  # requests in flight hold the rest; they settle shortly
+    _, end = period_bounds(limits.period, now)
+    return (end - now).total_seconds() if end is not None else 86400.0
+
+
+@dataclass
+class KeyCounters:
+    """The counters of one key (in-process limiter); every method takes ``now``."""
+
+    requests: SlidingWindow = field(default_factory=SlidingWindow)
+    tokens: SlidingWindow = field(default_factory=SlidingWindow)
+    inflight: dict[str, Reservation] = field(default_factory=dict)
+    spent: dict[str, int] = field(default_factory=dict)  # period id -> nano-USD
+    held: dict[str, int] = field(default_factory=dict)
+
+    def expire(self, ts: float) -> None:
+        """Drop reservations whose lease ran out, charging their estimate (the safe side)."""
+        for res in [r for r in self.inflight.values() if r.lease_until <= ts]:
+            self.settle(res, res.tokens, res.cost_nano)
+
+    def reserve(
+        self, rid: str, key_id: str, limits: Limits, est: Estimate, now: datetime, lease_s: float
+    ) -> Reservation:
+        """Take ``est`` or raise :class:`RateLimited` (nothing is taken on denial)."""
+        ts = now.timestamp()
+        sec = int(ts)
+        self.expire(ts)
+        if limits.rpm is not None and self.requests.total(sec) + 1 > limits.rpm:
+            raise deny("rpm", key_id, limits, self.requests.retry_after(ts, limits.rpm, 1))
+        if limits.tpm is not None:
+            if est.tokens > limits.tpm:
+                raise deny("tpm_request", key_id, limits, float(WINDOW_S))
+            if self.tokens.total(sec) + est.tokens > limits.tpm:
+                wait = self.tokens.retry_after(ts, limits.tpm, est.tokens)
+                raise deny("tpm", key_id, limits, wait)
+        if limits.max_concurrency is not None and len(self.inflight) >= limits.max_concurrency:
+            raise deny("concurrency", key_id, limits, 1.0)
+        period = period_id(limits.period, now)
+        if limits.budget_nano is not None:
+            spent, held = self.spent.get(period, 0), self.held.get(period, 0)
+            if spent + held + est.cost_nano > limits.budget_nano:
+                wait = budget_retry_after(limits, now, spent, est.cost_nano)
+                raise deny("budget", key_id, limits, wait)
+        res = Reservation(rid, key_id, sec, est.tokens, est.cost_nano, period, ts + lease_s)
+        self.requests.add(sec, 1)
+        self.tokens.add(sec, est.tokens)
+        self.held[period] = self.held.get(period, 0) + est.cost_nano
+        self.inflight[rid] = res
+        return res
+
+    def settle(self, res: Reservation, tokens: int, cost_nano: int) -> bool:
+        """Replace the estimate by the real figures; False when ``res`` was already settled."""
+        if self.inflight.pop(res.rid, None) is None:
+            return False
+        self.tokens.add(res.second, tokens - res.tokens)
+        self.held[res.period] = max(0, self.held.get(res.period, 0) - res.cost_nano)
+        self.spent[res.period] = self.spent.get(res.period, 0) + max(cost_nano, 0)
+        return True
