@@ -37,12 +37,21 @@ from typing import ClassVar
 from keyguard.domain.keys import OPENAI_MARKER, is_virtual_key
 from keyguard.scanner.filters import fake_reason
 
-#: where a key may start: after a non-alphanumeric character, an escape (``\n``, ``\u0022``,
-#: ``\x22``) or a percent-encoded byte (``%3D``): all common in JSON strings and URLs
-LEFT_BOUNDARY = (
-    r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbfv])|(?<=%[0-9A-Fa-f]{2})"
-    r"|(?<=\\u[0-9A-Fa-f]{4})|(?<=\\x[0-9A-Fa-f]{2}))"
-)
+#: what may stand right before a key that starts after an alphanumeric character: an escape
+#: (``\n``, ``\u0022``, ``\x22``) or a percent-encoded byte (``%3D``), common in JSON and URLs
+_ESCAPE_BEFORE = re.compile(r"(?:\\[nrtbfv]|%[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2})\Z")
+
+
+def left_boundary_ok(text: str, start: int) -> bool:
+    """A key may start at ``start`` if a non-alphanumeric character or an escape precedes it.
+
+    Checked in Python rather than with look-behinds so that each pattern starts with a
+    literal, which lets the regex engine skip ahead quickly.
+    """
+    if start == 0 or not text[start - 1].isascii() or not text[start - 1].isalnum():
+        return True
+    return _ESCAPE_BEFORE.search(text, max(0, start - 6), start) is not None
+
 
 ENTRY_POINT_GROUP = "keyguard.detectors"
 
@@ -53,16 +62,30 @@ class Detector:
     name: ClassVar[str] = "detector"
     #: cheap literal prefilter on the raw bytes: the detector runs only if one is present
     keywords: ClassVar[tuple[bytes, ...]] = ()
-    #: group 1 (or the whole match) is the candidate key
+    #: the whole match is the candidate key
     pattern: ClassVar[re.Pattern[str]]
 
+    #: optional bytes regex run on the raw bytes after a keyword hit: no match, no decoding
+    quick: ClassVar[re.Pattern[bytes] | None] = None
+
+    def wanted(self, data: bytes) -> bool:
+        """Cheap test on raw bytes: could ``data`` contain this detector's keys?"""
+        if not any(k in data for k in self.keywords):
+            return False
+        return self.quick is None or self.quick.search(data) is not None
+
     def candidates(self, text: str) -> Iterator[tuple[int, str]]:
-        """Yield ``(offset, value)`` for each pattern match in ``text``."""
-        for m in self.pattern.finditer(text):
-            if m.re.groups:
-                yield m.start(1), m.group(1)
-            else:
+        """Yield ``(offset, value)`` for each match that has a valid left boundary."""
+        pattern, pos = self.pattern, 0
+        while True:
+            m = pattern.search(text, pos)
+            if m is None:
+                return
+            if left_boundary_ok(text, m.start()):
                 yield m.start(), m.group(0)
+                pos = m.end()
+            else:  # e.g. the "sk-" of "task-": look again one character further
+                pos = m.start() + 1
 
     def classify(self, value: str) -> tuple[str, str] | None:
         """Return ``(format, confidence)`` for a real-looking key, ``None`` to drop it."""
@@ -75,8 +98,7 @@ class OpenAIKeyDetector(Detector):
     name = "openai"
     keywords = (OPENAI_MARKER.encode(),)
     pattern = re.compile(
-        LEFT_BOUNDARY + r"(sk-[A-Za-z0-9_-]{16,300}?" + OPENAI_MARKER + r"[A-Za-z0-9_-]{16,300})"
-        r"(?![A-Za-z0-9_-])"
+        r"sk-[A-Za-z0-9_-]{16,300}?" + OPENAI_MARKER + r"[A-Za-z0-9_-]{16,300}(?![A-Za-z0-9_-])"
     )
     _KINDS: ClassVar[dict[str, str]] = {
         "proj": "openai-project",
@@ -115,7 +137,8 @@ class VirtualKeyDetector(Detector):
 
     name = "keyguard"
     keywords = (b"kg_", b"kg%5")
-    pattern = re.compile(LEFT_BOUNDARY + r"(kg_[0-9a-z]{12}[0-9A-Za-z]{50})(?![0-9A-Za-z])")
+    quick = re.compile(rb"kg(?:_|%5[Ff])[0-9a-z]{12}[0-9A-Za-z]")
+    pattern = re.compile(r"kg_[0-9a-z]{12}[0-9A-Za-z]{50}(?![0-9A-Za-z])")
 
     def classify(self, value: str) -> tuple[str, str] | None:
         return ("keyguard-virtual-key", "high") if is_virtual_key(value) else None

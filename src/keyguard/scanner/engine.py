@@ -51,13 +51,14 @@ def scan_bytes(
     """Every key in ``data``. Raises :class:`Binary` for content that is not text."""
     encoding = sniff_encoding(data)
     if encoding == "utf-8":
-        active = [d for d in detectors if any(k in data for k in d.keywords)]
+        active = [d for d in detectors if d.wanted(data)]
         if not active:
             return []
         text = data.decode("utf-8", "surrogateescape")
     else:
         text = data.decode(encoding, "replace").lstrip("\ufeff")
-        active = [d for d in detectors if any(k.decode() in text for k in d.keywords)]
+        raw = text.encode("utf-8", "surrogatepass")
+        active = [d for d in detectors if d.wanted(raw)]
         if not active:
             return []
     matches = scan_text(text, active, encoding="utf-16" if encoding != "utf-8" else "utf-8")

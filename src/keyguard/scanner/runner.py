@@ -36,11 +36,16 @@ def _init_worker(detectors: list[Detector] | None) -> None:
 def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int) -> FileResult:
     """Read one file and scan it; returns ``(rel, matches, skip reason, bytes read)``."""
     try:
-        with open(full, "rb", buffering=0) as fh:
-            size = os.fstat(fh.fileno()).st_size
+        fd = os.open(full, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
             if size > max_size:
                 return rel, [], f"larger than {max_size // (1024 * 1024)} MiB", 0
-            data = fh.readall()
+            data = os.read(fd, size + 1)
+            if len(data) > size:  # the file grew while we read it: take all of it
+                data += _read_rest(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         return rel, [], f"unreadable ({exc.strerror or type(exc).__name__})", 0
     try:
@@ -48,6 +53,13 @@ def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int)
     except Binary:
         return rel, [], "binary", len(data)
     return rel, matches, None, len(data)
+
+
+def _read_rest(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _scan_batch(job: tuple[str, list[str], int]) -> list[FileResult]:
