@@ -1,0 +1,176 @@
+"""Rotation by hand and in an emergency.
+
+* :func:`rotate_manually` — the user brings the new key (no admin key configured): test it with
+  a cheap call, store it as CURRENT (the old one becomes PREVIOUS, the gateway's fallback), and
+  remind the user to revoke the old key in the OpenAI dashboard.
+* :func:`emergency_revoke` — the CURRENT key leaked: promote a fresh key in one step (created
+  through the Admin API, or brought by the user), drop the leaked version from every label (no
+  fallback to it), delete its service account when keyguard created it, audit with high priority.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from keyguard.domain.audit import AuditEvent
+from keyguard.domain.records import Label, UpstreamVersion
+from keyguard.domain.rotation import ServiceAccountLink
+from keyguard.domain.secret import Secret
+from keyguard.errors import KeyNotFound, VaultError
+from keyguard.rotation.admin_api import AdminApi, check_key
+from keyguard.rotation.upstream import Connect
+from keyguard.vault.vault import Vault
+
+
+@dataclass(frozen=True)
+class ManualRotation:
+    """Result of :func:`rotate_manually`."""
+
+    new: UpstreamVersion
+    old_version: int | None
+    reminder: str
+
+
+def rotate_manually(
+    vault: Vault,
+    name: str,
+    new_key: Secret,
+    connect: Connect,
+    *,
+    test: bool = True,
+    validate_key: bool = True,
+    actor: str = "system",
+    source: str = "cli",
+) -> ManualRotation:
+    """Test ``new_key``, make it CURRENT (the old CURRENT becomes PREVIOUS)."""
+    cred = vault.get_upstream(name)
+    for v in cred.versions:
+        if v.fingerprint == new_key.fingerprint:
+            raise VaultError(f"this key is already version {v.version} of {name!r}")
+    if test:
+        check_key(connect(cred), new_key)
+    old = cred.version_with(Label.CURRENT)
+    new = vault.add_upstream_version(
+        name, new_key, label=Label.CURRENT, validate_key=validate_key, actor=actor, source=source
+    )
+    vault.append(
+        AuditEvent(
+            "upstream.rotate.manual",
+            actor,
+            name,
+            source,
+            details={
+                "new_version": new.version,
+                "old_version": old.version if old else None,
+                "tested": test,
+            },
+        )
+    )
+    reminder = (
+        f"Now revoke the old key (version {old.version}, {old.fingerprint}) in the OpenAI"
+        " dashboard (https://platform.openai.com/api-keys) once your traffic has moved;"
+        " keyguard keeps it as PREVIOUS (the gateway's fallback) until the next rotation."
+        if old
+        else "No previous key to revoke."
+    )
+    return ManualRotation(new, old.version if old else None, reminder)
+
+
+@dataclass(frozen=True)
+class EmergencyResult:
+    """Result of :func:`emergency_revoke`."""
+
+    revoked_version: int
+    new_version: int
+    account_deleted: bool
+    reminder: str
+
+
+def emergency_revoke(
+    vault: Vault,
+    name: str,
+    connect: Connect,
+    *,
+    new_key: Secret | None = None,
+    actor: str = "system",
+    source: str = "cli",
+) -> EmergencyResult:
+    """Replace the leaked CURRENT key at once and cut it off everywhere keyguard can."""
+    store = vault.store
+    cred = vault.get_upstream(name)
+    leaked = cred.version_with(Label.CURRENT)
+    if leaked is None:
+        raise KeyNotFound(f"upstream credential {name!r} has no CURRENT version")
+    admin = vault.admin_key_record(name)
+    api: AdminApi | None = None
+    link = None
+    if new_key is None:
+        if admin is None:
+            raise KeyNotFound(
+                f"{name!r} has no admin key: give the replacement key (--from-env/--stdin)"
+            )
+        record, admin_secret = vault.reveal_admin_key(
+            name, purpose="emergency revoke", actor=actor, source=source
+        )
+        api = AdminApi(connect(cred), admin_secret, record.project_id)
+        created = api.create_service_account(f"keyguard-{name}-emergency-{uuid.uuid4().hex[:8]}")
+        new_key = created.api_key
+        link = created
+    try:
+        check_key(connect(cred), new_key)
+        with store.transaction():
+            new = vault.add_upstream_version(
+                name, new_key, label=Label.CURRENT, actor=actor, source=source
+            )
+            store.set_upstream_labels(name, {leaked.version: None})  # no fallback to a leak
+            if link is not None and admin is not None:
+                store.add_service_account(
+                    ServiceAccountLink(
+                        name, new.version, admin.project_id, link.account.id, link.api_key_id,
+                        vault.now(),
+                    )
+                )
+    except BaseException:
+        if api is not None and link is not None:
+            api.delete_service_account(link.account.id)
+        raise
+    vault.clear_caches()
+    deleted = False
+    old_link = next(
+        (s for s in store.list_service_accounts(name)
+         if s.version == leaked.version and s.deleted_at is None),
+        None,
+    )
+    if old_link is not None and admin is not None:
+        if api is None:
+            record, admin_secret = vault.reveal_admin_key(
+                name, purpose="emergency revoke", actor=actor, source=source
+            )
+            api = AdminApi(connect(cred), admin_secret, record.project_id)
+        api.delete_service_account(old_link.account_id)
+        store.mark_service_account_deleted(name, old_link.account_id, vault.now())
+        deleted = True
+    vault.append(
+        AuditEvent(
+            "upstream.emergency_revoke",
+            actor,
+            name,
+            source,
+            outcome="ok",
+            details={
+                "priority": "high",
+                "revoked_version": leaked.version,
+                "revoked_fingerprint": leaked.fingerprint,
+                "new_version": new.version,
+                "service_account_deleted": deleted,
+            },
+        )
+    )
+    reminder = (
+        "The leaked key's service account was deleted: the key no longer works."
+        if deleted
+        else f"keyguard did not create version {leaked.version}: revoke it NOW in the OpenAI"
+        " dashboard (https://platform.openai.com/api-keys)."
+    )
+    return EmergencyResult(leaked.version, new.version, deleted, reminder)

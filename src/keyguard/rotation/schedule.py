@@ -1,0 +1,118 @@
+"""Scheduled rotation: resume what a crash interrupted, then rotate what is due.
+
+:func:`run_due` is what ``keyguard rotate --due`` runs and what a long-running server runs
+periodically (:class:`PeriodicRotation`). It holds the ``rotation:scheduler`` lease, so with
+several replicas only one does the work at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from keyguard.domain.records import VirtualKey
+from keyguard.domain.rotation import DueItem, RotationInputs, UpstreamRotation, plan_rotation
+from keyguard.domain.secret import Secret
+from keyguard.errors import ConcurrentUpdate, KeyguardError
+from keyguard.rotation.lease import hold
+from keyguard.rotation.upstream import UpstreamRotator
+
+log = logging.getLogger("keyguard.rotation")
+
+
+@dataclass
+class DueResult:
+    """What one scheduler pass did."""
+
+    resumed: list[UpstreamRotation] = field(default_factory=list)
+    started: list[UpstreamRotation] = field(default_factory=list)
+    manual: list[DueItem] = field(default_factory=list)
+    keys: list[tuple[VirtualKey, Secret]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def run_due(
+    rotator: UpstreamRotator,
+    *,
+    rotate_keys: bool = True,
+    key_grace: timedelta = timedelta(hours=24),
+    actor: str = "system",
+    source: str = "rotation",
+) -> DueResult:
+    """Resume every in-flight upstream rotation, then start those that are due.
+
+    Upstreams without an admin key are only reported (``manual``). Due virtual keys get a new
+    token (returned once, in ``keys``) when ``rotate_keys``; the old one keeps working for
+    ``key_grace``.
+    """
+    vault = rotator.vault
+    store = vault.store
+    result = DueResult()
+    with hold(
+        store,
+        "rotation:scheduler",
+        rotator.holder,
+        vault.now,
+        rotator.policy.lease_ttl,
+        what="the rotation scheduler",
+    ):
+        for r in rotator.in_flight():
+            try:
+                done = rotator.resume(r.upstream)
+                if done is not None:
+                    result.resumed.append(done)
+            except KeyguardError as exc:
+                result.errors.append((r.upstream, str(exc)))
+        inputs = RotationInputs(
+            upstreams=vault.list_upstreams(),
+            keys=vault.list_keys(),
+            key_rotated_at=vault.key_rotated_at(),
+            admin_upstreams=[a.upstream for a in store.list_admin_keys()],
+            in_flight=[r.upstream for r in rotator.in_flight()],
+        )
+        for item in plan_rotation(inputs, vault.now()):
+            try:
+                if item.kind == "upstream" and item.automatic:
+                    result.started.append(rotator.start(item.name))
+                elif item.kind == "upstream":
+                    result.manual.append(item)
+                elif rotate_keys:
+                    result.keys.append(
+                        vault.rotate_key(item.name, grace=key_grace, actor=actor, source=source)
+                    )
+            except KeyguardError as exc:
+                result.errors.append((item.name, str(exc)))
+    return result
+
+
+class PeriodicRotation:
+    """Runs :func:`run_due` (upstreams only: new virtual-key tokens need a human to hand them
+    out) every ``interval`` seconds on a daemon thread, until :meth:`stop`."""
+
+    def __init__(self, rotator: UpstreamRotator, interval: float = 300.0) -> None:
+        self._rotator = rotator
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="keyguard-rotation", daemon=True)
+
+    def start(self) -> PeriodicRotation:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                result = run_due(self._rotator, rotate_keys=False)
+                for name, message in result.errors:
+                    log.warning("rotation of %s failed: %s", name, message)
+            except ConcurrentUpdate:
+                pass  # another replica runs the scheduler now
+            except Exception as exc:
+                log.warning("rotation pass failed: %s", type(exc).__name__)
+            self._stop.wait(self._interval)

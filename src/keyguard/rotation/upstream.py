@@ -1,0 +1,326 @@
+"""Upstream rotation through the OpenAI Admin API: a resumable state machine.
+
+``create -> test -> finish -> retire`` (see :mod:`keyguard.domain.rotation`). The record is
+saved (compare-and-set on its state) after every step, and the lease ``rotation:<name>`` is held
+while a process drives it, so one rotation per credential is in flight; a crashed run is
+continued with :meth:`UpstreamRotator.resume`. ``after_step`` is called with the name of each
+step just completed (``creating``, ``create:api``, ``created``, ``tested``, ``finished``,
+``retire:api``, ``retired``): the fault-injection tests kill the process there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from keyguard.domain.audit import AuditEvent
+from keyguard.domain.records import Label, UpstreamCredential
+from keyguard.domain.rotation import (
+    RotationState,
+    ServiceAccountLink,
+    UpstreamRotation,
+    retire_decision,
+)
+from keyguard.errors import ConcurrentUpdate, KeyNotFound, VaultError
+from keyguard.rotation.admin_api import AdminApi, Endpoint, check_key
+from keyguard.rotation.lease import hold, new_holder
+from keyguard.vault.vault import Vault
+
+S = RotationState
+#: builds the pinned endpoint (base URL + TLS context) of an upstream credential
+Connect = Callable[[UpstreamCredential], Endpoint]
+
+
+@dataclass(frozen=True)
+class RotationPolicy:
+    """How long the old key stays usable: at least ``grace``; at most ``max_grace``."""
+
+    grace: timedelta = timedelta(hours=1)
+    max_grace: timedelta = timedelta(hours=24)
+    lease_ttl: timedelta = timedelta(minutes=10)
+
+    def __post_init__(self) -> None:
+        if self.grace < timedelta(0) or self.max_grace < self.grace:
+            raise ValueError("need 0 <= grace <= max_grace")
+
+
+class UpstreamRotator:
+    """Runs upstream rotations of one vault; one instance per process is enough."""
+
+    def __init__(
+        self,
+        vault: Vault,
+        connect: Connect,
+        *,
+        policy: RotationPolicy | None = None,
+        actor: str = "system",
+        source: str = "rotation",
+        holder: str | None = None,
+        after_step: Callable[[str], None] | None = None,
+    ) -> None:
+        self.vault = vault
+        self._connect = connect
+        self.policy = policy or RotationPolicy()
+        self._actor = actor
+        self._source = source
+        self._holder = holder or new_holder()
+        self._hook = after_step or (lambda step: None)
+        self._renew: Callable[[], None] = lambda: None
+
+    @property
+    def holder(self) -> str:
+        """This process's lease holder id (``host:pid:nonce``)."""
+        return self._holder
+
+    # -- public ---------------------------------------------------------------------------
+
+    def start(self, name: str) -> UpstreamRotation:
+        """Begin a rotation of ``name`` and drive it as far as it can go now."""
+        store = self.vault.store
+        with self._lease(name):
+            admin = self.vault.admin_key_record(name)
+            if admin is None:
+                raise KeyNotFound(
+                    f"upstream credential {name!r} has no admin key: set one with 'keyguard"
+                    f" upstream admin-key set {name}', or rotate by hand with"
+                    f" 'keyguard upstream rotate {name}'"
+                )
+            existing = store.get_rotation(name)
+            if existing is not None and not existing.state.terminal:
+                raise ConcurrentUpdate(
+                    f"a rotation of {name!r} is in flight ({existing.state.value}):"
+                    " continue it with 'keyguard rotate --resume'"
+                )
+            current = self.vault.get_upstream(name).version_with(Label.CURRENT)
+            now = self.vault.now()
+            rid = uuid.uuid4().hex[:12]
+            record = UpstreamRotation(
+                upstream=name,
+                rotation_id=rid,
+                state=S.CREATING,
+                project_id=admin.project_id,
+                account_name=f"keyguard-{name}-{rid}",
+                started_at=now,
+                updated_at=now,
+                grace=self.policy.grace,
+                max_grace=self.policy.max_grace,
+                old_version=current.version if current else None,
+            )
+            expect = (existing.rotation_id, existing.state) if existing else None
+            with store.transaction():
+                store.save_rotation(record, expect)
+                self._audit("upstream.rotate.start", record, old_version=record.old_version)
+            self._hook(S.CREATING.value)
+            return self._drive(record)
+
+    def resume(self, name: str) -> UpstreamRotation | None:
+        """Continue the rotation of ``name`` where it stopped (``None``: there is none)."""
+        with self._lease(name):
+            record = self.vault.store.get_rotation(name)
+            if record is None or record.state.terminal:
+                return record
+            return self._drive(record)
+
+    def in_flight(self) -> list[UpstreamRotation]:
+        return [r for r in self.vault.store.list_rotations() if not r.state.terminal]
+
+    def abort(self, name: str) -> UpstreamRotation:
+        """Give up a rotation that has not switched yet: delete its new service account and
+        drop the PENDING version's label."""
+        store = self.vault.store
+        with self._lease(name):
+            r = store.get_rotation(name)
+            if r is None or r.state.terminal:
+                raise KeyNotFound(f"no rotation of {name!r} in flight")
+            if r.state is S.FINISHED:
+                raise VaultError("the rotation already switched keys: let it retire instead")
+            api = self._api(name, "rotation abort")
+            for sa in api.list_service_accounts():
+                if sa.name == r.account_name:
+                    api.delete_service_account(sa.id)
+            with store.transaction():
+                if r.new_version is not None:
+                    store.set_upstream_labels(name, {r.new_version: None})
+                    if r.new_account_id:
+                        store.mark_service_account_deleted(name, r.new_account_id, self.vault.now())
+                done = r.advance(S.ABORTED, self.vault.now(), detail="aborted")
+                self._save(done, r)
+                self._audit("upstream.rotate.abort", done, state=r.state.value)
+            return done
+
+    # -- the steps ------------------------------------------------------------------------
+
+    def _drive(self, r: UpstreamRotation) -> UpstreamRotation:
+        steps = {S.CREATING: self._create, S.CREATED: self._test, S.TESTED: self._finish}
+        while r.state in steps:
+            r = steps[r.state](r)
+            self._renew()
+            self._hook(r.state.value)
+        if r.state is S.FINISHED:
+            r = self._retire(r)
+            if r.state is S.RETIRED:
+                self._hook(r.state.value)
+        return r
+
+    def _create(self, r: UpstreamRotation) -> UpstreamRotation:
+        name = r.upstream
+        api = self._api(name, "rotation create")
+        for sa in api.list_service_accounts():  # a crash after the API call left this behind
+            if sa.name == r.account_name:
+                api.delete_service_account(sa.id)
+        new = api.create_service_account(r.account_name)
+        self._hook("create:api")
+        store = self.vault.store
+        try:
+            with store.transaction():
+                version = self.vault.add_upstream_version(
+                    name, new.api_key, label=Label.PENDING, actor=self._actor, source=self._source
+                )
+                now = self.vault.now()
+                store.add_service_account(
+                    ServiceAccountLink(
+                        name, version.version, r.project_id, new.account.id, new.api_key_id, now
+                    )
+                )
+                nxt = r.advance(
+                    S.CREATED, now, new_version=version.version, new_account_id=new.account.id
+                )
+                self._save(nxt, r)
+        except BaseException:
+            api.delete_service_account(new.account.id)  # never leave an account we cannot use
+            raise
+        return nxt
+
+    def _test(self, r: UpstreamRotation) -> UpstreamRotation:
+        cred = self.vault.get_upstream(r.upstream)
+        pending = cred.version_with(Label.PENDING)
+        if pending is None or pending.version != r.new_version:
+            raise VaultError(
+                f"the PENDING version of {r.upstream!r} changed under the rotation: abort it"
+            )
+        _, secret = self.vault.upstream_secret(
+            r.upstream, Label.PENDING, audit=True, actor=self._actor, source=self._source
+        )
+        check_key(self._connect(cred), secret)
+        nxt = r.advance(S.TESTED, self.vault.now())
+        self._save(nxt, r)
+        return nxt
+
+    def _finish(self, r: UpstreamRotation) -> UpstreamRotation:
+        store = self.vault.store
+        assert r.new_version is not None
+        with store.transaction():
+            current = self.vault.get_upstream(r.upstream).version_with(Label.CURRENT)
+            self.vault.set_upstream_label(
+                r.upstream, r.new_version, Label.CURRENT, actor=self._actor, source=self._source
+            )
+            now = self.vault.now()
+            old = current.version if current is not None else None
+            nxt = r.advance(S.FINISHED, now, finished_at=now, old_version=old)
+            self._save(nxt, r)
+            self._audit("upstream.rotate.finish", nxt, old_version=old, new_version=r.new_version)
+        return nxt
+
+    def _retire(self, r: UpstreamRotation) -> UpstreamRotation:
+        name = r.upstream
+        store = self.vault.store
+        link = next(
+            (
+                s
+                for s in store.list_service_accounts(name)
+                if s.version == r.old_version and s.deleted_at is None
+            ),
+            None,
+        )
+        api = self._api(name, "rotation retire") if link is not None else None
+        last_used = None
+        gone = False
+        if api is not None and link is not None:
+            keys = {k.id: k for k in api.list_api_keys()}
+            old_key = keys.get(link.api_key_id or "")
+            gone = old_key is None
+            last_used = old_key.last_used_at if old_key is not None else None
+        now = self.vault.now()
+        check = retire_decision(r, last_used, now)
+        if not check.retire and not gone:
+            waiting = r.advance(
+                S.FINISHED, now, old_last_used=last_used, old_observed=True, detail=check.reason
+            )
+            self._save(waiting, r)
+            return waiting
+        if api is not None and link is not None:
+            api.delete_service_account(link.account_id)
+            self._hook("retire:api")
+        detail = check.reason
+        if link is None:
+            detail = (
+                f"version {r.old_version} was not created by keyguard: revoke it in the OpenAI"
+                " dashboard"
+            )
+        with store.transaction():
+            if link is not None:
+                store.mark_service_account_deleted(name, link.account_id, now)
+            cred = self.vault.get_upstream(name)
+            prev = cred.version_with(Label.PREVIOUS)
+            if prev is not None and prev.version == r.old_version:
+                store.set_upstream_labels(name, {prev.version: None})
+            done = r.advance(S.RETIRED, now, detail=detail)
+            self._save(done, r)
+            self._audit(
+                "upstream.rotate.retire",
+                done,
+                old_version=r.old_version,
+                account_deleted=link is not None,
+                reason=detail,
+            )
+        self.vault.clear_caches()
+        return done
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _lease(self, name: str) -> _Lease:
+        return _Lease(self, name)
+
+    def _api(self, name: str, purpose: str) -> AdminApi:
+        record, secret = self.vault.reveal_admin_key(
+            name, purpose=purpose, actor=self._actor, source=self._source
+        )
+        return AdminApi(self._connect(self.vault.get_upstream(name)), secret, record.project_id)
+
+    def _save(self, new: UpstreamRotation, old: UpstreamRotation) -> None:
+        self.vault.store.save_rotation(new, (old.rotation_id, old.state))
+
+    def _audit(self, action: str, r: UpstreamRotation, **details: object) -> None:
+        self.vault.append(
+            AuditEvent(
+                action,
+                self._actor,
+                r.upstream,
+                self._source,
+                details={"rotation_id": r.rotation_id, "state": r.state.value, **details},
+            )
+        )
+
+
+class _Lease:
+    """Context manager: the rotator holds ``rotation:<name>`` and renews it after each step."""
+
+    def __init__(self, rotator: UpstreamRotator, name: str) -> None:
+        self._r = rotator
+        self._cm = hold(
+            rotator.vault.store,
+            f"rotation:{name}",
+            rotator.holder,
+            rotator.vault.now,
+            rotator.policy.lease_ttl,
+            what=f"a rotation of {name!r}",
+        )
+
+    def __enter__(self) -> None:
+        self._r._renew = self._cm.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._r._renew = lambda: None
+        self._cm.__exit__(None, None, None)
