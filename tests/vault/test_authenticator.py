@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keyguard.crypto.master import MasterKey
 from keyguard.domain.keys import BASE62, checksum, generate_virtual_key, parse_virtual_key
 from keyguard.domain.records import KeySecretHash, KeySpec
 from keyguard.domain.secret import Secret
-from keyguard.errors import StorageUnavailable, Unauthenticated
+from keyguard.errors import KeyFormatError, StorageUnavailable, Unauthenticated
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault
-from keyguard.vault.auth import KeyAuthenticator, secret_digest
+from keyguard.vault.auth import KeyAuthenticator, _KeyedSha256, secret_digest, split_token
 from vault.helpers import Clock
 
 
@@ -172,3 +175,31 @@ def test_repr_has_no_secrets(setup: tuple[Vault, str]) -> None:
     vault, token = setup
     auth = vault.authenticator()
     assert token not in repr(auth) and vault._core.server_key.hex() not in repr(auth)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(min_size=0, max_size=100), message=st.binary(max_size=100))
+def test_keyed_sha256_is_hmac_sha256(key: bytes, message: bytes) -> None:
+    assert _KeyedSha256(key).digest(message) == hmac.digest(key, message, "sha256")
+
+
+def _near_misses() -> st.SearchStrategy[str]:
+    _, token = generate_virtual_key()
+    mutate = st.tuples(st.integers(0, len(token) - 1), st.sampled_from(BASE62 + "_-x "))
+    return st.one_of(
+        st.text(max_size=80),
+        st.just(token),
+        mutate.map(lambda m: token[: m[0]] + m[1] + token[m[0] + 1 :]),
+        st.integers(0, len(token)).map(lambda n: token[:n]),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_near_misses())
+def test_split_token_agrees_with_parse_virtual_key(token: str) -> None:
+    try:
+        parts = parse_virtual_key(token)
+        expected: tuple[str, str] | None = (parts.key_id, parts.secret)
+    except KeyFormatError:
+        expected = None
+    assert split_token(token) == expected

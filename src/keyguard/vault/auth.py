@@ -14,6 +14,7 @@ state is reported only to a caller that presented the right secret.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import threading
 import time
@@ -21,12 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from keyguard.domain.keys import parse_virtual_key
+from keyguard.domain.keys import (
+    CHECKSUM_LENGTH,
+    KEY_ID_LENGTH,
+    VIRTUAL_KEY_LENGTH,
+    VIRTUAL_KEY_PREFIX,
+    VIRTUAL_KEY_RE,
+    checksum,
+)
 from keyguard.domain.policy import check_key_state
 from keyguard.domain.records import VirtualKey
 from keyguard.errors import (
     ConfigError,
-    KeyFormatError,
     StorageError,
     StorageUnavailable,
     Unauthenticated,
@@ -34,11 +41,51 @@ from keyguard.errors import (
 from keyguard.storage.ports import VaultStore
 
 INVALID = "invalid API key"
+_PREFIX = len(VIRTUAL_KEY_PREFIX)
 
 
 def secret_digest(server_key: bytes, secret_part: str) -> bytes:
     """The stored form of a virtual key's secret part: HMAC-SHA256 under the server secret."""
     return hmac.digest(server_key, secret_part.encode("ascii"), "sha256")
+
+
+class _KeyedSha256:
+    """HMAC-SHA256 with the key schedule done once (RFC 2104: the inner and outer hash states
+    after absorbing the padded key are kept and copied), about twice as fast per message as
+    ``hmac.digest``; the output is identical (tested against :func:`secret_digest`)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        padded = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+
+    def __repr__(self) -> str:
+        return "_KeyedSha256()"
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """``(key_id, secret)`` of a well-formed token with a valid checksum, else ``None``.
+
+    Same decision as :func:`keyguard.domain.keys.parse_virtual_key` (tested), without building
+    an exception or a dataclass on the hot path.
+    """
+    if len(token) != VIRTUAL_KEY_LENGTH or VIRTUAL_KEY_RE.fullmatch(token) is None:
+        return None
+    body = token[_PREFIX:-CHECKSUM_LENGTH]
+    if checksum(body) != token[-CHECKSUM_LENGTH:]:
+        return None
+    return body[:KEY_ID_LENGTH], body[KEY_ID_LENGTH:]
 
 
 class GenerationWatch:
@@ -53,15 +100,15 @@ class GenerationWatch:
         self._store = store
         self._interval = interval
         self._monotonic = monotonic
-        self._next_check = float("-inf")
+        self.next_check = float("-inf")
         self.seen: int | None = None
 
     def poll(self, *, force: bool = False) -> int | None:
         """The new generation when it changed since the last :meth:`mark`, else ``None``."""
         now = self._monotonic()
-        if not force and now < self._next_check:
+        if not force and now < self.next_check:
             return None
-        self._next_check = now + self._interval
+        self.next_check = now + self._interval
         current = self._store.generation()
         return current if current != self.seen else None
 
@@ -70,7 +117,7 @@ class GenerationWatch:
 
     def expire(self) -> None:
         """Make the next :meth:`poll` read the counter."""
-        self._next_check = float("-inf")
+        self.next_check = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -99,7 +146,8 @@ class KeyAuthenticator:
         self._entries: dict[str, _Entry] = {}
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
-        self._dummy = secret_digest(server_key, "x" * 44)
+        self._mac = _KeyedSha256(server_key)
+        self._dummy = self._mac.digest(b"x" * 44)
         self.refresh(force=True)
 
     def __repr__(self) -> str:
@@ -148,13 +196,14 @@ class KeyAuthenticator:
 
     def authenticate(self, token: str, now: datetime) -> VirtualKey:
         """Return the key ``token`` belongs to, or raise :class:`Unauthenticated`."""
-        self.refresh()
-        try:
-            parts = parse_virtual_key(token)
-        except (KeyFormatError, TypeError):
-            raise Unauthenticated(INVALID) from None
-        digest = secret_digest(self._server_key, parts.secret)
-        entry = self._entries.get(parts.key_id)
+        if self._monotonic() >= self._watch.next_check:
+            self.refresh()
+        parts = split_token(token) if isinstance(token, str) else None
+        if parts is None:
+            raise Unauthenticated(INVALID)
+        key_id, secret = parts
+        digest = self._mac.digest(secret.encode("ascii"))
+        entry = self._entries.get(key_id)
         if entry is None:
             hmac.compare_digest(digest, self._dummy)  # same work as a known id
             raise Unauthenticated(INVALID)
