@@ -72,8 +72,6 @@ class MemoryLimiter:
     def reserve(
         self, key_id: str, limits: Limits, estimate: Estimate, now: datetime
     ) -> Reservation:
-        if not limits.active:
-            return Reservation("", key_id, int(now.timestamp()), 0, 0, "", 0.0, counted=False)
         rid = secrets.token_hex(8)
         with self._lock:
             c = self._counters(key_id)
@@ -168,3 +166,33 @@ class MemoryLimiter:
             self._thread.join(5)
             self._thread = None
         self.flush()
+
+
+class AsyncMemoryLimiter:
+    """:class:`MemoryLimiter` behind the :class:`~keyguard.limits.ports.AsyncLimiter` port
+    (its calls take microseconds and never do I/O: they run on the loop directly)."""
+
+    def __init__(self, limiter: MemoryLimiter) -> None:
+        self.limiter = limiter
+
+    def __repr__(self) -> str:
+        return f"Async{self.limiter!r}"
+
+    async def reserve(
+        self, key_id: str, limits: Limits, estimate: Estimate, now: datetime
+    ) -> Reservation:
+        return self.limiter.reserve(key_id, limits, estimate, now)
+
+    async def settle(
+        self, reservation: Reservation, tokens: int, cost_nano: int, now: datetime
+    ) -> None:
+        self.limiter.settle(reservation, tokens, cost_nano, now)
+
+    async def release(self, reservation: Reservation, now: datetime) -> None:
+        self.limiter.release(reservation, now)
+
+    async def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:
+        return self.limiter.usage(key_id, limits, now)
+
+    async def aclose(self) -> None:
+        self.limiter.close()
