@@ -143,6 +143,18 @@ class VirtualKeyDetector(Detector):
     def classify(self, value: str) -> tuple[str, str] | None:
         return ("keyguard-virtual-key", "high") if is_virtual_key(value) else None
 
+    def wanted(self, data: bytes) -> bool:
+        # "kg_" alone is common ("pkg_resources"): confirm with the quick regex from the first
+        # hit; look for percent-encoded keys ("kg%5F…") only in data that has a '%' at all
+        first = data.find(b"kg_")
+        encoded = data.find(b"kg%5") if b"%" in data else -1
+        starts = [i for i in (first, encoded) if i >= 0]
+        return (
+            bool(starts)
+            and self.quick is not None
+            and (self.quick.search(data, min(starts)) is not None)
+        )
+
 
 BUILTIN_DETECTORS: tuple[type[Detector], ...] = (OpenAIKeyDetector, VirtualKeyDetector)
 

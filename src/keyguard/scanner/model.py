@@ -33,8 +33,14 @@ class RawMatch(NamedTuple):
     line: int
     column: int
     encoding: str  # "utf-8", "utf-16", "percent-encoded", ...
-    cell: int | None = None  # notebook cell index (0-based)
+    cell: int | None = None  # notebook cell number (1-based, as Jupyter shows it)
     part: str | None = None  # "source" | "output" for notebooks
+
+    def __repr__(self) -> str:  # never show the value, even in a failing assertion
+        return (
+            f"RawMatch({self.format!r}, {self.confidence!r}, line={self.line}, "
+            f"column={self.column}, encoding={self.encoding!r}, cell={self.cell!r})"
+        )
 
 
 @dataclass(frozen=True)
