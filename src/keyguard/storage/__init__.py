@@ -13,13 +13,18 @@ __all__ = ["SqliteStore", "VaultStore", "open_store"]
 
 def open_store(url: str, *, base_dir: Path | None = None) -> VaultStore:
     """Open a store by URL, SQLAlchemy style: ``sqlite:///vault.db`` (relative to ``base_dir``,
-    the keyguard home), ``sqlite:////abs/vault.db``, ``sqlite:///:memory:``, or a bare path.
+    the keyguard home), ``sqlite:////abs/vault.db``, ``sqlite:///:memory:``, or a bare path;
+    ``postgresql://user@host:5432/db`` (or ``postgres://``, optional ``?schema=NAME``).
     """
+    if url.startswith(("postgresql://", "postgres://")):
+        return _open_postgres(url)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
     elif "://" in url:
         scheme = url.split("://", 1)[0]
-        raise ConfigError(f"storage URL scheme {scheme!r} is not supported (yet): use sqlite:///")
+        raise ConfigError(
+            f"storage URL scheme {scheme!r} is not supported: use sqlite:/// or postgresql://"
+        )
     else:
         path = url
     if not path:
@@ -27,3 +32,13 @@ def open_store(url: str, *, base_dir: Path | None = None) -> VaultStore:
     if path != ":memory:" and base_dir is not None and not Path(path).is_absolute():
         path = str(base_dir / path)
     return SqliteStore(path)
+
+
+def _open_postgres(url: str) -> VaultStore:
+    try:  # imported lazily: SQLite users never load psycopg
+        from keyguard.storage.postgres import PostgresStore
+    except ImportError as exc:
+        raise ConfigError(
+            "a postgresql:// database URL needs psycopg: pip install 'keyguard[postgres]'"
+        ) from exc
+    return PostgresStore(url)
