@@ -184,3 +184,14 @@ def test_details_must_be_json(vault: Vault) -> None:
     with pytest.raises(ValueError):
         vault.audit.append(AuditEvent("x", "y", time=datetime(2030, 1, 1)))
     assert vault.audit.verify().ok
+
+
+def test_deleted_head_checkpoint(db: sqlite3.Connection, log_vault: Vault) -> None:
+    db.execute("DELETE FROM audit_head")
+    assert problems(log_vault) == [(N, "deleted")]
+
+
+def test_report_text_names_seq_and_kind(db: sqlite3.Connection, log_vault: Vault) -> None:
+    db.execute("DELETE FROM audit_log WHERE seq = 3")
+    text = str(log_vault.audit.verify())
+    assert "FAILED" in text and "seq 3: deleted" in text

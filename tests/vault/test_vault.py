@@ -371,3 +371,38 @@ def test_reprs_and_errors_carry_no_secrets(vault: Vault, openai_key: Secret) -> 
     for t in texts:
         assert openai_key.reveal() not in t and token.reveal() not in t
         assert vault._core.server_key.hex() not in t
+
+
+def test_kek_added_by_another_process_is_picked_up(
+    vault: Vault, openai_key: Secret, db_path: Path, master: MasterKey
+) -> None:
+    vault.add_upstream("prod", openai_key)
+    other = reopen(db_path, master)
+    other.rotate_kek()  # new KEK 2, every record re-wrapped under it
+    vault.clear_caches()
+    assert vault.upstream_secret("prod", audit=False)[1] == openai_key
+    v2 = vault.add_upstream_version("prod", fresh_key())
+    from keyguard.crypto.envelope import sealed_kek_id
+
+    assert sealed_kek_id(vault.store.get_sealed_upstream("prod", v2.version)) == 2
+    assert vault.rotate_kek() == 3
+
+
+def test_master_rotated_elsewhere_then_new_kek_says_reopen(
+    vault: Vault, openai_key: Secret, db_path: Path, master: MasterKey
+) -> None:
+    vault.add_upstream("prod", openai_key)
+    other = reopen(db_path, master)
+    other.rotate_master_key(MasterKey.generate())
+    other.rotate_kek()
+    vault.clear_caches()
+    with pytest.raises(VaultLocked, match="rotated by another process"):
+        vault.upstream_secret("prod", audit=False)
+
+
+def test_store_without_keks_is_locked(vault: Vault, db_path: Path, master: MasterKey) -> None:
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("DELETE FROM keks")
+    conn.close()
+    with pytest.raises(VaultLocked, match="no key-encryption keys"):
+        reopen(db_path, master)

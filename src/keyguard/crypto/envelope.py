@@ -22,7 +22,7 @@ plaintext) are never touched, like ``MultiFernet.rotate`` without exposing the v
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from keyguard.crypto import aead
@@ -52,12 +52,16 @@ class SealContext:
 class Keyring:
     """Versioned KEKs: the newest (highest id) seals, every one listed can open.
 
-    Holds raw key bytes; its ``repr`` shows only the KEK ids.
+    Holds raw key bytes; its ``repr`` shows only the KEK ids. ``fetch`` is called with the id of
+    a KEK the ring does not hold (one another process added after this ring was built); it
+    returns that KEK or ``None``, and a KEK it returns joins the ring.
     """
 
-    __slots__ = ("_current", "_keks")
+    __slots__ = ("_current", "_fetch", "_keks")
 
-    def __init__(self, keks: Mapping[int, bytes]) -> None:
+    def __init__(
+        self, keks: Mapping[int, bytes], *, fetch: Callable[[int], bytes | None] | None = None
+    ) -> None:
         if not keks:
             raise ValueError("a keyring needs at least one KEK")
         for kek_id, kek in keks.items():
@@ -65,6 +69,7 @@ class Keyring:
                 raise ValueError("KEK ids are 1..2**32-1 and KEKs are 32 bytes")
         self._keks = dict(keks)
         self._current = max(self._keks)
+        self._fetch = fetch
 
     @property
     def current_id(self) -> int:
@@ -80,10 +85,16 @@ class Keyring:
         """A new ring with one more KEK, which must be newer than every KEK in this one."""
         if kek_id <= self._current:
             raise ValueError("a new KEK needs an id above the current one")
-        return Keyring({**self._keys_view(), kek_id: kek})
+        return Keyring({**self._keks, kek_id: kek}, fetch=self._fetch)
 
-    def _keys_view(self) -> dict[int, bytes]:
-        return dict(self._keks)
+    def _kek(self, kek_id: int) -> bytes | None:
+        kek = self._keks.get(kek_id)
+        if kek is None and self._fetch is not None and 0 < kek_id < 2**32:
+            kek = self._fetch(kek_id)
+            if kek is not None and len(kek) == aead.KEY_SIZE:
+                self._keks[kek_id] = kek
+                self._current = max(self._current, kek_id)
+        return kek
 
     def __repr__(self) -> str:
         return f"Keyring(ids={list(self.ids)}, current={self._current})"
@@ -116,8 +127,10 @@ class Keyring:
         if len(sealed) < HEADER_SIZE + aead.TAG_SIZE:
             raise DecryptionError()
         magic, version, kek_id, dek_nonce, wrapped, value_nonce = _HEADER.unpack_from(sealed)
-        kek = self._keks.get(kek_id)
-        if magic != MAGIC or version != FORMAT_VERSION or kek is None:
+        if magic != MAGIC or version != FORMAT_VERSION:
+            raise DecryptionError()
+        kek = self._kek(kek_id)
+        if kek is None:
             raise DecryptionError()
         dek = aead.decrypt(kek, dek_nonce, wrapped, context._aad("dek", kek_id))
         return kek_id, dek, value_nonce, bytes(sealed[HEADER_SIZE:])

@@ -167,6 +167,8 @@ def verify_chain(
     )
     if head is not None and not head_ok:
         problems.append(ChainProblem(head.seq, "edited", "the head checkpoint was altered"))
+    if head is None and records:
+        problems.append(ChainProblem(records[-1].seq, "deleted", "the head checkpoint is missing"))
     trusted_head = head.hash if head is not None and head_ok else None
 
     # follow the chain from the start: rank = authentic position of each valid record

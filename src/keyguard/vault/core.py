@@ -18,7 +18,7 @@ from keyguard.crypto.master import MasterKey, ScryptParams, make_check, opens, u
 from keyguard.crypto.master import new_kek as _new_kek
 from keyguard.crypto.master import wrap_kek as _wrap_kek
 from keyguard.domain.audit import AuditEvent
-from keyguard.errors import AlreadyExists, VaultLocked
+from keyguard.errors import AlreadyExists, DecryptionError, VaultLocked
 from keyguard.storage.ports import KekRecord, PendingAudit, VaultStore
 from keyguard.vault.audit import AuditLog
 
@@ -52,6 +52,21 @@ class VaultCore:
     clock: Clock
     server_key: bytes = field(repr=False)
     audit: AuditLog = field(repr=False)
+
+    def load_kek(self, kek_id: int) -> bytes | None:
+        """Fetch a KEK added by another process since this vault was opened (``None``: none)."""
+        for record in self.store.list_keks():
+            if record.kek_id == kek_id:
+                try:
+                    return unwrap_kek(self.master, self.vault_id, kek_id, record.wrapped)
+                except DecryptionError:
+                    if not opens(self.master, self.vault_id, self.store.get_meta("check") or b""):
+                        raise VaultLocked(
+                            "the vault's master key was rotated by another process:"
+                            " open the vault again with the new master key"
+                        ) from None
+                    raise
+        return None
 
     def now(self) -> datetime:
         now = self.clock()
@@ -105,6 +120,8 @@ def unlock_vault(
             " KEYGUARD_MASTER_KEY, the key file, the OS keyring entry or the passphrase"
         )
     keks = {r.kek_id: unwrap_kek(master, vault_id, r.kek_id, r.wrapped) for r in store.list_keks()}
+    if not keks:
+        raise VaultLocked(f"vault {vault_id} has no key-encryption keys: the store is damaged")
     keyring = Keyring(keks)
     opened = {}
     for name in INTERNAL_KEYS:
@@ -114,6 +131,7 @@ def unlock_vault(
         opened[name] = keyring.unseal(internal_context(vault_id, name), sealed)
     audit = AuditLog(store, opened["audit_key"], clock)
     core = VaultCore(store, vault_id, master, keyring, clock, opened["server_key"], audit)
+    core.keyring = Keyring(keks, fetch=core.load_kek)  # picks up KEKs other processes add
     with store.transaction():  # events noted while locked join the chain now
         pending = store.take_pending_audit()
         audit.append_many(

@@ -319,7 +319,7 @@ class Vault(RotationFacade):
         """Add a new KEK (it seals from now on); by default re-wrap every record under it."""
         core = self._core
         with core.store.transaction():
-            kek_id = max(core.keyring.ids) + 1
+            kek_id = max([r.kek_id for r in core.store.list_keks()] + [*core.keyring.ids]) + 1
             kek = new_kek()
             core.store.add_kek(
                 KekRecord(kek_id, wrap_kek(core.master, core.vault_id, kek_id, kek), core.now())
