@@ -34,9 +34,13 @@ def key_status(key: VirtualKey, now: datetime) -> str:
     return "active"
 
 
-def key_dict(key: VirtualKey, now: datetime) -> dict[str, Any]:
-    """A virtual key's record as JSON-ready data (never its secret)."""
-    due = key.created_at + key.max_age if key.max_age else None
+def key_dict(
+    key: VirtualKey, now: datetime, rotated_at: datetime | None = None
+) -> dict[str, Any]:
+    """A virtual key's record as JSON-ready data (never its secret); age counts from the last
+    rotation (``rotated_at``) when there was one."""
+    since = rotated_at or key.created_at
+    due = since + key.max_age if key.max_age else None
     return {
         "key_id": key.key_id,
         "name": key.name,
@@ -53,7 +57,8 @@ def key_dict(key: VirtualKey, now: datetime) -> dict[str, Any]:
         "budget_usd": key.budget_usd,
         "budget_period": key.budget_period.value,
         "created_at": iso(key.created_at),
-        "age_days": round((now - key.created_at).total_seconds() / 86400, 1),
+        "rotated_at": iso(rotated_at),
+        "age_days": round((now - since).total_seconds() / 86400, 1),
         "max_age": format_duration(key.max_age),
         "rotation_due_at": iso(due),
         "last_used_at": iso(key.last_used_at),
@@ -137,10 +142,11 @@ def list_(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     vault = open_vault(settings_from(ctx))
     try:
         keys = vault.list_keys()
+        rotated = vault.key_rotated_at()
     finally:
         vault.close()
     now = utcnow()
-    data = [key_dict(k, now) for k in keys]
+    data = [key_dict(k, now, rotated.get(k.key_id)) for k in keys]
     if not show_all:
         data = [d for d in data if d["status"] == "active"]
 
@@ -186,3 +192,9 @@ def revoke(ctx: click.Context, key_id: str, reason: str | None, as_json: bool) -
     data = key_dict(record, utcnow())
     emit(as_json, data, lambda: click.echo(f"revoked virtual key {record.key_id} "
                                            f"({record.name!r}) at {data['revoked_at']}"))
+
+
+# `key rotate` lives in its own module
+from keyguard.cli.key_rotation_cmds import register as _register_rotation  # noqa: E402
+
+_register_rotation(key)

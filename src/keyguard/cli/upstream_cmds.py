@@ -153,3 +153,9 @@ def remove(ctx: click.Context, name: str, force: bool, yes: bool) -> None:
     finally:
         vault.close()
     click.echo(f"removed upstream {name!r}")
+
+
+# rotation commands (rotate, revoke, reconcile, admin-key) live in their own module
+from keyguard.cli.upstream_rotation_cmds import register as _register_rotation  # noqa: E402
+
+_register_rotation(upstream)
