@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,50 @@ from scanner.keygen import openai_key, virtual_key
 SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
 
 
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Never touch the developer's ~/.keyguard: every CLI call gets an empty home."""
+    home = tmp_path / "kg-home"
+    monkeypatch.setenv("KEYGUARD_HOME", str(home))
+    for var in (
+        "KEYGUARD_DATABASE_URL",
+        "KEYGUARD_MASTER_KEY",
+        "KEYGUARD_PASSPHRASE",
+        "KEYGUARD_CONFIG",
+        "KEYGUARD_VERIFY_BASE_URL",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
 def run(*args: str, input: str | bytes | None = None):
     return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def managed_vault(isolated_home, rng):
+    """A real vault in the isolated home (``keyguard init``), with an upstream and a key."""
+    from keyguard.config import load_settings
+    from keyguard.domain.records import KeySpec
+    from keyguard.domain.secret import Secret
+    from keyguard.wiring import open_vault
+
+    assert run("init").exit_code == 0
+    up = openai_key(rng)
+    vault = open_vault(load_settings({"home": str(isolated_home)}), os.environ)
+    try:
+        vault.add_upstream("default", Secret(up, register=False))
+        vk, token = vault.create_key(KeySpec(name="app", upstream="default"))
+    finally:
+        vault.close()
+    return up, vk.key_id, token.reveal()
+
+
+def _vault(home):
+    from keyguard.config import load_settings
+    from keyguard.wiring import open_vault
+
+    return open_vault(load_settings({"home": str(home)}), os.environ)
 
 
 @pytest.fixture
@@ -138,3 +181,53 @@ def test_real_subprocess(leaky):
     assert proc.returncode == 1, proc.stderr
     assert "2 key(s) found" in proc.stdout
     _no_keys(proc.stdout + proc.stderr, keys)
+
+
+def test_scan_reports_managed_keys_and_revokes_them(tmp_path, managed_vault, isolated_home):
+    up, key_id, token = managed_vault
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "app.py").write_text(f"UP = '{up}'\nVK = '{token}'\n")
+    shown = run("scan", "--json", str(tree))
+    managed_by = {f["format"]: f.get("managed") for f in json.loads(shown.output)["findings"]}
+    assert managed_by["openai-project"] == "upstream credential 'default' version 1, CURRENT"
+    assert managed_by["keyguard-virtual-key"].startswith(f"virtual key {key_id}")
+    vault = _vault(isolated_home)
+    try:
+        assert not vault.get_key(key_id).revoked
+    finally:
+        vault.close()
+    revoked = run("scan", "--revoke-managed", str(tree))
+    assert revoked.exit_code == 1
+    assert f"revoked virtual key {key_id}" in revoked.output
+    assert "marked upstream credential 'default' version 1 compromised" in revoked.output
+    _no_keys(shown.output + revoked.output, [up, token])
+    vault = _vault(isolated_home)
+    try:
+        assert vault.get_key(key_id).revoked
+        assert any(r.action == "upstream.compromised" for r in vault.audit.list())
+    finally:
+        vault.close()
+
+
+def test_revoke_managed_without_a_vault_is_an_error(leaky):
+    root, _ = leaky
+    assert run("scan", "--revoke-managed", str(root)).exit_code == 3
+
+
+def test_fix_to_vault(repo, rng, managed_vault, isolated_home):
+    key = openai_key(rng)
+    (repo / "app.py").write_text(f"import openai\nopenai.api_key = '{key}'\n")
+    result = run("fix", "--to-vault", str(repo))
+    assert result.exit_code == 0, result.output
+    assert "stored as upstream credential 'openai-api-key'" in result.output
+    assert "keyguard run --name OPENAI_API_KEY --upstream openai-api-key" in result.output
+    assert not (repo / ".env").exists() and key not in (repo / "app.py").read_text()
+    _no_keys(result.output, [key])
+    vault = _vault(isolated_home)
+    try:
+        from keyguard.domain.keys import fingerprint
+
+        assert vault.find_managed(fingerprint(key)).name == "openai-api-key"
+    finally:
+        vault.close()

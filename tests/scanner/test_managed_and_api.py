@@ -1,5 +1,5 @@
-"""The managed-key port (with a hand-written double of the vault), detector plugins through
-entry points, and the scanner's public surface."""
+"""The managed-key port and the --to-vault sink against a real SQLite vault, detector
+plugins through entry points, and the scanner's public surface."""
 
 from __future__ import annotations
 
@@ -8,63 +8,94 @@ from importlib import metadata
 import pytest
 
 import keyguard.scanner as scanner_pkg
-from keyguard.domain.keys import parse_virtual_key
+from keyguard.crypto.master import MasterKey
+from keyguard.domain.keys import fingerprint
+from keyguard.domain.records import KeySpec
 from keyguard.domain.secret import Secret
+from keyguard.errors import KeyNotFound
 from keyguard.scanner import managed
 from keyguard.scanner.detectors import Detector, load_detectors
 from keyguard.scanner.engine import scan_text
-from keyguard.scanner.managed import ManagedKey
 from keyguard.scanner.model import RawMatch
-from scanner.keygen import openai_key, virtual_key
-
-
-class FakeVault:
-    """Knows one upstream key (by value) and one virtual key (by id); records revocations."""
-
-    def __init__(self, upstream: str, virtual: str) -> None:
-        self.upstream = upstream
-        self.virtual_id = parse_virtual_key(virtual).key_id
-        self.revoked: list[tuple[str, str, str]] = []
-
-    def lookup(self, secret: Secret) -> ManagedKey | None:
-        value = secret.reveal()
-        if value == self.upstream:
-            return ManagedKey("upstream", "default@v2", "prod")
-        if value.startswith("kg_") and parse_virtual_key(value).key_id == self.virtual_id:
-            return ManagedKey("virtual", self.virtual_id)
-        return None
-
-    def revoke(self, key: ManagedKey, *, actor: str, reason: str) -> str:
-        self.revoked.append((key.key_id, actor, reason))
-        return f"revoked {key.describe()}"
+from keyguard.scanner.vault_port import VaultManagedKeys, VaultSink
+from keyguard.storage.sqlite import SqliteStore
+from keyguard.vault import Vault
+from scanner.keygen import openai_key
 
 
 @pytest.fixture
-def found(tmp_path, rng, scanner):
-    up, vk, other = openai_key(rng), virtual_key(rng), openai_key(rng)
-    (tmp_path / "a.py").write_text(f"A = '{up}'\nB = '{vk}'\nC = '{other}'\nD = '{up}'\n")
-    return FakeVault(up, vk), scanner.scan_files(tmp_path, ["a.py"]).findings
+def vault(tmp_path):
+    store = SqliteStore(tmp_path / "vault.db")
+    v = Vault.create(store, MasterKey.generate(), actor="tester", source="test")
+    yield v
+    v.close()
 
 
-def test_annotate_says_which_keys_keyguard_manages(found):
-    vault, findings = found
-    out = managed.annotate(findings, vault)
+@pytest.fixture
+def found(tmp_path, rng, scanner, vault):
+    up, other = openai_key(rng), openai_key(rng)
+    vault.add_upstream("prod", Secret(up, register=False))
+    vk, token = vault.create_key(KeySpec(name="app", upstream="prod"))
+    (tmp_path / "a.py").write_text(
+        f"A = '{up}'\nB = '{token.reveal()}'\nC = '{other}'\nD = '{up}'\n"
+    )
+    return vk, scanner.scan_files(tmp_path, ["a.py"]).findings
+
+
+def test_annotate_says_which_keys_keyguard_manages(found, vault):
+    vk, findings = found
+    out = managed.annotate(findings, VaultManagedKeys(vault))
     assert [f.managed for f in out] == [
-        "upstream credential default@v2 (prod)",
-        f"virtual key {vault.virtual_id}",
+        "upstream credential 'prod' version 1, CURRENT",
+        f"virtual key {vk.key_id} ('app')",
         None,
-        "upstream credential default@v2 (prod)",
+        "upstream credential 'prod' version 1, CURRENT",
     ]
-    assert vault.revoked == []
+    assert not vault.get_key(vk.key_id).revoked
 
 
-def test_revoke_all_revokes_each_managed_key_once(found):
-    vault, findings = found
-    out = managed.revoke_all(findings, vault, actor="ci")
-    assert sorted(k for k, _, _ in vault.revoked) == sorted(["default@v2", vault.virtual_id])
-    assert all(actor == "ci" and "a.py:" in reason for _, actor, reason in vault.revoked)
-    assert out[3].notes == ("revoked upstream credential default@v2 (prod)",)
-    assert out[2].notes == ()
+def test_revoke_all_revokes_virtual_keys_and_flags_upstream_keys(found, vault):
+    vk, findings = found
+    out = managed.revoke_all(findings, VaultManagedKeys(vault), actor="user:ci")
+    assert vault.get_key(vk.key_id).revoked
+    flagged = [r for r in vault.audit.list() if r.action == "upstream.compromised"]
+    assert len(flagged) == 1 and flagged[0].subject == "prod" and flagged[0].actor == "user:ci"
+    assert "a.py:1" in flagged[0].details["reason"]
+    assert out[1].notes == (f"revoked virtual key {vk.key_id}",)
+    assert "keyguard upstream revoke prod --now" in out[0].notes[0]
+    assert out[0].notes == out[3].notes and out[2].notes == ()
+    again = managed.revoke_all(findings, VaultManagedKeys(vault), actor="user:ci")
+    assert again[1].notes == (f"virtual key {vk.key_id} was already revoked",)
+
+
+def test_emergency_hook_runs_for_current_keys_and_falls_back(found, vault):
+    _, findings = found
+    calls = []
+
+    def emergency(name):
+        calls.append(name)
+        return f"rotated {name}"
+
+    out = managed.revoke_all(findings[:1], VaultManagedKeys(vault, emergency=emergency))
+    assert calls == ["prod"] and out[0].notes == ("rotated prod",)
+
+    def no_admin_key(name):
+        raise KeyNotFound(f"{name!r} has no admin key")
+
+    out = managed.revoke_all(findings[:1], VaultManagedKeys(vault, emergency=no_admin_key))
+    assert "emergency rotation not possible" in out[0].notes[0]
+
+
+def test_vault_sink_stores_new_keys_once(vault, rng):
+    key = openai_key(rng)
+    sink = VaultSink(vault)
+    first = sink.store("OPENAI_API_KEY", Secret(key, register=False))
+    assert "upstream credential 'openai-api-key'" in first and key not in first
+    assert vault.find_managed(fingerprint(key)).name == "openai-api-key"
+    second = sink.store("OPENAI_API_KEY", Secret(key, register=False))
+    assert "already in the vault" in second
+    other = sink.store("OPENAI_API_KEY", Secret(openai_key(rng), register=False))
+    assert "'openai-api-key-2'" in other
 
 
 class AcmeDetector(Detector):

@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from keyguard.errors import ScanError
-
 if TYPE_CHECKING:
     from keyguard.scanner.fix.fixer import FixResult, SecretSink
 
@@ -28,8 +26,14 @@ def _project_root(target: Path) -> Path:
     return target if target.is_dir() else target.parent
 
 
-def _vault_sink(ctx: click.Context) -> SecretSink | None:
-    return None  # wired to the vault in keyguard.scanner.vault_adapter (see docs/scanner.md)
+def _vault_sink(ctx: click.Context) -> SecretSink:
+    """The vault behind the fixer's :class:`SecretSink` port (opened like any vault command)."""
+    from keyguard.cli.common import actor, open_vault, settings_from
+    from keyguard.scanner.vault_port import VaultSink
+
+    vault = open_vault(settings_from(ctx))
+    ctx.call_on_close(vault.close)
+    return VaultSink(vault, actor=actor())
 
 
 def _as_dict(result: FixResult) -> dict[str, Any]:
@@ -109,11 +113,7 @@ def fix_cmd(
         for rel in list_files(target, respect_ignore=not no_ignore)
     ]
     report = Scanner().scan_files(root, rels)
-    sink = None
-    if to_vault:
-        sink = _vault_sink(ctx)
-        if sink is None:
-            raise ScanError("--to-vault needs the keyguard vault (run `keyguard init`)")
+    sink = _vault_sink(ctx) if to_vault and not dry_run else None
     result = fix_findings(
         root,
         report.findings,

@@ -46,9 +46,44 @@ def _scan_stdin(scanner: Scanner) -> ScanReport:
     return report
 
 
-def _managed_keys(ctx: click.Context) -> ManagedKeys | None:
-    """The vault as a :class:`ManagedKeys` port, if one can be opened without a prompt."""
-    return None  # wired to the vault in keyguard.scanner.vault_adapter (see docs/scanner.md)
+def _managed_keys(ctx: click.Context, *, revoke: bool) -> ManagedKeys | None:
+    """The vault behind the scanner's :class:`ManagedKeys` port.
+
+    For annotation the vault is used only if it opens without a prompt (pre-commit must never
+    block on one) and any vault problem just skips the annotation; ``--revoke-managed`` opens
+    it like every vault command (passphrase prompt, errors are errors).
+    """
+    from keyguard.cli.common import open_vault, settings_from
+    from keyguard.errors import KeyguardError
+    from keyguard.scanner.vault_port import VaultManagedKeys
+    from keyguard.wiring import open_vault_if_present
+
+    settings = settings_from(ctx)
+    if revoke:
+        vault = open_vault(settings)
+    else:
+        try:
+            found = open_vault_if_present(settings, os.environ)
+        except KeyguardError as exc:
+            click.echo(f"note: managed-key lookup skipped ({exc})", err=True)
+            return None
+        if found is None:
+            return None
+        vault = found
+    ctx.call_on_close(vault.close)
+
+    def emergency(name: str) -> str:
+        from keyguard.cli.common import actor
+        from keyguard.cli.rotate_cmds import connector
+        from keyguard.rotation.manual import emergency_revoke
+
+        result = emergency_revoke(vault, name, connector(settings), actor=actor(), source="scan")
+        return (
+            f"emergency rotation of {name!r}: version {result.revoked_version} revoked, "
+            f"version {result.new_version} is CURRENT"
+        )
+
+    return VaultManagedKeys(vault, emergency=emergency)
 
 
 def _render(report: ScanReport, fmt: str, out: IO[str], color: bool) -> None:
@@ -157,15 +192,13 @@ def scan_cmd(
         report.findings = kept
 
     if report.findings:
-        keys = _managed_keys(ctx)
-        if keys is not None:
-            report.findings = (
-                managed.revoke_all(report.findings, keys)
-                if revoke_managed
-                else managed.annotate(report.findings, keys)
-            )
-        elif revoke_managed:
-            raise ScanError("--revoke-managed needs the keyguard vault (run `keyguard init`)")
+        keys = _managed_keys(ctx, revoke=revoke_managed)
+        if keys is not None and revoke_managed:
+            from keyguard.cli.common import actor
+
+            report.findings = managed.revoke_all(report.findings, keys, actor=actor())
+        elif keys is not None:
+            report.findings = managed.annotate(report.findings, keys)
         if verify:
             from keyguard.scanner.verify import Verifier
 

@@ -1,45 +1,33 @@
 """The scanner's port to "keys keyguard manages": look a found key up, revoke it.
 
 The scanner core does not import the vault. The CLI edge passes an object satisfying
-:class:`ManagedKeys` (see :mod:`keyguard.scanner.vault_adapter`, or a test double); the core
-only calls :meth:`ManagedKeys.lookup` and, with ``--revoke-managed``, :meth:`ManagedKeys.revoke`.
+:class:`ManagedKeys` — normally :class:`keyguard.scanner.vault_port.VaultManagedKeys` around the
+real vault, or a test double; the core only calls :meth:`ManagedKeys.lookup` and, with
+``--revoke-managed``, :meth:`ManagedKeys.revoke`. Matches are the domain's
+:class:`~keyguard.domain.records.ManagedMatch` (which never holds key material).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from dataclasses import replace
+from typing import Protocol
 
+from keyguard.domain.records import ManagedMatch
 from keyguard.domain.secret import Secret
 from keyguard.scanner.model import Finding
 
-ManagedKind = Literal["upstream", "virtual"]
-
-
-@dataclass(frozen=True)
-class ManagedKey:
-    """A found key that keyguard manages: an upstream credential version or a virtual key."""
-
-    kind: ManagedKind
-    key_id: str  # virtual key id, or "<credential name>@v<version>"
-    label: str = ""
-
-    def describe(self) -> str:
-        """Human text, without key material."""
-        what = "upstream credential" if self.kind == "upstream" else "virtual key"
-        label = f" ({self.label})" if self.label else ""
-        return f"{what} {self.key_id}{label}"
+ManagedKey = ManagedMatch
 
 
 class ManagedKeys(Protocol):
     """What the scanner needs from the vault."""
 
-    def lookup(self, secret: Secret) -> ManagedKey | None:
+    def lookup(self, secret: Secret) -> ManagedMatch | None:
         """The managed key whose value is ``secret``, or ``None``."""
 
-    def revoke(self, key: ManagedKey, *, actor: str, reason: str) -> str:
-        """Revoke a virtual key / mark an upstream credential compromised; return what was done."""
+    def revoke(self, key: ManagedMatch, *, actor: str, reason: str) -> str:
+        """Revoke a virtual key / act on a leaked upstream key; return what was done."""
 
 
 def annotate(findings: Iterable[Finding], keys: ManagedKeys) -> list[Finding]:
@@ -47,7 +35,7 @@ def annotate(findings: Iterable[Finding], keys: ManagedKeys) -> list[Finding]:
     out = []
     for f in findings:
         hit = keys.lookup(f.secret)
-        out.append(replace(f, managed=hit.describe()) if hit else f)
+        out.append(replace(f, managed=hit.description) if hit else f)
     return out
 
 
@@ -63,7 +51,8 @@ def revoke_all(
             out.append(f)
             continue
         if f.fingerprint not in done:
-            reason = f"found hardcoded in {f.path}:{f.line} ({f.fingerprint})"
+            where = f"{f.path}:{f.line}" + (f" @{f.commit[:12]}" if f.commit else "")
+            reason = f"found hardcoded at {where} ({f.fingerprint})"
             done[f.fingerprint] = keys.revoke(hit, actor=actor, reason=reason)
-        out.append(replace(f, managed=hit.describe(), notes=(*f.notes, done[f.fingerprint])))
+        out.append(replace(f, managed=hit.description, notes=(*f.notes, done[f.fingerprint])))
     return out

@@ -24,6 +24,7 @@ from typing import Protocol
 
 import libcst as cst
 
+from keyguard.domain.keys import VIRTUAL_KEY_PREFIX
 from keyguard.domain.secret import Secret
 from keyguard.scanner.fix.envfile import EnvFile, ensure_ignored
 from keyguard.scanner.fix.guidance import guidance
@@ -159,16 +160,17 @@ def fix_findings(
         return result
     # 2. store values first: if anything below fails, the key is still safe somewhere
     if sink is not None:
+        # virtual keys are issued by the vault, not stored in it: they go to .env like any value
         for name, value in list(env.pending.items()):
-            result.stored.append(sink.store(name, Secret(value, register=False)))
-        env.pending.clear()
-    else:
-        result.stored = [f"{name} -> {env_label}" for name in env.commit()]
+            if not value.startswith(VIRTUAL_KEY_PREFIX):
+                result.stored.append(sink.store(name, Secret(value, register=False)))
+                del env.pending[name]
+    result.stored += [f"{name} -> {env_label}" for name in env.commit()]
     # 3. then the sources, one atomic replace each
     for fix in result.files:
         if fix.new_code is not None:
             atomic_write(root / fix.path, fix.new_code)
     # 4. and .env must never be committed
-    if sink is None and env.path.exists() and not env_label.startswith(".."):
+    if env.path.exists() and not env_label.startswith(".."):
         result.gitignore_updated = ensure_ignored(root, env_label)
     return result
