@@ -198,3 +198,40 @@ def test_spend_store_adds_increments(pg_store_url: str) -> None:
     assert s.generation() == g
     s.close()
     other.close()
+
+
+def test_libpq_environment_is_honoured(
+    pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGOPTIONS", f"-csearch_path={pg_schema}")
+    PostgresStore(pg_url).close()  # the bare URL of the docs, schema chosen by PGOPTIONS
+    assert _version(pg_schema) == SCHEMA_VERSION
+
+
+def test_many_threads_share_one_store(pg_store_url: str) -> None:
+    from keyguard.domain.audit import GENESIS, AuditHead
+    from vault.contract import arec
+
+    s = PostgresStore(pg_store_url, pool_size=3)  # fewer connections than threads
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for _ in range(10):
+                with s.transaction():
+                    head = s.audit_head()
+                    seq = head.seq + 1 if head else 1
+                    r = arec(seq, head.hash if head else GENESIS)
+                    s.append_audit([r], AuditHead(seq, r.hash, "m"))
+                s.generation()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [r.seq for r in s.list_audit()] == list(range(1, 61))
+    s.close()

@@ -39,6 +39,7 @@ class PgBase:
         self._local = threading.local()
         try:  # a direct connection first: a clear error when the server cannot be reached
             with psycopg.connect(**target.params, autocommit=True) as conn:
+                self._configure(conn)
                 #: the schema version found on opening (0: this call created the schema)
                 self.migrated_from = migrate(conn, target.schema)
                 row = conn.execute("SELECT 'generation'::regclass::oid").fetchone()
@@ -53,10 +54,19 @@ class PgBase:
             timeout=pool_timeout,
             open=False,
             name="keyguard",
+            configure=self._configure,
         )
         self._pool.open(wait=False)
 
     # -- connections ----------------------------------------------------------------------
+
+    def _configure(self, conn: Conn) -> None:
+        """Session settings of every new connection (lock timeout, the schema's search path)."""
+        names = list(self._target.session)
+        if names:
+            calls = ", ".join("set_config(%s, %s, false)" for _ in names)
+            values = [v for name in names for v in (name, self._target.session[name])]
+            conn.execute(f"SELECT {calls}", values)  # type: ignore[arg-type]
 
     def _tx(self) -> Conn | None:
         conn: Conn | None = getattr(self._local, "conn", None)

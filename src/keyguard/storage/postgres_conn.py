@@ -56,6 +56,8 @@ class PgTarget:
     display: str
     schema: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: session settings applied to every new connection (``set_config``)
+    session: dict[str, str] = field(default_factory=dict)
 
     def scrub(self, text: str) -> str:
         return scrub(text, self.secrets)
@@ -126,14 +128,13 @@ def parse_target(
         )
     if params.get("password"):
         secrets = tuple(sorted({*secrets, str(params["password"])}, key=len, reverse=True))
-    # -c options apply in order, so the user's own options win over our defaults
-    options = [f"-c lock_timeout={int(lock_timeout_ms)}", str(params.get("options", ""))]
+    # session settings go through set_config, not "options": libpq's PGOPTIONS still applies
+    session = {"lock_timeout": f"{int(lock_timeout_ms)}ms"}
     if schema is not None:
-        options.append(f"-c search_path={schema}")
-    params["options"] = " ".join(o for o in options if o)
+        session["search_path"] = schema
     params.setdefault("connect_timeout", str(max(1, round(connect_timeout))))
-    params.setdefault("application_name", "keyguard")
-    return PgTarget(params, _display(params, schema), schema, secrets)
+    params.setdefault("fallback_application_name", "keyguard")
+    return PgTarget(params, _display(params, schema), schema, secrets, session)
 
 
 def _display(params: dict[str, Any], schema: str | None) -> str:
