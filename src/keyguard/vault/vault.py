@@ -6,14 +6,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from keyguard.crypto.master import (
-    MasterKey,
-    ScryptParams,
-    make_check,
-    new_kek,
-    unwrap_kek,
-    wrap_kek,
-)
+from keyguard.crypto.master import MasterKey, ScryptParams
 from keyguard.domain.audit import AuditEvent, AuditRecord
 from keyguard.domain.records import (
     DEFAULT_BASE_URL,
@@ -25,20 +18,16 @@ from keyguard.domain.records import (
     VirtualKey,
 )
 from keyguard.domain.secret import Secret
-from keyguard.errors import DecryptionError, VaultError
-from keyguard.storage.ports import KekRecord, VaultStore
-from keyguard.vault.admin_keys import AdminKeyService
+from keyguard.storage.ports import VaultStore
+from keyguard.vault import maintenance
 from keyguard.vault.audit import AuditLog
 from keyguard.vault.auth import KeyAuthenticator
 from keyguard.vault.core import (
-    INTERNAL_KEYS,
     Clock,
     VaultCore,
     create_vault,
-    internal_context,
     passphrase_params,
     unlock_vault,
-    upstream_context,
     utc_now,
 )
 from keyguard.vault.keys import VirtualKeyService
@@ -317,16 +306,7 @@ class Vault(RotationFacade):
         self, *, rewrap: bool = True, actor: str = "system", source: str | None = None
     ) -> int:
         """Add a new KEK (it seals from now on); by default re-wrap every record under it."""
-        core = self._core
-        with core.store.transaction():
-            kek_id = max([r.kek_id for r in core.store.list_keks()] + [*core.keyring.ids]) + 1
-            kek = new_kek()
-            core.store.add_kek(
-                KekRecord(kek_id, wrap_kek(core.master, core.vault_id, kek_id, kek), core.now())
-            )
-            keyring = core.keyring.with_kek(kek_id, kek)
-            core.audit.append(AuditEvent("vault.rotate_kek", actor, str(kek_id), self._src(source)))
-        core.keyring = keyring
+        kek_id = maintenance.add_kek(self._core, actor=actor, source=self._src(source))
         if rewrap:
             self.rewrap(actor=actor, source=source)
         return kek_id
@@ -337,34 +317,7 @@ class Vault(RotationFacade):
         Only data keys are unwrapped and wrapped again; no secret value is decrypted.
         Returns how many records changed.
         """
-        core = self._core
-        store = core.store
-        changed = 0
-        with store.transaction():
-            for row in store.iter_sealed_upstreams():
-                ctx = upstream_context(core.vault_id, row.upstream, row.version)
-                new = core.keyring.rewrap(ctx, row.sealed)
-                if new != row.sealed:
-                    store.replace_sealed_upstream(row.upstream, row.version, new)
-                    changed += 1
-            for name in INTERNAL_KEYS:
-                sealed = store.get_meta(name)
-                if sealed is None:
-                    continue
-                new = core.keyring.rewrap(internal_context(core.vault_id, name), sealed)
-                if new != sealed:
-                    store.set_meta(name, new)
-                    changed += 1
-            changed += AdminKeyService(core).rewrap()
-            core.audit.append(
-                AuditEvent(
-                    "vault.rewrap",
-                    actor,
-                    str(core.keyring.current_id),
-                    self._src(source),
-                    details={"records": changed},
-                )
-            )
+        changed = maintenance.rewrap(self._core, actor=actor, source=self._src(source))
         self._upstreams.clear_cache()
         return changed
 
@@ -382,51 +335,15 @@ class Vault(RotationFacade):
         a random key: any stored parameters are dropped). Store the new key (key file, keyring)
         before calling this, so a crash never leaves a vault whose key is lost.
         """
-        core = self._core
-        store = core.store
-        with store.transaction():
-            for record in store.list_keks():
-                kek = unwrap_kek(core.master, core.vault_id, record.kek_id, record.wrapped)
-                store.replace_kek(
-                    record.kek_id, wrap_kek(new_master, core.vault_id, record.kek_id, kek)
-                )
-            store.set_meta("check", make_check(new_master, core.vault_id))
-            store.set_meta("kdf", kdf.to_json() if kdf is not None else b"")
-            core.audit.append(
-                AuditEvent(
-                    "vault.rotate_master",
-                    actor,
-                    core.vault_id,
-                    self._src(source),
-                    details={"kdf": kdf is not None},
-                )
-            )
-        core.master = new_master
+        maintenance.rotate_master_key(
+            self._core, new_master, kdf=kdf, actor=actor, source=self._src(source)
+        )
 
     def check(self) -> int:
         """Open every sealed record (upstream key versions, internal keys) and verify the audit
         chain; return how many sealed records opened. Raises :class:`DecryptionError` naming the
         first record that fails, or :class:`VaultError` when the audit log does not verify."""
-        core = self._core
-        store = core.store
-        opened = 0
-        for row in store.iter_sealed_upstreams():
-            try:
-                core.keyring.unseal(
-                    upstream_context(core.vault_id, row.upstream, row.version), row.sealed
-                )
-            except DecryptionError:
-                raise DecryptionError(
-                    f"upstream credential {row.upstream!r} version {row.version} does not decrypt"
-                ) from None
-            opened += 1
-        for name in INTERNAL_KEYS:
-            core.keyring.unseal(internal_context(core.vault_id, name), store.get_meta(name) or b"")
-            opened += 1
-        report = core.audit.verify()
-        if not report.ok:
-            raise VaultError(str(report))
-        return opened
+        return maintenance.check(self._core)
 
     def clear_caches(self) -> None:
         """Forget decrypted upstream keys held in memory."""
