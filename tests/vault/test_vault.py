@@ -406,3 +406,11 @@ def test_store_without_keks_is_locked(vault: Vault, db_path: Path, master: Maste
     conn.close()
     with pytest.raises(VaultLocked, match="no key-encryption keys"):
         reopen(db_path, master)
+
+
+def test_rotating_with_a_stale_master_key_is_refused(
+    vault: Vault, db_path: Path, master: MasterKey
+) -> None:
+    reopen(db_path, master).rotate_master_key(MasterKey.generate())
+    with pytest.raises(VaultLocked, match="rotated by another process"):
+        vault.rotate_master_key(MasterKey.generate())
