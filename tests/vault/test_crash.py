@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -52,6 +53,9 @@ def test_kill_9_mid_write(tmp_path: Path) -> None:
                 tokens.append(line.split()[1])
         proc.stdout.close()
 
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
         reopened = Vault.open(SqliteStore(db), master)
         assert reopened.check() >= 3  # every sealed record opens, audit chain verifies
         assert reopened.upstream_secret("prod", audit=False)[1].reveal().startswith("sk-")

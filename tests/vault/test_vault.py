@@ -414,3 +414,19 @@ def test_rotating_with_a_stale_master_key_is_refused(
     reopen(db_path, master).rotate_master_key(MasterKey.generate())
     with pytest.raises(VaultLocked, match="rotated by another process"):
         vault.rotate_master_key(MasterKey.generate())
+
+
+@pytest.mark.parametrize("field", ["organization", "project"])
+@pytest.mark.parametrize("value", ["org-x\r\nX-Evil: 1", "has space", "a" * 200, "\x00"])
+def test_header_ids_cannot_split_headers(vault: Vault, field: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        vault.add_upstream("prod", fresh_key(), **{field: value})  # type: ignore[arg-type]
+
+
+def test_wal_and_shm_files_are_private(vault: Vault, db_path: Path, openai_key: Secret) -> None:
+    import stat
+
+    vault.add_upstream("prod", openai_key)
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(f"{db_path}{suffix}")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name

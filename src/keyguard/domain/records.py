@@ -52,6 +52,23 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+_HEADER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def check_header_id(setting: str, value: str | None) -> str | None:
+    """An id sent upstream in a header (organization, project): a short token, or ``None``.
+
+    Refuses whitespace and control characters, so a stored value can never split a header.
+    """
+    if value is None or value == "":
+        return None
+    if not _HEADER_ID_RE.fullmatch(value):
+        raise ConfigError(
+            f"{setting} must be 1-128 characters of letters, digits, '_', '.', ':' or '-'"
+        )
+    return value
+
+
 def check_base_url(base_url: str, *, allow_insecure_loopback: bool) -> str:
     """An upstream base URL must be https, or http to a loopback host with explicit opt-in."""
     try:

@@ -18,6 +18,7 @@ from keyguard.domain.records import (
     UpstreamCredential,
     UpstreamVersion,
     check_base_url,
+    check_header_id,
     check_name,
 )
 from keyguard.domain.secret import Secret
@@ -68,8 +69,8 @@ class UpstreamService:
         cred = UpstreamCredential(
             name=name,
             base_url=base_url,
-            organization=organization or None,
-            project=project or None,
+            organization=check_header_id("organization", organization),
+            project=check_header_id("project", project),
             allow_insecure_loopback=allow_insecure_loopback,
             created_at=now,
             max_age=max_age,
