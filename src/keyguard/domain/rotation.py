@@ -27,6 +27,9 @@ from typing import Any
 from keyguard.domain.records import UpstreamCredential, VirtualKey
 
 ROTATION_FORMAT = 1
+#: ``last_used_at`` is coarse (whole seconds or worse, updated lazily): a use this close to the
+#: switch may have happened after it, so it counts as "still in use"
+LAST_USED_SLACK = timedelta(seconds=60)
 
 
 class RotationState(str, Enum):
@@ -140,8 +143,9 @@ def retire_decision(
     """May the old key be retired now?
 
     Never before the grace window has passed since the switch. After it: retire when the old key
-    has not been used since the switch, when its ``last_used_at`` did not move since the
-    previous check, or when the hard window (``max_grace``) has expired.
+    has not been used since the switch (allowing :data:`LAST_USED_SLACK`), when its
+    ``last_used_at`` did not move since the previous check, or when the hard window
+    (``max_grace``) has expired.
     """
     finished = rotation.finished_at
     if finished is None:
@@ -151,7 +155,7 @@ def retire_decision(
         return RetireCheck(False, f"grace window: {int(left.total_seconds())}s left", last_used)
     if now >= finished + rotation.max_grace:
         return RetireCheck(True, "the maximum grace window expired", last_used)
-    if last_used is None or last_used < finished:
+    if last_used is None or last_used < finished - LAST_USED_SLACK:
         return RetireCheck(True, "the old key was not used since the switch", last_used)
     if rotation.old_observed and last_used == rotation.old_last_used:
         return RetireCheck(True, "the old key's last use stopped advancing", last_used)

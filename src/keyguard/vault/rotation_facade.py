@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from keyguard.domain.audit import AuditEvent
 from keyguard.domain.records import VirtualKey
 from keyguard.domain.rotation import AdminKeyRecord
 from keyguard.domain.secret import Secret
@@ -95,3 +96,24 @@ class RotationFacade:
     ) -> bool:
         """Forget the admin key of ``upstream`` (revoke it in the OpenAI dashboard too)."""
         return AdminKeyService(self._core).remove(upstream, actor=actor, source=self._src(source))
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def record_upstream_fallback(
+        self, upstream: str, failed_version: int, used_version: int
+    ) -> None:
+        """Audit an alert: the upstream refused CURRENT (401) and the gateway used PREVIOUS."""
+        self._core.audit.append(
+            AuditEvent(
+                "upstream.fallback",
+                "gateway",
+                upstream,
+                self._src(None),
+                outcome="alert",
+                details={
+                    "priority": "high",
+                    "refused_version": failed_version,
+                    "used_version": used_version,
+                },
+            )
+        )
