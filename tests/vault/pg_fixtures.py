@@ -37,7 +37,7 @@ def pg_url() -> str:
         with admin() as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
-        reason = f"PostgreSQL is not reachable ({type(exc).__name__}: {exc})".replace("\n", " ")
+        reason = " ".join(f"PostgreSQL is not reachable ({type(exc).__name__}: {exc})".split())
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI is set, so the PostgreSQL backend tests must run")
         pytest.skip(f"{reason}; set KEYGUARD_TEST_POSTGRES_URL or start PostgreSQL")
