@@ -182,6 +182,7 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=200)
     ap.add_argument("--ds-sample-mb", type=int, default=10)
     ap.add_argument("--regenerate", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N runs (interleaved)")
     args = ap.parse_args()
     tree = WORK / f"tree-{args.size_mb}mb"
     if args.regenerate and tree.exists():
@@ -202,30 +203,29 @@ def main() -> None:
     rg = shutil.which("rg")
     if rg:
         timed([rg, "--hidden", "-c", "xyzzy-prime-the-page-cache", str(tree)])  # priming read
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     rows = []
-    secs, proc = timed([keyguard, "scan", "--json", str(tree)])
-    doc = json.loads(proc.stdout)
-    rows.append(
-        (
-            "keyguard scan (2 procs)",
-            mb,
-            secs,
-            f"{doc['summary']['findings']} findings, {len(doc['skipped'])} skipped",
-        )
-    )
-    secs1, proc1 = timed([keyguard, "scan", "--json", "-j", "1", str(tree)])
-    rows.append(
-        (
-            "keyguard scan -j 1",
-            mb,
-            secs1,
-            f"{json.loads(proc1.stdout)['summary']['findings']} findings",
-        )
-    )
+    # best of --repeat runs, interleaved, so that other load on the machine hits every tool alike
+    best: dict[str, tuple[float, str]] = {}
+    for _ in range(args.repeat):
+        secs, proc = timed([keyguard, "scan", "--json", str(tree)])
+        doc = json.loads(proc.stdout)
+        note = f"{doc['summary']['findings']} findings, {len(doc['skipped'])} skipped"
+        if secs < best.get("kg", (1e9, ""))[0]:
+            best["kg"] = (secs, note)
+        secs, proc = timed([keyguard, "scan", "--json", "-j", "1", str(tree)])
+        note = f"{json.loads(proc.stdout)['summary']['findings']} findings"
+        if secs < best.get("kg1", (1e9, ""))[0]:
+            best["kg1"] = (secs, note)
+        if rg:
+            secs, proc = timed([rg, "--hidden", "-c", "-e", RG_PATTERN, str(tree)])
+            hits = sum(int(line.rsplit(":", 1)[1]) for line in proc.stdout.splitlines() if line)
+            if secs < best.get("rg", (1e9, ""))[0]:
+                best["rg"] = (secs, f"{hits} matching lines")
+    rows.append(("keyguard scan (2 procs)", mb, *best["kg"]))
+    rows.append(("keyguard scan -j 1", mb, *best["kg1"]))
     if rg:
-        secs, proc = timed([rg, "--hidden", "-c", "-e", RG_PATTERN, str(tree)])
-        hits = sum(int(line.rsplit(":", 1)[1]) for line in proc.stdout.splitlines() if line)
-        rows.append(("ripgrep (OpenAI+kg pattern)", mb, secs, f"{hits} matching lines"))
+        rows.append(("ripgrep (OpenAI+kg pattern)", mb, *best["rg"]))
     ds = bindir / "detect-secrets"
     if ds.exists():
         if args.ds_sample_mb:
@@ -245,6 +245,7 @@ def main() -> None:
             )
         )
     staged = staged_bench(tree, keyguard)
+    print(f"\nload average before the run: {load}; best of {args.repeat} runs for keyguard and rg")
     print(f"\n{'tool':40} {'MB':>8} {'seconds':>9} {'MB/s':>9}  notes")
     for name, size, secs, note in rows:
         print(f"{name:40} {size:8.1f} {secs:9.2f} {size / secs:9.1f}  {note}")

@@ -112,6 +112,7 @@ class AcmeDetector(Detector):
 def test_detectors_register_through_entry_points(monkeypatch):
     ep = metadata.EntryPoint("acme", f"{__name__}:AcmeDetector", "keyguard.detectors")
     monkeypatch.setattr(metadata, "entry_points", lambda group: [ep] if group == ep.group else [])
+    monkeypatch.setattr("keyguard.scanner.detectors._group_declared", lambda: True)
     import sys
 
     sys.modules.setdefault(__name__, sys.modules[AcmeDetector.__module__])
@@ -126,7 +127,15 @@ def test_raw_match_repr_hides_the_value(rng):
     assert key not in repr(RawMatch("openai", "openai-project", "high", key, 1, 1, "utf-8"))
 
 
+def test_plugin_discovery_is_skipped_when_no_distribution_declares_the_group():
+    from keyguard.scanner.detectors import _group_declared
+
+    assert _group_declared() is False  # keyguard ships no plugin of its own
+    assert [d.name for d in load_detectors()] == ["openai", "keyguard"]
+
+
 def test_public_surface():
     for name in scanner_pkg.__all__:
         assert getattr(scanner_pkg, name) is not None
+    assert set(scanner_pkg.__all__) == set(scanner_pkg._EXPORTS)
     assert set(scanner_pkg.__all__) >= {"Scanner", "Finding", "ManagedKeys", "load_detectors"}

@@ -9,16 +9,26 @@ Nothing here reads ``os.environ`` or imports the vault or the gateway.
 
 from __future__ import annotations
 
-from keyguard.scanner.detectors import (
-    Detector,
-    OpenAIKeyDetector,
-    VirtualKeyDetector,
-    load_detectors,
-)
-from keyguard.scanner.engine import scan_bytes, scan_text
-from keyguard.scanner.managed import ManagedKey, ManagedKeys
-from keyguard.scanner.model import Finding, RawMatch, ScanReport, Skipped
-from keyguard.scanner.runner import Scanner
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> module; imported on first use so that importing one scanner module (as every
+#: worker process and the pre-commit hook do) does not import all of them
+_EXPORTS = {
+    "Detector": "keyguard.scanner.detectors",
+    "OpenAIKeyDetector": "keyguard.scanner.detectors",
+    "VirtualKeyDetector": "keyguard.scanner.detectors",
+    "load_detectors": "keyguard.scanner.detectors",
+    "scan_bytes": "keyguard.scanner.engine",
+    "scan_text": "keyguard.scanner.engine",
+    "ManagedKey": "keyguard.scanner.managed",
+    "ManagedKeys": "keyguard.scanner.managed",
+    "Finding": "keyguard.scanner.model",
+    "RawMatch": "keyguard.scanner.model",
+    "ScanReport": "keyguard.scanner.model",
+    "Skipped": "keyguard.scanner.model",
+    "Scanner": "keyguard.scanner.runner",
+}
 
 __all__ = [
     "Detector",
@@ -35,3 +45,22 @@ __all__ = [
     "scan_bytes",
     "scan_text",
 ]
+
+if TYPE_CHECKING:
+    from keyguard.scanner.detectors import (
+        Detector,
+        OpenAIKeyDetector,
+        VirtualKeyDetector,
+        load_detectors,
+    )
+    from keyguard.scanner.engine import scan_bytes, scan_text
+    from keyguard.scanner.managed import ManagedKey, ManagedKeys
+    from keyguard.scanner.model import Finding, RawMatch, ScanReport, Skipped
+    from keyguard.scanner.runner import Scanner
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keyguard.scanner' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

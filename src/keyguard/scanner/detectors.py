@@ -29,9 +29,10 @@ point names a :class:`Detector` subclass (instantiated without arguments) or an 
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Iterator
-from importlib import metadata
 from typing import ClassVar
 
 from keyguard.domain.keys import OPENAI_MARKER, is_virtual_key
@@ -159,11 +160,37 @@ class VirtualKeyDetector(Detector):
 BUILTIN_DETECTORS: tuple[type[Detector], ...] = (OpenAIKeyDetector, VirtualKeyDetector)
 
 
+def _group_declared() -> bool:
+    """Cheap check: does any installed distribution declare ``keyguard.detectors``?
+
+    ``importlib.metadata`` costs tens of milliseconds to import (it pulls in ``email``); the
+    pre-commit hook should not pay that when no plugin is installed. Reading the few
+    ``entry_points.txt`` files on ``sys.path`` is much cheaper.
+    """
+    needle = f"[{ENTRY_POINT_GROUP}]"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                try:
+                    with open(os.path.join(entry, name, "entry_points.txt"), encoding="utf-8") as f:
+                        if needle in f.read():
+                            return True
+                except OSError:
+                    continue
+    return False
+
+
 def load_detectors(*, plugins: bool = True) -> list[Detector]:
     """The built-in detectors, plus those registered under ``keyguard.detectors``."""
     found: list[Detector] = [cls() for cls in BUILTIN_DETECTORS]
-    if not plugins:
+    if not plugins or not _group_declared():
         return found
+    from importlib import metadata
+
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         obj = ep.load()
         detector = obj() if isinstance(obj, type) else obj
