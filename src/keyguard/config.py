@@ -8,12 +8,15 @@ Inner code never reads this module's inputs: it receives plain values through co
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from keyguard.domain import redaction
 from keyguard.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -23,6 +26,24 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 DEFAULT_HOME = "~/.keyguard"
 CONFIG_FILE_NAME = "keyguard.toml"
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db`` (also ``password=``)."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+
+
+def _register_url_secret(url: str | None) -> None:
+    """Make value-based redaction remove a URL's password from every log line and error."""
+    if url:
+        password = urlsplit(url).password
+        if password:
+            redaction.register(password)
 
 
 def _as_bool(value: Any) -> bool:
@@ -51,8 +72,8 @@ class Settings:
     """Every setting keyguard reads; see the README's configuration table."""
 
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
-    database_url: str = ""
-    redis_url: str | None = None
+    database_url: str = field(default="", repr=False)  # may hold a password: see safe_*
+    redis_url: str | None = field(default=None, repr=False)
     # gateway
     host: str = "127.0.0.1"
     port: int = 8787
@@ -65,6 +86,16 @@ class Settings:
     upstream: str = "default"
     # library / run
     dotenv: bool = True
+
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with any password replaced by ``***`` (for output)."""
+        return redact_url(self.database_url)
+
+    @property
+    def safe_redis_url(self) -> str | None:
+        """The Redis URL with any password replaced by ``***`` (for output)."""
+        return redact_url(self.redis_url) if self.redis_url else None
 
     @property
     def db_path(self) -> Path | None:
@@ -160,6 +191,8 @@ def load_settings(
     if not values.get("database_url"):
         values["database_url"] = f"sqlite:///{values.get('home', home) / 'keyguard.db'}"
     settings = Settings(**values)
+    _register_url_secret(settings.database_url)
+    _register_url_secret(settings.redis_url)
     _validate(settings)
     return settings
 

@@ -78,7 +78,7 @@ def create_vault(
     store = open_store(settings)
     try:
         if Vault.exists(store):
-            raise AlreadyExists(f"a vault already exists at {settings.database_url}")
+            raise AlreadyExists(f"a vault already exists at {settings.safe_database_url}")
         kdf = None
         if env.get(ENV_MASTER_KEY):
             master = MasterKey.from_base64(env[ENV_MASTER_KEY], setting=ENV_MASTER_KEY)
@@ -131,7 +131,7 @@ def open_vault(
     store = open_store(settings)
     try:
         if not Vault.exists(store):
-            raise VaultLocked(f"no vault in {settings.database_url}: run 'keyguard init'")
+            raise VaultLocked(f"no vault in {settings.safe_database_url}: run 'keyguard init'")
         kdf = Vault.passphrase_params(store)
         resolved = resolve_master_key(
             settings.home, env, lambda: _passphrase(env, passphrase, False), kdf=kdf

@@ -21,7 +21,7 @@ KEYGUARD = [sys.executable, "-m", "keyguard.cli"]
 
 
 class CLI:
-    """Runs keyguard in a subprocess with its own home; collects every output for sentinel checks."""
+    """Runs keyguard in a subprocess with its own home; keeps every output for sentinel checks."""
 
     def __init__(self, home: Path) -> None:
         self.home = home

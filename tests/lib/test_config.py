@@ -40,3 +40,19 @@ def test_database_url_secret_not_echoed(tmp_path: Path) -> None:
 def test_tls_pairs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="together"):
         load_settings({"tls_cert": str(tmp_path / "c.pem")}, env={"KEYGUARD_HOME": str(tmp_path)})
+
+
+def test_url_passwords_never_shown(tmp_path: Path) -> None:
+    import secrets
+
+    from keyguard.config import redact_url
+    from keyguard.domain.redaction import redact
+
+    pw = "pw" + secrets.token_hex(8)
+    url = f"postgresql://kg:{pw}@127.0.0.1:5432/test"
+    s = load_settings({"database_url": url, "redis_url": f"redis://:{pw}@127.0.0.1:6379/0"},
+                      env={"KEYGUARD_HOME": str(tmp_path)})
+    assert pw not in repr(s) and pw not in s.safe_database_url and pw not in str(s.safe_redis_url)
+    assert s.safe_database_url == "postgresql://kg:***@127.0.0.1:5432/test"
+    assert redact_url(f"host=db password={pw} user=x") == "host=db password=*** user=x"
+    assert pw not in redact(f"connection failed: {url}")  # registered for log redaction

@@ -1,4 +1,4 @@
-"""load_api_key and openai_client against real files, a real keyring backend and a real TLS server."""
+"""load_api_key and openai_client: real files, a real keyring backend, a real TLS server."""
 
 from __future__ import annotations
 

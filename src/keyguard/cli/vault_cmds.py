@@ -37,7 +37,7 @@ def init_cmd(ctx: click.Context, master_source: str, as_json: bool) -> None:
     vault = create_vault(settings, os.environ, passphrase=prompt_passphrase,
                          master_source=master_source)
     try:
-        data = {"home": str(settings.home), "database_url": settings.database_url,
+        data = {"home": str(settings.home), "database_url": settings.safe_database_url,
                 "vault_id": vault.vault_id,
                 "master_key": "KEYGUARD_MASTER_KEY" if os.environ.get("KEYGUARD_MASTER_KEY")
                 else master_source}
@@ -57,7 +57,7 @@ def _setup(ctx: click.Context) -> dict[str, Any]:
     from keyguard.wiring import create_vault, open_vault_if_present
 
     settings = settings_from(ctx)
-    summary: dict[str, Any] = {"home": str(settings.home), "database_url": settings.database_url}
+    summary: dict[str, Any] = {"home": str(settings.home), "database_url": settings.safe_database_url}
     vault = open_vault_if_present(settings, os.environ)
     if vault is None:
         path = settings.db_path
@@ -133,7 +133,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     settings = settings_from(ctx)
     v = open_vault(settings)
     try:
-        data = {"vault_id": v.vault_id, "database_url": settings.database_url,
+        data = {"vault_id": v.vault_id, "database_url": settings.safe_database_url,
                 "upstreams": len(v.list_upstreams()), "virtual_keys": len(v.list_keys()),
                 "audit_records": v.audit.verify().count}
     finally:
