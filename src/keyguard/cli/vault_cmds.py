@@ -57,7 +57,10 @@ def _setup(ctx: click.Context) -> dict[str, Any]:
     from keyguard.wiring import create_vault, open_vault_if_present
 
     settings = settings_from(ctx)
-    summary: dict[str, Any] = {"home": str(settings.home), "database_url": settings.safe_database_url}
+    summary: dict[str, Any] = {
+        "home": str(settings.home),
+        "database_url": settings.safe_database_url,
+    }
     vault = open_vault_if_present(settings, os.environ)
     if vault is None:
         path = settings.db_path
