@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keyguard.crypto.master import MasterKey
 from keyguard.domain.audit import AuditEvent
@@ -195,3 +197,27 @@ def test_report_text_names_seq_and_kind(db: sqlite3.Connection, log_vault: Vault
     db.execute("DELETE FROM audit_log WHERE seq = 3")
     text = str(log_vault.audit.verify())
     assert "FAILED" in text and "seq 3: deleted" in text
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(details=st.dictionaries(st.text(max_size=12), _json, max_size=5), actor=st.text(max_size=20))
+def test_any_json_details_survive_storage_and_verify(
+    vault: Vault, details: dict[str, object], actor: str
+) -> None:
+    vault.audit.append(AuditEvent("prop.test", actor, details=details))
+    assert vault.audit.verify().ok
