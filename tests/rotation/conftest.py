@@ -8,6 +8,7 @@ account key value may appear in the audit log or in any log line.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +19,7 @@ import pytest
 import trustme
 
 from fakes.admin_api import FakeOpenAIPlatform
+from keyguard.config import load_settings
 from keyguard.crypto.master import MasterKey
 from keyguard.domain.records import UpstreamCredential
 from keyguard.domain.rotation import ServiceAccountLink
@@ -26,6 +28,7 @@ from keyguard.rotation.admin_api import Endpoint, tls_context
 from keyguard.rotation.upstream import RotationPolicy, UpstreamRotator
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault
+from keyguard.wiring import create_vault
 
 PROJECT = "proj_keyguardtest"
 
@@ -123,3 +126,22 @@ def rotator(vault: Vault, connect: Any, grace: float = 0.0, max_grace: float = 3
             **kw: Any) -> UpstreamRotator:
     policy = RotationPolicy(grace=timedelta(seconds=grace), max_grace=timedelta(seconds=max_grace))
     return UpstreamRotator(vault, connect, policy=policy, actor="tester", source="test", **kw)
+
+
+@pytest.fixture
+def home_env(tmp_path: Path, ca_bundle: Path, platform: FakeOpenAIPlatform) -> dict[str, str]:
+    """A keyguard home with a vault: upstream 'default' (a dashboard-made service account's key,
+    linked) and the admin key; returns the environment to run keyguard in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYGUARD_", "OPENAI_"))}
+    env.update(KEYGUARD_HOME=str(tmp_path / "home"), KEYGUARD_MASTER_KEY=MasterKey.generate()
+               .to_base64(), KEYGUARD_UPSTREAM_CA_BUNDLE=str(ca_bundle))
+    settings = load_settings({"home": tmp_path / "home"})
+    vault = create_vault(settings, env)
+    first = platform.add_service_account("created-in-dashboard")
+    vault.add_upstream("default", Secret(first.key.value), base_url=platform.base_url,
+                       project=PROJECT)
+    vault.set_admin_key("default", Secret(platform.new_admin_key()), project_id=PROJECT)
+    vault.store.add_service_account(
+        ServiceAccountLink("default", 1, PROJECT, first.id, first.key.id, vault.now()))
+    vault.close()
+    return env

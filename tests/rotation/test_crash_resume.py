@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,12 +12,10 @@ import pytest
 
 from fakes.admin_api import FakeOpenAIPlatform
 from keyguard.config import load_settings
-from keyguard.crypto.master import MasterKey
 from keyguard.domain.records import Label
-from keyguard.domain.rotation import RotationState, ServiceAccountLink
-from keyguard.domain.secret import Secret
+from keyguard.domain.rotation import RotationState
 from keyguard.rotation.admin_api import check_key
-from keyguard.wiring import create_vault, open_vault
+from keyguard.wiring import open_vault
 from rotation.conftest import PROJECT
 
 KEYGUARD = [sys.executable, "-m", "keyguard.cli"]
@@ -28,25 +25,6 @@ STEPS = ["creating", "create:api", "created", "tested", "finished", "retire:api"
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KEYGUARD, *args], capture_output=True, text=True, env=env,
                           timeout=60, stdin=subprocess.DEVNULL)
-
-
-@pytest.fixture
-def home_env(tmp_path: Path, ca_bundle: Path, platform: FakeOpenAIPlatform) -> dict[str, str]:
-    """A keyguard home with a vault: upstream 'default' (a dashboard-made service account's key,
-    linked) and the admin key; returns the environment to run keyguard in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYGUARD_", "OPENAI_"))}
-    env.update(KEYGUARD_HOME=str(tmp_path / "home"), KEYGUARD_MASTER_KEY=MasterKey.generate()
-               .to_base64(), KEYGUARD_UPSTREAM_CA_BUNDLE=str(ca_bundle))
-    settings = load_settings({"home": tmp_path / "home"})
-    vault = create_vault(settings, env)
-    first = platform.add_service_account("created-in-dashboard")
-    vault.add_upstream("default", Secret(first.key.value), base_url=platform.base_url,
-                       project=PROJECT)
-    vault.set_admin_key("default", Secret(platform.new_admin_key()), project_id=PROJECT)
-    vault.store.add_service_account(
-        ServiceAccountLink("default", 1, PROJECT, first.id, first.key.id, vault.now()))
-    vault.close()
-    return env
 
 
 @pytest.mark.parametrize("step", STEPS)

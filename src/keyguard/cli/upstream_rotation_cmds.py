@@ -163,6 +163,7 @@ def admin_key_set(ctx: click.Context, name: str, project_id: str, from_env: str 
     from keyguard.domain.records import Label
     from keyguard.domain.rotation import ServiceAccountLink
     from keyguard.rotation.admin_api import AdminApi
+    from keyguard.vault.admin_keys import check_admin_key
 
     secret = read_secret(from_env=from_env, from_stdin=from_stdin, prompt="OpenAI admin key",
                          name="admin key")
@@ -170,6 +171,7 @@ def admin_key_set(ctx: click.Context, name: str, project_id: str, from_env: str 
     vault = open_vault(settings)
     try:
         cred = vault.get_upstream(name)
+        check_admin_key(vault.store, secret, project_id=project_id, validate_key=not no_validate)
         api = AdminApi(connector(settings)(cred), secret, project_id)
         if not no_test or current_account:
             accounts = {a.id for a in api.list_service_accounts()}

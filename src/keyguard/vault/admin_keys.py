@@ -15,6 +15,7 @@ from keyguard.domain.keys import openai_key_kind
 from keyguard.domain.rotation import AdminKeyRecord
 from keyguard.domain.secret import Secret
 from keyguard.errors import ConfigError, KeyNotFound
+from keyguard.storage.ports import VaultStore
 from keyguard.vault.core import VaultCore
 
 ADMIN_PURPOSE = "openai-admin-key"
@@ -23,6 +24,19 @@ ADMIN_PURPOSE = "openai-admin-key"
 def admin_context(vault_id: str, upstream: str) -> SealContext:
     """The sealing context of an upstream's admin key."""
     return SealContext(vault_id=vault_id, name=upstream, version=1, purpose=ADMIN_PURPOSE)
+
+
+def check_admin_key(
+    store: VaultStore, secret: Secret, *, project_id: str, validate_key: bool = True
+) -> None:
+    """Refuse what cannot be an admin key (before it is sent anywhere): a malformed project
+    id, a key without the ``sk-admin-`` shape, or a key the vault holds as an upstream key."""
+    if not project_id or not project_id.isprintable() or len(project_id) > 128:
+        raise ConfigError("project id must be 1-128 printable characters")
+    if validate_key and openai_key_kind(secret.reveal()) != "admin":
+        raise ConfigError("an admin key starts with 'sk-admin-': this is not an admin key")
+    if store.find_upstream_versions(secret.fingerprint):
+        raise ConfigError("this key is stored as an upstream key: an admin key must differ")
 
 
 class AdminKeyService:
@@ -43,12 +57,7 @@ class AdminKeyService:
     ) -> AdminKeyRecord:
         core = self._core
         store = core.store
-        if not project_id or not project_id.isprintable() or len(project_id) > 128:
-            raise ConfigError("project id must be 1-128 printable characters")
-        if validate_key and openai_key_kind(secret.reveal()) != "admin":
-            raise ConfigError("an admin key starts with 'sk-admin-': this is not an admin key")
-        if store.find_upstream_versions(secret.fingerprint):
-            raise ConfigError("this key is stored as an upstream key: an admin key must differ")
+        check_admin_key(store, secret, project_id=project_id, validate_key=validate_key)
         record = AdminKeyRecord(upstream, project_id, secret.fingerprint, core.now())
         sealed = core.keyring.seal(
             admin_context(core.vault_id, upstream), secret.reveal().encode("utf-8")
