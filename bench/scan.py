@@ -5,7 +5,9 @@
 Generates (once, cached under bench/_work/, which is git-ignored) a ~200 MB mixed source tree:
 thousands of files of varied size and type (Python, JS incl. minified one-line bundles, JSON,
 YAML, Markdown, logs, notebooks, dotfiles, files without extension, UTF-16 files, a few binary
-files) with a dozen generated keys in it. The tree is its own git repository, so every tool
+files) with a dozen generated keys in it. The literal prefilters' near-misses occur at a
+realistic rate: "kg_" (pkg_resources) in ~3% of files — measured in this venv's site-packages:
+1.3% of .py files, 3.4% of bytes — and "sk-"-like fragments (task-, desk-) everywhere. The tree is its own git repository, so every tool
 sees the same files. Then it times, end to end as subprocesses (cold process, warm page cache
 for everyone: a priming read runs first):
 
@@ -55,7 +57,7 @@ TEMPLATES = [
     '  "{a}": {{"{b}": "{c}-{d}", "count": {n}, "enabled": true}},\n',
     "{a}:\n  {b}: {c}\n  {d}: {n}\n",
     "2024-05-{n:02d} 12:00:{n:02d} INFO {a}.{b} request_id={c}{d} status=200 took={n}ms\n",
-    "## {a} {b}\n\nThe {c} uses the {d} API; see pkg_resources and the task-runner docs.\n",
+    "## {a} {b}\n\nThe {c} uses the {d} API; see the task-runner and desk-top docs.\n",
     "func ({a} *{b}) {c}({d} string) error {{ return nil }}\n",
     '<div class="{a}-{b}" data-{c}="{d}">{n}</div>\n',
 ]
@@ -128,6 +130,8 @@ def generate(tree: Path, size_mb: int) -> dict[str, int]:
                 text = f'{text[:cut]}\nOPENAI_API_KEY = "{key}"\n{text[cut:]}'
                 keys += 1
                 next_plant += plant_every
+            if rng.random() < 0.03:  # "kg_" (as in pkg_resources) in ~3% of files, as in
+                text = "import pkg_resources\n" + text  # a real site-packages (1.3% of files)
             encoding = "utf-16" if kind > 0.995 else "utf-8"
             data = text.encode(encoding)
         (d / name).write_bytes(data)

@@ -29,11 +29,12 @@ def _scan_paths(scanner: Scanner, paths: tuple[str, ...], respect_ignore: bool) 
     display: list[str] = []
     for raw in paths:
         base = Path(raw)
-        for rel in list_files(base, respect_ignore=respect_ignore):
-            if base.is_file():
-                display.append(os.path.normpath(raw))
-            else:
-                display.append(os.path.normpath(os.path.join(raw, rel)))
+        rels = list_files(base, respect_ignore=respect_ignore)
+        if base.is_file():
+            display.append(os.path.normpath(raw))
+        else:
+            prefix = os.path.normpath(raw)
+            display.extend(rels if prefix == "." else (os.path.join(prefix, r) for r in rels))
     return scanner.scan_files(Path("."), list(dict.fromkeys(display)))
 
 
@@ -157,9 +158,7 @@ def scan_cmd(
     Keys are never printed: each finding shows a redacted form and a fingerprint.
     Exit codes: 0 clean, 1 findings, 2 error.
     """
-    from keyguard.scanner import baseline as baseline_mod
-    from keyguard.scanner import managed
-    from keyguard.scanner.gitsrc import scan_history, scan_staged
+    # imports stay local and minimal: a clean pre-commit run should cost milliseconds
     from keyguard.scanner.runner import Scanner
 
     if staged and history:
@@ -169,14 +168,20 @@ def scan_cmd(
     scanner = Scanner(max_file_size=max_file_size * 1024 * 1024, jobs=jobs)
     targets = paths or (".",)
     if staged:
+        from keyguard.scanner.gitsrc import scan_staged
+
         report = scan_staged(scanner, Path(targets[0]))
     elif history:
+        from keyguard.scanner.gitsrc import scan_history
+
         report = scan_history(scanner, Path(targets[0]))
     elif targets == ("-",):
         report = _scan_stdin(scanner)
     else:
         report = _scan_paths(scanner, targets, respect_ignore=not no_ignore)
 
+    if baseline:
+        from keyguard.scanner import baseline as baseline_mod
     if baseline and update_baseline:
         path = Path(baseline)
         known = baseline_mod.load(path) if path.exists() else baseline_mod.Baseline()
@@ -192,6 +197,8 @@ def scan_cmd(
         report.findings = kept
 
     if report.findings:
+        from keyguard.scanner import managed
+
         keys = _managed_keys(ctx, revoke=revoke_managed)
         if keys is not None and revoke_managed:
             from keyguard.cli.common import actor

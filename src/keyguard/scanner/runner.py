@@ -8,7 +8,6 @@ each value into a ``Secret`` straight away.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 import time
@@ -24,6 +23,9 @@ PARALLEL_THRESHOLD = 200  # files; below this a pool costs more than it saves
 BATCH_FILES = 48
 
 FileResult = tuple[str, list[RawMatch], str | None, int]
+
+#: skip reason for paths that are not (or no longer) regular files; not reported
+GONE = "gone"
 
 _worker_detectors: list[Detector] | None = None
 
@@ -46,6 +48,8 @@ def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int)
                 data += _read_rest(fd)
         finally:
             os.close(fd)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return rel, [], GONE, 0  # deleted since listing, or a submodule: nothing to report
     except OSError as exc:
         return rel, [], f"unreadable ({exc.strerror or type(exc).__name__})", 0
     try:
@@ -88,7 +92,8 @@ class Scanner:
         report = ScanReport()
         for rel, matches, reason, nbytes in self._results(str(root), list(rels)):
             if reason is not None:
-                report.skipped.append(Skipped(rel, reason))
+                if reason != GONE:
+                    report.skipped.append(Skipped(rel, reason))
                 continue
             report.files_scanned += 1
             report.bytes_scanned += nbytes
@@ -108,6 +113,8 @@ class Scanner:
             for i in range(max(1, len(rels) // BATCH_FILES))
         ]
         jobs = [(root, batch, self.max_file_size) for batch in batches]
+        import multiprocessing  # only big scans pay for it
+
         method = "fork" if _fork_is_safe() else "spawn"
         ctx = multiprocessing.get_context(method)
         init_arg = self.detectors if method == "fork" else None
@@ -125,4 +132,6 @@ class Scanner:
 
 
 def _fork_is_safe() -> bool:
+    import multiprocessing
+
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1

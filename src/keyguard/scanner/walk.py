@@ -47,17 +47,9 @@ def _git_files(root: Path) -> list[str]:
     )
     if out.returncode != 0:
         raise ScanError(f"git ls-files failed in {root}: {os.fsdecode(out.stderr).strip()}")
-    files = []
-    seen: set[str] = set()
-    for raw in out.stdout.split(b"\0"):
-        if not raw:
-            continue
-        rel = os.fsdecode(raw)
-        # deleted-but-tracked files and submodules (directories) are not readable files
-        if rel not in seen and os.path.isfile(os.path.join(root, rel)):
-            seen.add(rel)
-            files.append(rel)
-    return files
+    # no stat per file here: tracked files deleted from the work tree and submodule directories
+    # are dropped by the reader (scan_file), which has to open each file anyway
+    return list(dict.fromkeys(os.fsdecode(raw) for raw in out.stdout.split(b"\0") if raw))
 
 
 def _walk(root: Path, matcher: IgnoreMatcher | None) -> list[str]:
