@@ -90,3 +90,39 @@ def test_binary_and_huge_files_are_skipped_with_a_note(tmp_path, rng):
         ("big.txt", "larger"),
     }
     assert [f.path for f in report.findings] == ["ok.txt"]
+
+
+def _tree(root, rng, n=12):
+    keys = []
+    for i in range(n):
+        key = openai_key(rng)
+        keys.append(key)
+        (root / f"f{i}.py").write_text(f"K = '{key}'\n")
+    return [f"f{i}.py" for i in range(n)], keys
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_parallel_paths_find_the_same_keys(tmp_path, rng, monkeypatch, fork):
+    from keyguard.scanner import runner
+
+    rels, keys = _tree(tmp_path, rng)
+    monkeypatch.setattr(runner, "PARALLEL_THRESHOLD", 2)
+    monkeypatch.setattr(runner, "BATCH_FILES", 3)
+    monkeypatch.setattr(runner, "_fork_is_safe", lambda: fork)
+    report = Scanner(jobs=2).scan_files(tmp_path, rels)
+    assert sorted(f.secret.reveal() for f in report.findings) == sorted(keys)
+    assert report.files_scanned == len(rels)
+
+
+def test_a_failing_worker_is_a_scan_error(tmp_path, rng, monkeypatch):
+    from keyguard.scanner import runner
+
+    rels, _ = _tree(tmp_path, rng, 4)
+    monkeypatch.setattr(runner, "PARALLEL_THRESHOLD", 2)
+
+    def boom(*args):
+        raise RuntimeError("worker bug")
+
+    monkeypatch.setattr(runner, "scan_file", boom)
+    with pytest.raises(ScanError, match="worker"):
+        Scanner(jobs=2).scan_files(tmp_path, rels)
