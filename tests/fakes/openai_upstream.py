@@ -150,9 +150,19 @@ class _Handler(BaseHTTPRequestHandler):
             return
         handler(body)
 
+    def _usage(self) -> dict[str, Any]:
+        prompt, completion = self.server.fake.usage_tokens
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
     def _chat(self, body: bytes) -> None:
         req = json.loads(body)
         created = int(time.time())
+        self.server.fake.chat_bodies.append(req)
+        include_usage = (req.get("stream_options") or {}).get("include_usage") is True
         if req.get("stream"):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -174,7 +184,19 @@ class _Handler(BaseHTTPRequestHandler):
                         }
                     ],
                 }
+                if include_usage:  # like OpenAI: every chunk says usage null, then a final one
+                    chunk["usage"] = None
                 self._chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if include_usage:
+                final = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": req["model"],
+                    "choices": [],
+                    "usage": self._usage(),
+                }
+                self._chunk(b"data: " + json.dumps(final).encode() + b"\n\n")
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")
             return
@@ -192,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "message": {"role": "assistant", "content": "Hello from fake"},
                     }
                 ],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+                "usage": self._usage(),
             },
         )
 
@@ -220,6 +242,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "parallel_tool_calls": True,
                 "tool_choice": "auto",
                 "tools": [],
+                "usage": {
+                    "input_tokens": self.server.fake.usage_tokens[0],
+                    "output_tokens": self.server.fake.usage_tokens[1],
+                    "total_tokens": sum(self.server.fake.usage_tokens),
+                },
             },
         )
 
@@ -340,6 +367,10 @@ class FakeOpenAI:
         self.accepted_keys = list(accepted_keys)
         self.requests: list[dict[str, Any]] = []
         self.uploads: list[dict[str, Any]] = []
+        #: (prompt, completion) tokens every chat/responses answer reports in ``usage``
+        self.usage_tokens = (3, 3)
+        #: parsed bodies of chat completion requests, as the upstream received them
+        self.chat_bodies: list[dict[str, Any]] = []
         self.violations: list[str] = []
         self.stall_release = threading.Event()
         self.disconnects = threading.Event()

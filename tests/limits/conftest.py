@@ -42,3 +42,82 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
     keys = list(redis_client.scan_iter(match=p + "*", count=1000))
     if keys:
         redis_client.delete(*keys)
+
+
+# ---- a real vault, the fake upstream and a gateway with limits ----------------------------
+
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import trustme  # noqa: E402
+
+from fakes.openai_upstream import FakeOpenAI  # noqa: E402
+from keyguard.crypto.master import MasterKey  # noqa: E402
+from keyguard.domain.keys import generate_openai_style_key  # noqa: E402
+from keyguard.domain.records import KeySpec  # noqa: E402
+from keyguard.domain.secret import Secret  # noqa: E402
+from keyguard.gateway.config import GatewayConfig  # noqa: E402
+from keyguard.storage.sqlite import SqliteStore  # noqa: E402
+from keyguard.vault import Vault  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_bundle(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_key() -> str:
+    return generate_openai_style_key("proj")
+
+
+@pytest.fixture(scope="session")
+def upstream(ca: trustme.CA, real_key: str) -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(ca, [real_key]) as up:
+        yield up
+    up.assert_clean()
+
+
+@pytest.fixture(scope="session")
+def vault(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI, real_key: str
+) -> Iterator[Vault]:
+    store = SqliteStore(tmp_path_factory.mktemp("vault") / "vault.db")
+    v = Vault.create(store, MasterKey.generate())
+    v.add_upstream("default", Secret(real_key), base_url=upstream.base_url)
+    yield v
+    v.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_config(ca_bundle: Path) -> GatewayConfig:
+    return GatewayConfig(
+        host="127.0.0.1",
+        port=0,
+        upstream_ca_bundle=ca_bundle,
+        upstream_timeout=5.0,
+        throttle_burst=1000,
+        audit_interval=0.02,
+    )
+
+
+@pytest.fixture
+def make_key(vault: Vault) -> Callable[..., tuple[str, str]]:
+    """``make_key(**spec) -> (key_id, token)`` for a new key on the default upstream."""
+
+    def make(**spec: Any) -> tuple[str, str]:
+        key, token = vault.create_key(
+            KeySpec(name=f"k{time.monotonic_ns()}", upstream="default", **spec)
+        )
+        return key.key_id, token.reveal()
+
+    return make

@@ -40,6 +40,7 @@ from keyguard.gateway.forward import Forwarder, PreparedBody
 from keyguard.gateway.headers import bearer_token
 from keyguard.gateway.http.messages import Request, ResponseWriter
 from keyguard.gateway.http.server import BodyTooLarge
+from keyguard.gateway.limits import Admission
 from keyguard.gateway.paths import BadPath, check_path, check_query, split_target
 from keyguard.gateway.ports import Authenticator, UpstreamProvider
 from keyguard.gateway.throttle import FailedAuthThrottle
@@ -82,6 +83,7 @@ class Gateway:
         check_request: PolicyCheck = domain_policy.check_request,
         clock: Callable[[], datetime] = _utcnow,
         ready: Callable[[], bool] | None = None,
+        limits: Admission | None = None,
     ) -> None:
         self.config = config
         self._auth = authenticator
@@ -89,6 +91,7 @@ class Gateway:
         self._check = check_request
         self._clock = clock
         self._ready = ready
+        self._limits = limits
         self._resolver = ClientIpResolver(config.trusted_proxies)
         self._throttle = FailedAuthThrottle(config.throttle_burst, config.throttle_rate)
         self._routes = CredentialCache(upstreams, config)
@@ -162,7 +165,25 @@ class Gateway:
             body.check_model = check_model
         route = self._routes.route(key.upstream)
         ctx.version = route.version
-        return await self._forwarder.forward(req, w, route, path, query, body)
+
+        def on_401() -> UpstreamRoute | None:  # CURRENT refused: PREVIOUS, during a rotation
+            alt = self._routes.fallback(key.upstream, route.version)
+            if alt is not None:
+                ctx.version = alt.version
+            return alt
+
+        if self._limits is None:
+            return await self._forwarder.forward(req, w, route, path, query, body, on_401=on_401)
+        ticket = await self._limits.admit(key, path, body, now, req.content_length)
+        completed = False
+        try:
+            status = await self._forwarder.forward(
+                req, w, route, path, query, body, ticket.tap, on_401=on_401
+            )
+            completed = True
+            return status
+        finally:
+            self._limits.finish(ticket, self._clock(), completed=completed)
 
     def _authenticate(self, req: Request, ip: IPAddress, ctx: _Ctx) -> VirtualKey:
         mono = time.monotonic()

@@ -23,6 +23,7 @@ from keyguard.gateway.headers import request_head, response_headers
 from keyguard.gateway.http.client import ConnectionPool, UpstreamConnection
 from keyguard.gateway.http.messages import Request, ResponseWriter
 from keyguard.gateway.paths import upstream_target
+from keyguard.gateway.usage import UsageTap
 
 
 @dataclass
@@ -35,6 +36,14 @@ class PreparedBody:
     scanner: MultipartScanner | None = None
     #: raises when a ``model`` found while streaming (after a file part) is not allowed
     check_model: Callable[[str], None] | None = None
+
+
+class _Fallback(Exception):
+    """The upstream refused the key with 401; another route is to be tried."""
+
+    def __init__(self, route: UpstreamRoute) -> None:
+        super().__init__(route.name)
+        self.route = route
 
 
 class BodyAborted(Exception):
@@ -65,7 +74,13 @@ class Forwarder:
         path: str,
         query: bytes,
         body: PreparedBody,
+        tap: UsageTap | None = None,
+        *,
+        on_401: Callable[[], UpstreamRoute | None] | None = None,
     ) -> int:
+        """Forward the request. When the upstream answers 401 and ``on_401`` gives another
+        route (the PREVIOUS key during a rotation), the request is replayed there once, if
+        its body can be replayed; nothing has reached the client by then."""
         target = upstream_target(route.base_path, path, query)
         streaming = body.data is None and req.has_body
         if body.data is not None:
@@ -82,11 +97,17 @@ class Forwarder:
             req.method, target, route.host_header, req.headers, route.auth_lines, framing
         )
         first = head + body.data if body.data else head
+        fallback = on_401 if not streaming else None
         for attempt in (0, 1):
             conn = await self._pool.acquire(route.origin)
             try:
                 conn.begin(first, head_only=req.method == "HEAD")
-                return await self._exchange(req, w, route, conn, body, streaming)
+                return await self._exchange(
+                    req, w, route, conn, body, streaming, tap, fallback=fallback
+                )
+            except _Fallback as fb:
+                conn.close()
+                return await self.forward(req, w, fb.route, path, query, body, tap)
             except UpstreamUnavailable:
                 retry = attempt == 0 and conn.reused and not conn.received_anything
                 conn.close()
@@ -106,6 +127,8 @@ class Forwarder:
         conn: UpstreamConnection,
         body: PreparedBody,
         streaming: bool,
+        tap: UsageTap | None = None,
+        fallback: Callable[[], UpstreamRoute | None] | None = None,
     ) -> int:
         pump: asyncio.Task[None] | None = None
         if streaming:
@@ -121,17 +144,21 @@ class Forwarder:
                     assert isinstance(exc, BodyAborted)
                     raise exc.cause from None
                 raise
+            if status == 401 and fallback is not None and (alt := fallback()) is not None:
+                raise _Fallback(alt)  # nothing was sent to the client yet: replay there
             cl = None
             for k, v in conn.headers:
                 if k == b"content-length" and v.isdigit():
                     cl = int(v)
+            if tap is not None:  # limits: watch for usage (may strip the usage chunk)
+                cl = tap.start(status, conn.headers, cl)
             w.start(status, response_headers(conn.headers), cl)
             chunk = conn.read_nowait()
             if chunk is None:
                 w.flush()  # let the client see the head while the first chunk is on its way
                 chunk = await conn.read(self._timeout)
             while chunk:
-                w.write(chunk)
+                w.write(tap.feed(chunk) if tap is not None else chunk)
                 await w.drain()
                 chunk = conn.read_nowait()
                 if chunk is None:
@@ -140,6 +167,8 @@ class Forwarder:
                 pump.cancel()  # the upstream answered before reading our whole body
                 conn.close()
                 req.keep_alive = False
+            if tap is not None:
+                w.write(tap.end())
             w.end()
             if conn.reusable and (pump is None or (pump.done() and not pump.cancelled())):
                 self._pool.release(route.origin, conn)

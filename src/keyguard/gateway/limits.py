@@ -1,0 +1,175 @@
+"""The limits step of the pipeline: reserve before forwarding, settle when the response ends.
+
+:class:`Admission` estimates a request (tokens, cost) from its JSON body, reserves it with the
+limiter (429 with ``Retry-After`` on denial), asks the upstream for the streaming usage chunk
+when needed, and settles to the real ``usage`` the :class:`~keyguard.gateway.usage.UsageTap`
+saw — or to the estimate when the response carried none, or releases the reservation when the
+upstream never accepted the request.
+
+When the shared limiter (Redis) is unreachable the request fails closed with 503, unless a
+``fallback`` (per-replica in-process limiter) is configured. After a failure Redis is retried
+with exponential backoff (requests in between fail fast or use the fallback), so service comes
+back by itself when Redis does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from keyguard.domain.limits import Limits, Reservation
+from keyguard.domain.pricing import DEFAULT_OUTPUT_TOKENS, Estimate, PriceTable, estimate_request
+from keyguard.domain.records import VirtualKey
+from keyguard.gateway.errors import ClientError
+from keyguard.gateway.forward import PreparedBody
+from keyguard.gateway.usage import UsageTap, request_usage_upstream
+from keyguard.limits.ports import AsyncLimiter, LimiterUnavailable
+
+log = logging.getLogger("keyguard.gateway.limits")
+
+UNAVAILABLE = (
+    "rate limits cannot be checked: the limits store (Redis) is unreachable; "
+    "the gateway refuses requests until it is back"
+)
+
+
+@dataclass
+class Ticket:
+    """One admitted request: its reservation, the limiter that holds it, and the tap."""
+
+    reservation: Reservation
+    limiter: AsyncLimiter
+    model: str | None
+    estimate: Estimate
+    tap: UsageTap = field(default_factory=UsageTap)
+
+
+class Admission:
+    """Reserve / settle around each forwarded request (see the module docstring)."""
+
+    def __init__(
+        self,
+        limiter: AsyncLimiter,
+        prices: PriceTable,
+        *,
+        fallback: AsyncLimiter | None = None,
+        default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+        backoff: tuple[float, float] = (0.1, 2.0),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limiter = limiter
+        self.fallback = fallback
+        self.prices = prices
+        self._default_out = default_output_tokens
+        self._backoff = backoff
+        self._delay = backoff[0]
+        self._down_until = 0.0
+        self._monotonic = monotonic
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.degraded = False
+
+    def __repr__(self) -> str:
+        return f"Admission({self.limiter!r}, fallback={self.fallback!r})"
+
+    # -- admission ------------------------------------------------------------------------
+
+    async def admit(
+        self,
+        key: VirtualKey,
+        path: str,
+        body: PreparedBody,
+        now: datetime,
+        content_length: int | None = None,
+    ) -> Ticket:
+        """Reserve for this request (may rewrite ``body.data``); raises RateLimited or 503."""
+        doc = _json(body.data)
+        strip = False
+        if doc is not None and request_usage_upstream(path, doc):
+            body.data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+            strip = True
+        size = len(body.data) if body.data is not None else (content_length or 0)
+        est = estimate_request(
+            doc, body.model, self.prices, default_output_tokens=self._default_out, body_size=size
+        )
+        limits = Limits.of(key)
+        limiter = self._pick()
+        try:
+            res = await limiter.reserve(key.key_id, limits, est, now)
+        except LimiterUnavailable:
+            self._failed()
+            limiter = self._pick()  # the fallback, or raise 503
+            res = await limiter.reserve(key.key_id, limits, est, now)
+        else:
+            self._ok(limiter)
+        return Ticket(res, limiter, body.model, est, UsageTap(strip_usage_chunk=strip))
+
+    def finish(self, ticket: Ticket, now: datetime, *, completed: bool) -> None:
+        """Settle in the background (the response is already on its way to the client)."""
+        task = asyncio.get_running_loop().create_task(self._finish(ticket, now, completed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, ticket: Ticket, now: datetime, completed: bool) -> None:
+        tap, res = ticket.tap, ticket.reservation
+        try:
+            if tap.usage is not None:
+                u = tap.usage
+                cost = self.prices.cost_nano(
+                    ticket.model, u.input_tokens, u.output_tokens, u.cached_tokens
+                )
+                await ticket.limiter.settle(res, u.total, cost, now)
+            elif tap.status and tap.status < 400 and (completed or tap.status < 300):
+                # answered without usage (or cut short): charge what we reserved
+                await ticket.limiter.settle(res, res.tokens, res.cost_nano, now)
+            else:
+                await ticket.limiter.release(res, now)
+        except LimiterUnavailable:
+            # the lease expires in the store and charges the estimate (the safe side)
+            log.warning("could not settle a reservation: limits store unavailable")
+
+    # -- Redis health ---------------------------------------------------------------------
+
+    def _pick(self) -> AsyncLimiter:
+        if self._down_until and self._monotonic() < self._down_until:
+            if self.fallback is not None:
+                return self.fallback
+            raise ClientError(503, UNAVAILABLE, "limits_unavailable")
+        return self.limiter
+
+    def _failed(self) -> None:
+        if not self._down_until:
+            how = "per-replica limits" if self.fallback is not None else "failing closed"
+            log.warning("limits store unreachable: %s until it is back", how)
+        self.degraded = True
+        self._down_until = self._monotonic() + self._delay
+        self._delay = min(self._delay * 2, self._backoff[1])
+
+    def _ok(self, limiter: AsyncLimiter) -> None:
+        if limiter is self.limiter and self._down_until:
+            log.warning("limits store reachable again")
+            self._down_until = 0.0
+            self._delay = self._backoff[0]
+            self.degraded = False
+
+    async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.limiter.aclose()
+        if self.fallback is not None:
+            await self.fallback.aclose()
+
+
+def _json(data: bytes | None) -> dict[str, Any] | None:
+    if not data:
+        return None
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
