@@ -231,3 +231,31 @@ def test_fix_to_vault(repo, rng, managed_vault, isolated_home):
         assert vault.find_managed(fingerprint(key)).name == "openai-api-key"
     finally:
         vault.close()
+
+
+def test_scanner_never_imports_the_gateways_dependencies(leaky, tmp_path):
+    root, _ = leaky
+    code = (
+        "import sys\n"
+        "from keyguard.cli.main import main\n"
+        "try:\n"
+        f"    main(['scan', '--json', '--verify', '--verify-base-url', 'http://127.0.0.1:9/v1',"
+        f" {str(root)!r}])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 1, exc.code\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('httptools', 'uvloop', 'keyguard'))\n"
+        "bad = [m for m in bad if m.startswith(('httptools', 'uvloop', 'keyguard.gateway'))]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_an_ignored_directory_says_so(repo, rng):
+    (repo / ".gitignore").write_text("build/\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "out.js").write_text(f"k='{openai_key(rng)}'\n")
+    quiet = run("scan", str(repo / "build"))
+    assert quiet.exit_code == 0 and "git-ignored" in quiet.output
+    assert run("scan", "--no-ignore", str(repo / "build")).exit_code == 1

@@ -30,6 +30,10 @@ def _scan_paths(scanner: Scanner, paths: tuple[str, ...], respect_ignore: bool) 
     for raw in paths:
         base = Path(raw)
         rels = list_files(base, respect_ignore=respect_ignore)
+        if not rels and respect_ignore and base.is_dir() and any(base.iterdir()):
+            click.echo(
+                f"note: every file under {raw} is git-ignored (--no-ignore scans them)", err=True
+            )
         if base.is_file():
             display.append(os.path.normpath(raw))
         else:
