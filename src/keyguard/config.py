@@ -86,6 +86,9 @@ class Settings:
     upstream: str = "default"
     # library / run
     dotenv: bool = True
+    # limits
+    prices_file: Path | None = None
+    limits_degrade: bool = False
 
     @property
     def safe_database_url(self) -> str:
@@ -124,6 +127,8 @@ _ENV: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "upstream_ca_bundle": ("KEYGUARD_UPSTREAM_CA_BUNDLE", _as_opt_path),
     "upstream": ("KEYGUARD_UPSTREAM", str),
     "dotenv": ("KEYGUARD_DOTENV", _as_bool),
+    "prices_file": ("KEYGUARD_PRICES_FILE", _as_opt_path),
+    "limits_degrade": ("KEYGUARD_LIMITS_DEGRADE", _as_bool),
 }
 
 #: environment variables that are settings but not secrets, for documentation
