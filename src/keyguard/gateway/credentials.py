@@ -8,6 +8,7 @@ http to loopback only with the explicit opt-in) even though the vault checks it 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -19,6 +20,8 @@ from keyguard.gateway.headers import upstream_auth_lines
 from keyguard.gateway.http.client import Origin
 from keyguard.gateway.http.tls import upstream_context
 from keyguard.gateway.ports import UpstreamProvider
+
+log = logging.getLogger("keyguard.gateway")
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,41 @@ class CredentialCache:
         else:
             self._routes.pop(name, None)
 
-    def _load(self, name: str) -> UpstreamRoute:
+    def fallback(self, name: str, failed_version: int) -> UpstreamRoute | None:
+        """The PREVIOUS key's route, after the upstream answered 401 for CURRENT version
+        ``failed_version``; ``None`` when there is no other valid version. Each fallback is an
+        alert: a warning in the log and an audit record (the PREVIOUS key's audited reveal, plus
+        ``upstream.fallback`` when the provider records alerts). Cached like :meth:`route`."""
+        key = f"{name}\x00PREVIOUS"
+        r = self._routes.get(key)
+        if r is not None and r.expires > time.monotonic():
+            return r if r.version != failed_version else None
+        try:
+            r = self._load(name, Label.PREVIOUS)
+        except UpstreamUnavailable:
+            return None
+        self._routes[key] = r
+        if r.version == failed_version:
+            return None
+        log.warning(
+            "ALERT: upstream %r refused CURRENT version %d with 401; using PREVIOUS version %d",
+            name,
+            failed_version,
+            r.version,
+        )
+        alert = getattr(self._provider, "record_upstream_fallback", None)
+        if alert is not None:
+            try:
+                alert(name, failed_version, r.version)
+            except Exception as exc:  # the alert must never break the request
+                log.warning("could not audit the upstream fallback: %s", type(exc).__name__)
+        return r
+
+    def _load(self, name: str, label: Label = Label.CURRENT) -> UpstreamRoute:
         try:
             up = self._provider.get_upstream(name)
-            version, secret = self._provider.upstream_secret(name, Label.CURRENT, audit=False)
+            audit = label is not Label.CURRENT  # a fallback reveal is audited
+            version, secret = self._provider.upstream_secret(name, label, audit=audit)
         except KeyNotFound:
             raise UpstreamUnavailable("no usable upstream credential for this key") from None
         except VaultError:
