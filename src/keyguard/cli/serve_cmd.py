@@ -151,6 +151,7 @@ def serve_cmd(
     finish and pending audit records are written first.
     """
     from keyguard.domain.redaction import install_redaction
+    from keyguard.gateway.limits_setup import limits_extension
     from keyguard.gateway.server import serve
 
     settings = settings_from(
@@ -167,13 +168,19 @@ def serve_cmd(
     config = gateway_config(settings, **limits)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     install_redaction(logging.getLogger())
+    # limits and budgets: Redis (shared, with key events) when redis_url is set, else in-process
+    extension = limits_extension(
+        redis_url=settings.redis_url,
+        prices_file=settings.prices_file,
+        degrade=settings.limits_degrade,
+    )
     # unlock once here: a wrong or missing master key fails now, with the CLI's message
     vault = open_vault(settings)
     if config.workers == 1:
-        serve(config, lambda: vault)
+        serve(config, lambda: vault, extension)
         return
     vault.close()  # each worker opens its own (SQLite connections must not cross a fork)
     from keyguard.wiring import open_vault as reopen
 
     env = dict(os.environ)
-    serve(config, lambda: reopen(settings, env, passphrase=None, source="gateway"))
+    serve(config, lambda: reopen(settings, env, passphrase=None, source="gateway"), extension)

@@ -164,8 +164,18 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-async def _serve_forever(config: GatewayConfig, vault: VaultLike) -> None:
-    server = GatewayServer(config, vault)
+#: per-worker add-ons (limits, key events): called with the worker's vault inside its loop;
+#: returns an object with ``vault``, ``gateway_kwargs`` and ``async aclose()``
+Extension = Callable[[VaultLike], Any]
+
+
+async def _serve_forever(
+    config: GatewayConfig, vault: VaultLike, extension: Extension | None = None
+) -> None:
+    ext = extension(vault) if extension is not None else None
+    if ext is not None:
+        vault = ext.vault
+    server = GatewayServer(config, vault, gateway_kwargs=ext.gateway_kwargs if ext else None)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -181,25 +191,38 @@ async def _serve_forever(config: GatewayConfig, vault: VaultLike) -> None:
     )
     await stop.wait()
     await server.stop()
+    if ext is not None:
+        await ext.aclose()
 
 
-def _worker(config: GatewayConfig, vault_factory: Callable[[], VaultLike]) -> None:
+def _worker(
+    config: GatewayConfig,
+    vault_factory: Callable[[], VaultLike],
+    extension: Extension | None = None,
+) -> None:
     vault = vault_factory()
     loop = _new_loop()
     try:
-        loop.run_until_complete(_serve_forever(config, vault))
+        loop.run_until_complete(_serve_forever(config, vault, extension))
     finally:
         loop.close()
 
 
-def serve(config: GatewayConfig, vault_factory: Callable[[], VaultLike]) -> None:
-    """Serve until SIGTERM/SIGINT. ``vault_factory`` opens the vault (once per worker)."""
+def serve(
+    config: GatewayConfig,
+    vault_factory: Callable[[], VaultLike],
+    extension: Extension | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT. ``vault_factory`` opens the vault (once per worker);
+    ``extension`` adds limits and key events to each worker (see ``limits_setup``)."""
     if config.workers == 1:
-        _worker(config, vault_factory)
+        _worker(config, vault_factory, extension)
         return
     ctx = multiprocessing.get_context("fork")
     procs = [
-        ctx.Process(target=_worker, args=(config, vault_factory), name=f"keyguard-worker-{i}")
+        ctx.Process(
+            target=_worker, args=(config, vault_factory, extension), name=f"keyguard-worker-{i}"
+        )
         for i in range(config.workers)
     ]
     for p in procs:
