@@ -184,11 +184,13 @@ def show(ctx: click.Context, key_id: str, as_json: bool) -> None:
 @click.pass_context
 def revoke(ctx: click.Context, key_id: str, reason: str | None, as_json: bool) -> None:
     """Revoke a virtual key at once and for good."""
-    vault = open_vault(settings_from(ctx))
+    settings = settings_from(ctx)
+    vault = open_vault(settings)
     try:
         record = vault.revoke_key(key_id, reason=reason, actor=actor(), source="cli")
     finally:
         vault.close()
+    announce(settings, "key.revoked", record.key_id)  # every gateway replica, right now
     data = key_dict(record, utcnow())
     emit(as_json, data, lambda: click.echo(f"revoked virtual key {record.key_id} "
                                            f"({record.name!r}) at {data['revoked_at']}"))
@@ -198,3 +200,9 @@ def revoke(ctx: click.Context, key_id: str, reason: str | None, as_json: bool) -
 from keyguard.cli.key_rotation_cmds import register as _register_rotation  # noqa: E402
 
 _register_rotation(key)
+
+# `key usage` (and announcing changes to gateways) lives in its own module
+from keyguard.cli.key_usage_cmds import announce  # noqa: E402
+from keyguard.cli.key_usage_cmds import register as _register_usage  # noqa: E402
+
+_register_usage(key)

@@ -31,7 +31,7 @@ from keyguard.gateway.ports import (
     VaultLike,
 )
 from keyguard.limits.events import DEFAULT_CHANNEL, EventListener
-from keyguard.limits.memory import AsyncMemoryLimiter, MemoryLimiter
+from keyguard.limits.memory import AsyncMemoryLimiter, MemoryLimiter, spend_store_for
 from keyguard.limits.prices import load_prices
 
 log = logging.getLogger("keyguard.gateway.limits")
@@ -92,14 +92,6 @@ class GatewayExtension:
         await self.admission.aclose()
 
 
-def _spend_store(vault: VaultLike) -> Any:
-    from keyguard.storage.sqlite_base import SqliteBase
-    from keyguard.storage.sqlite_usage import SqliteSpendStore
-
-    store = vault.store
-    return SqliteSpendStore(store) if isinstance(store, SqliteBase) else None
-
-
 def limits_extension(
     *,
     redis_url: str | None,
@@ -113,7 +105,7 @@ def limits_extension(
 
     def build(vault: VaultLike) -> GatewayExtension:
         if redis_url is None:
-            limiter = MemoryLimiter(_spend_store(vault)).start()
+            limiter = MemoryLimiter(spend_store_for(vault.store)).start()
             admission = Admission(AsyncMemoryLimiter(limiter), prices)
             return GatewayExtension(vault, admission, None, {"limits": admission})
         from keyguard.limits.redis_async import AsyncRedisLimiter, connect_async

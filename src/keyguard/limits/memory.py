@@ -14,6 +14,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from keyguard.domain.limits import (
     DEFAULT_LEASE_S,
@@ -196,3 +197,22 @@ class AsyncMemoryLimiter:
 
     async def aclose(self) -> None:
         self.limiter.close()
+
+
+def spend_store_for(store: object) -> Any:
+    """The :class:`SpendStore` of a vault store (SQLite or PostgreSQL), else ``None``.
+
+    Typed ``Any`` (a ``SpendStore | None``) so callers need not import the backends."""
+    from keyguard.storage.sqlite_base import SqliteBase
+    from keyguard.storage.sqlite_usage import SqliteSpendStore
+
+    if isinstance(store, SqliteBase):
+        return SqliteSpendStore(store)
+    try:
+        from keyguard.storage.postgres_base import PgBase
+        from keyguard.storage.postgres_usage import PgSpendStore
+    except ImportError:  # psycopg not installed: not a PostgreSQL store either
+        return None
+    if isinstance(store, PgBase):
+        return PgSpendStore(store)
+    return None
