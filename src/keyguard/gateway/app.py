@@ -70,6 +70,14 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _key_id(token: str) -> str | None:
+    """The public key id of a well-formed virtual key (for the audit record), else ``None``."""
+    try:
+        return parse_virtual_key(token).key_id
+    except KeyFormatError:
+        return None
+
+
 class Gateway:
     """The gateway application; ``await gateway.handle(request, writer)`` per request."""
 
@@ -150,11 +158,11 @@ class Gateway:
             raise ClientError(405, f"method {req.method} is not allowed", "method_not_allowed")
         ip = self._resolver.resolve(req.peer[0], req.headers)
         ctx.client_ip = str(ip)
-        key = self._authenticate(req, ip, ctx)
+        now = self._clock()
+        key = self._authenticate(req, ip, ctx, now)
         ctx.upstream = key.upstream
         body = await self._read_for_model(req, key)
         ctx.model = body.model
-        now = self._clock()
         self._check(key, now=now, client_ip=ip, path=path, model=body.model)
         if body.scanner is not None:
             check = self._check
@@ -185,7 +193,9 @@ class Gateway:
         finally:
             self._limits.finish(ticket, self._clock(), completed=completed)
 
-    def _authenticate(self, req: Request, ip: IPAddress, ctx: _Ctx) -> VirtualKey:
+    def _authenticate(
+        self, req: Request, ip: IPAddress, ctx: _Ctx, now: datetime
+    ) -> VirtualKey:
         mono = time.monotonic()
         wait = self._throttle.retry_after(ip, mono)
         if wait > 0:
@@ -201,18 +211,18 @@ class Gateway:
             raise Unauthenticated(
                 "missing API key: send 'Authorization: Bearer <keyguard virtual key>'"
             )
-        try:
-            parts = parse_virtual_key(token)
-        except KeyFormatError:
+        if len(token) > 200:
             self._throttle.failure(ip, mono)
-            raise Unauthenticated("malformed API key (not a keyguard virtual key)") from None
-        ctx.key_id = parts.key_id
+            raise Unauthenticated("malformed API key (not a keyguard virtual key)")
         try:
-            return self._auth.authenticate(token, self._clock())
+            key = self._auth.authenticate(token, now)
         except Unauthenticated as exc:
             if exc.code not in ("revoked_api_key", "expired_api_key"):
                 self._throttle.failure(ip, mono)
+            ctx.key_id = _key_id(token)  # the claimed id, for the audit record
             raise
+        ctx.key_id = key.key_id
+        return key
 
     async def _read_for_model(self, req: Request, key: VirtualKey) -> PreparedBody:
         """Read as much of the body as the model check needs; the rest streams later."""

@@ -64,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._head_only = False
         self._read_paused = False
+        self._keep_alive = False
 
     # ---- asyncio protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -124,6 +125,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self._head_done:
+            # read it now: llhttp resets the flag once this callback returns
+            self._keep_alive = self._parser.should_keep_alive()
             self._complete = True
             self._wake()
 
@@ -208,7 +211,7 @@ class UpstreamConnection(asyncio.Protocol):
             and not self._head_only
             and not self.lost
             and not self._chunks
-            and self._parser.should_keep_alive()
+            and self._keep_alive
         )
 
     @property
