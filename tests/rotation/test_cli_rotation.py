@@ -184,3 +184,15 @@ def _age_upstream(db: Any, name: str) -> None:
         conn.execute("UPDATE upstreams SET max_age_s = ?, last_rotated_at = ? WHERE name = ?",
                      (86400.0, "2020-01-01T00:00:00+00:00", name))
     conn.close()
+
+
+def test_rotate_waits_until_the_old_key_is_retired(run: Run, platform: FakeOpenAIPlatform) -> None:
+    with _opened(run) as v:
+        _, old = v.upstream_secret("default")
+    platform.use(old.reveal())  # in use right up to the switch
+    out = run("rotate", "default", "--grace", "0s", "--wait", "--poll", "1s")
+    assert "retired" in out.output and "stopped advancing" in out.output
+    out = run("rotate", "--resume")
+    assert "nothing to rotate" in out.output
+    run("rotate", expect=2)  # nothing named
+    run("rotate", "default", "--abort", expect=4)  # nothing in flight
