@@ -87,3 +87,52 @@ def test_staged_in_a_fresh_repo_and_a_typical_commit_is_fast(repo, scanner, rng)
     elapsed = time.perf_counter() - start
     assert len(report.findings) == 1 and report.files_scanned == 11
     assert elapsed < 1.0  # generous for CI; the bench measures the real figure
+
+
+def test_history_line_numbers_paths_and_odd_content(repo, scanner, rng):
+    keys = [openai_key(rng), virtual_key(rng), openai_key(rng, "admin"), openai_key(rng)]
+    lines = [f"line {i}" for i in range(1, 51)]
+    (repo / "big.txt").write_text("\n".join(lines) + "\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "empty")
+    lines[9] = "line 10 changed"  # hunk 1
+    lines.insert(29, f"++ {keys[0]}")  # hunk 2: a content line that starts with '++'
+    del lines[45]  # hunk 3: a deletion after it
+    lines.insert(47, f"key={keys[1]}")
+    (repo / "big.txt").write_text("\n".join(lines) + "\n")
+    odd = repo / "dir with spaces" / "naïve ☃.py"
+    odd.parent.mkdir()
+    odd.write_text(f"K = '{keys[2]}'\n")
+    (repo / "deleted.txt").write_text("x\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "multi-hunk")
+    (repo / "deleted.txt").unlink()
+    (repo / "pkg_resources_user.py").write_text("import pkg_resources\n" * 3 + keys[3] + "\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "more")
+    report = scan_history(scanner, repo)
+    where = {f.fingerprint: (f.path, f.line) for f in report.findings}
+    assert where == {
+        fingerprint(keys[0]): ("big.txt", 30),
+        fingerprint(keys[1]): ("big.txt", 48),
+        fingerprint(keys[2]): ("dir with spaces/naïve ☃.py", 1),
+        fingerprint(keys[3]): ("pkg_resources_user.py", 4),
+    }
+    assert report.files_scanned == 4
+    new_lines = (repo / "big.txt").read_text().splitlines()
+    assert keys[0] in new_lines[29] and keys[1] in new_lines[47]
+
+
+def test_history_sections_split_across_reads():
+    import io
+
+    from keyguard.scanner.gitsrc import _sections
+
+    body = b"\x01commit a d\n\n" + b"".join(
+        b"diff --git a/f%d b/f%d\n+++ b/f%d\n@@ -0,0 +1 @@\n+x\n" % (i, i, i) for i in range(50)
+    )
+    for block in (1, 7, 13, 4096):
+        parts = list(_sections(io.BytesIO(body), block=block))
+        assert b"".join(parts) == body
+        assert len(parts) == 51

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from keyguard.errors import ScanError
 from keyguard.scanner.engine import scan_text
@@ -101,64 +102,122 @@ def _unquote_path(raw: bytes) -> str:
     return text
 
 
+class _HistoryParser:
+    """Turns ``git log -p -U0`` output into findings, one file diff ("section") at a time.
+
+    A section without any detector keyword is not parsed line by line: only its last commit
+    header (if any) is read. That keeps Python's share of a history scan small next to git's.
+    """
+
+    def __init__(self, scanner: Scanner, report: ScanReport) -> None:
+        self.detectors = scanner.detectors
+        self.keywords = [k for d in scanner.detectors for k in d.keywords]
+        self.report = report
+        self.seen: set[str] = set()
+        self.commit: str | None = None
+        self.date: str | None = None
+
+    def _header(self, line: bytes) -> None:
+        _, commit, date = line.split()[:3]
+        self.commit, self.date = commit.decode(), date.decode()
+
+    def feed(self, section: bytes) -> None:
+        """One chunk of output that starts at a ``diff --git`` line (or at the very start).
+
+        A section's diff lines belong to the commit current when it starts; a commit header
+        in it (always after the diff lines) applies to the following sections.
+        """
+        self.report.bytes_scanned += len(section)
+        self.report.files_scanned += section.count(b"\n" + _COMMIT) + section.startswith(_COMMIT)
+        if any(k in section for k in self.keywords):
+            self._scan_section(section)
+        last = section.rfind(b"\n" + _COMMIT)
+        if last >= 0 or section.startswith(_COMMIT):
+            begin = last + 1 if last >= 0 else 0
+            end = section.find(b"\n", begin)
+            self._header(section[begin : end if end >= 0 else len(section)])
+
+    def _scan_section(self, section: bytes) -> None:
+        """Look only at the added lines that contain a keyword; locate them by counting."""
+        first_hunk = section.find(b"\n@@ ")
+        target = section.find(b"\n+++ ", 0, first_hunk)
+        if first_hunk < 0 or target < 0:
+            return  # binary, mode change only, ...
+        # git appends a tab to names that contain a space ("+++ b/a b.txt\t")
+        raw_path = section[target + 5 : section.find(b"\n", target + 1)].rstrip(b"\t")
+        if raw_path == b"/dev/null":
+            return  # a deletion adds nothing
+        file_path = _unquote_path(raw_path)[2:]
+        done: set[int] = set()
+        for keyword in self.keywords:
+            hit = section.find(keyword, first_hunk)
+            while hit >= 0:
+                start = section.rfind(b"\n", 0, hit) + 1
+                if start not in done and section.startswith(b"+", start):
+                    done.add(start)
+                    end = section.find(b"\n", start)
+                    line = section[start + 1 : end if end >= 0 else len(section)]
+                    self._found(line, file_path, self._line_number(section, start))
+                hit = section.find(keyword, hit + len(keyword))
+
+    @staticmethod
+    def _line_number(section: bytes, start: int) -> int:
+        """New-file line number of the added line at ``start`` (-U0: hunks hold only +/-)."""
+        hunk = section.rfind(b"\n@@ ", 0, start)
+        new = section[hunk + 1 : section.find(b"\n", hunk + 1)].split(b" ")[2]  # +start[,n]
+        return int(new[1:].split(b",")[0]) + section.count(b"\n+", hunk + 1, start)
+
+    def _found(self, raw: bytes, file_path: str, line_no: int) -> None:
+        text = raw.decode("utf-8", "surrogateescape")
+        for m in scan_text(text, self.detectors):
+            f = Finding.from_raw(
+                m._replace(line=line_no),
+                file_path,
+                "history",
+                commit=self.commit,
+                author_date=self.date,
+            )
+            if f.fingerprint not in self.seen:  # each key once: the oldest commit that added it
+                self.seen.add(f.fingerprint)
+                self.report.findings.append(f)
+
+
+def _sections(stream: IO[bytes], block: int = 1 << 20) -> Iterator[bytes]:
+    """Split a byte stream at every ``\ndiff --git `` without holding more than one section."""
+    sep = b"\ndiff --git "
+    pending: list[bytes] = []
+    tail = b""
+    while chunk := stream.read(block):
+        data = tail + chunk
+        pos = 0
+        while (cut := data.find(sep, pos)) >= 0:
+            pending.append(data[pos : cut + 1])
+            yield b"".join(pending)
+            pending = []
+            pos = cut + 1
+        # keep a separator-sized tail so a separator split across reads is still found
+        keep = max(pos, len(data) - len(sep))
+        pending.append(data[pos:keep])
+        tail = data[keep:]
+    pending.append(tail)
+    last = b"".join(pending)
+    if last:
+        yield last
+
+
 def scan_history(scanner: Scanner, path: Path) -> ScanReport:
     """Every key added by any commit reachable from any ref, each reported once (oldest)."""
     repo = require_repo(path)
     start = time.perf_counter()
     report = ScanReport(unit="commits")
-    keywords = [k for d in scanner.detectors for k in d.keywords]
-    cmd = [
-        "git",
-        "-C",
-        str(repo),
-        "-c",
-        "core.quotepath=off",
-        "log",
-        "--all",
-        "--reverse",
-        "-p",
-        "-U0",
-        "--no-color",
-        "--no-ext-diff",
-        "--no-renames",
-        "--format=tformat:%x01commit %H %aI",
-    ]
-    seen: set[str] = set()
-    commit = date = file_path = None
-    line_no = 0
-    in_header = False
+    parser = _HistoryParser(scanner, report)
+    cmd = ["git", "-C", str(repo), "-c", "core.quotepath=off", "log", "--all", "--reverse",
+           "-p", "-U0", "--no-color", "--no-ext-diff", "--no-renames", "--no-textconv",
+           "--format=tformat:%x01commit %H %aI"]  # fmt: skip
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith(_COMMIT):
-                _, commit_b, date_b = line.split()
-                commit, date = commit_b.decode(), date_b.decode()
-                report.files_scanned += 1
-            elif line.startswith(b"diff --git "):
-                in_header, file_path = True, None
-            elif in_header and line.startswith(b"+++ "):
-                target = line[4:].rstrip(b"\n")
-                file_path = None if target == b"/dev/null" else _unquote_path(target)[2:]
-            elif line.startswith(b"@@ "):
-                new = line.split(b" ")[2]  # +start[,count]
-                line_no = int(new[1:].split(b",")[0])
-                in_header = False
-            elif not in_header and line.startswith(b"+") and file_path is not None:
-                report.bytes_scanned += len(line)
-                if any(k in line for k in keywords):
-                    text = line[1:].decode("utf-8", "surrogateescape")
-                    for m in scan_text(text, scanner.detectors):
-                        f = Finding.from_raw(
-                            m._replace(line=line_no),
-                            file_path,
-                            "history",
-                            commit=commit,
-                            author_date=date,
-                        )
-                        if f.fingerprint not in seen:
-                            seen.add(f.fingerprint)
-                            report.findings.append(f)
-                line_no += 1
+        for section in _sections(proc.stdout):
+            parser.feed(section)
         stderr = proc.stderr.read() if proc.stderr else b""
     if proc.returncode not in (0, None) and b"does not have any commits" not in stderr:
         raise ScanError(f"git log failed: {os.fsdecode(stderr).strip()[:200]}")
