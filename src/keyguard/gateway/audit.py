@@ -54,8 +54,10 @@ class AuditBatcher(Generic[T]):
         interval: float = 0.05,
         batch_size: int = 256,
         max_pending: int = 100_000,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._sink = sink
+        self._on_close = on_close
         self._interval = interval
         self._batch_size = batch_size
         self._max_pending = max_pending
@@ -82,6 +84,11 @@ class AuditBatcher(Generic[T]):
             self._flush_once()
             if self._stop:
                 self._flush_once()
+                if self._on_close is not None:
+                    try:
+                        self._on_close()
+                    except Exception as exc:
+                        log.error("audit close hook failed: %s", type(exc).__name__)
                 return
 
     def _flush_once(self) -> None:

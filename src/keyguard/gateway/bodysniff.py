@@ -29,7 +29,11 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def model_from_json(body: bytes) -> tuple[bool, str | None]:
     """``(parsed, model)``: whether the body is JSON, and its top-level ``model`` if any."""
     try:
-        data = json.loads(body, object_pairs_hook=_pairs_hook)
+        if body.count(b'"model"') > 1 or b"\\u" in body:
+            # only now pay for the duplicate-key check (escapes could spell "model" too)
+            data = json.loads(body, object_pairs_hook=_pairs_hook)
+        else:
+            data = json.loads(body)
     except AmbiguousModel:
         raise
     except (ValueError, RecursionError):

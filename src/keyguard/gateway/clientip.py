@@ -71,13 +71,24 @@ class ClientIpResolver:
 
     def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
         self._trusted = parse_networks(trusted_proxies)
+        self._peers: dict[str, tuple[IPAddress, bool]] = {}  # peer text -> (address, trusted)
+
+    def _peer(self, peer: str) -> tuple[IPAddress, bool]:
+        hit = self._peers.get(peer)
+        if hit is None:
+            ip = normalise_ip(peer)
+            hit = (ip, self.is_trusted(ip))
+            if len(self._peers) >= 65536:
+                self._peers.clear()
+            self._peers[peer] = hit
+        return hit
 
     def is_trusted(self, ip: IPAddress) -> bool:
         return any(ip in net for net in self._trusted)
 
     def resolve(self, peer: str, headers: Sequence[tuple[bytes, bytes]]) -> IPAddress:
-        ip = normalise_ip(peer)
-        if not self._trusted or not self.is_trusted(ip):
+        ip, trusted = self._peer(peer)
+        if not trusted:
             return ip
         xff = [v for k, v in headers if k == b"x-forwarded-for"]
         fwd = [v for k, v in headers if k == b"forwarded"]

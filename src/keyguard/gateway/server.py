@@ -18,7 +18,9 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from keyguard.domain.audit import AuditEvent
@@ -41,9 +43,8 @@ def to_audit_event(r: RequestRecord) -> AuditEvent:
         subject=f"{r.method} {r.path}",
         source=r.client_ip,
         outcome=r.outcome,
+        # lean on purpose: every string in details costs a redaction pass in the vault
         details={
-            "method": r.method,
-            "path": r.path,
             "status": r.status,
             "latency_ms": r.latency_ms,
             "model": r.model,
@@ -54,15 +55,33 @@ def to_audit_event(r: RequestRecord) -> AuditEvent:
     )
 
 
-def _write_batch(vault: VaultLike, batch: Sequence[RequestRecord]) -> None:
-    """One audit transaction for the batch, then the keys' ``last_used_at`` (best effort)."""
-    vault.audit.append_many([to_audit_event(r) for r in batch])
-    last_used = {r.key_id: r.time for r in batch if r.key_id is not None and r.status < 400}
-    if last_used:
-        try:
-            vault.touch_keys(last_used)
-        except Exception as exc:
-            log.warning("could not record last use of keys: %s", type(exc).__name__)
+class VaultAuditSink:
+    """Writes audit batches to the vault; records keys' ``last_used_at`` at most every
+    ``touch_interval`` seconds (a separate transaction per batch would cost more than the
+    audit itself, and last-use needs no sub-minute precision)."""
+
+    def __init__(self, vault: VaultLike, touch_interval: float = 30.0) -> None:
+        self._vault = vault
+        self._interval = touch_interval
+        self._last_used: dict[str, datetime] = {}
+        self._touched = time.monotonic()
+
+    def __call__(self, batch: Sequence[RequestRecord]) -> None:
+        self._vault.audit.append_many([to_audit_event(r) for r in batch])
+        for r in batch:
+            if r.key_id is not None and r.status < 400:
+                self._last_used[r.key_id] = r.time
+        if time.monotonic() - self._touched >= self._interval:
+            self.flush_last_used()
+
+    def flush_last_used(self) -> None:
+        self._touched = time.monotonic()
+        last_used, self._last_used = self._last_used, {}
+        if last_used:
+            try:
+                self._vault.touch_keys(last_used)
+            except Exception as exc:
+                log.warning("could not record last use of keys: %s", type(exc).__name__)
 
 
 def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -94,15 +113,18 @@ class GatewayServer:
         gateway_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        sink = VaultAuditSink(vault)
         self.audit: AuditBatcher[RequestRecord] = AuditBatcher(
-            lambda batch: _write_batch(vault, batch),
+            sink,
             interval=config.audit_interval,
             batch_size=config.audit_batch_size,
+            on_close=sink.flush_last_used,
         )
 
         def ready() -> bool:
             vault.store.generation()  # raises when the store is unreachable
             return True
+
         self.gateway = Gateway(
             config,
             authenticator=vault.authenticator(),
