@@ -160,9 +160,12 @@ def test_unfixable_python_shapes_get_guidance(rng):
 
 def test_import_os_added_once_after_docstring_when_no_imports(rng):
     key = virtual_key(rng)
-    src = f'"""Doc."""\n\nKEY = "{key}"\n'
+    src = f'"""Doc."""\n\nKEY = "{key}"\nOPENAI_PROD_KEY = "{key}"\n'
     result = rewrite_python(src, {key}, lambda v, h: h or "OPENAI_API_KEY")
-    assert result.code == '"""Doc."""\nimport os\n\nKEY = os.environ["KEY"]\n'
+    assert result.code == (
+        '"""Doc."""\nimport os\n\nKEY = os.environ["OPENAI_API_KEY"]\n'
+        'OPENAI_PROD_KEY = os.environ["OPENAI_PROD_KEY"]\n'
+    )
     src2 = f'import os\nKEY = "{key}"\n'
     assert rewrite_python(src2, {key}, lambda v, h: "X").code.count("import os") == 1
 
@@ -174,7 +177,7 @@ def test_file_mode_and_crlf_are_kept(repo, scanner, rng):
     os.chmod(path, 0o755)
     fix_findings(repo, _findings(scanner, repo))
     data = path.read_bytes()
-    assert b'KEY = os.environ["KEY"]\r\n' in data and key.encode() not in data
+    assert b'KEY = os.environ["OPENAI_API_KEY"]\r\n' in data and key.encode() not in data
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o755
 
 

@@ -82,6 +82,11 @@ class Finding:
                 "the key is in git history: rotate it (editing files cannot remove it); "
                 "purge history only if you must (see docs/scanner.md)"
             )
+        if self.source == "staged":
+            return (
+                "the key is staged for commit: move it out (keyguard fix), re-stage the file, "
+                "and rotate it if it was ever pushed or shared"
+            )
         if self.part == "output":
             return "the key is in a cell output: clear the output and rotate the key"
         return "move the key out of the code (keyguard fix) and rotate it"

@@ -81,7 +81,9 @@ class _Rewriter(cst.CSTTransformer):
         return any(k in text for k in self.keys)
 
     def _hint(self, value: cst.BaseExpression, name: str) -> None:
-        if _ENV_NAME.match(name):
+        # a variable or dict key becomes the env var name only when it is specific
+        # (OPENAI_API_KEY, OPENAI_ORG_KEY, KEYGUARD_KEY); "KEY" or "api_key" get the default
+        if _ENV_NAME.match(name) and ("OPENAI" in name or "KEYGUARD" in name):
             self._hints[id(value)] = name
 
     def visit_Assign(self, node: cst.Assign) -> None:
