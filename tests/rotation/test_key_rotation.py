@@ -105,3 +105,23 @@ def test_plan_rotation_finds_due_items() -> None:
         admin_upstreams=["a", "b", "d"], in_flight=["d"]), now)
     assert [(d.kind, d.name, d.automatic) for d in due] == [
         ("upstream", "c", False), ("virtual_key", "aaaaaaaaaaaa", True), ("upstream", "a", True)]
+
+
+def test_admin_key_never_becomes_an_upstream_key(kv: Vault) -> None:
+    from keyguard.errors import ConfigError
+
+    admin = Secret(generate_openai_style_key("admin"))
+    with pytest.raises(ConfigError):
+        kv.add_upstream("other", admin)
+    with pytest.raises(ConfigError):
+        kv.add_upstream_version("default", admin, validate_key=False)
+    _, upstream_key = kv.upstream_secret("default")
+    with pytest.raises(ConfigError):  # and an upstream key is not an admin key
+        kv.set_admin_key("default", upstream_key, project_id="proj_x", validate_key=False)
+    kv.set_admin_key("default", admin, project_id="proj_x")
+    assert kv.admin_key_record("default").fingerprint == admin.fingerprint  # type: ignore[union-attr]
+    record, revealed = kv.reveal_admin_key("default", purpose="test")
+    assert revealed == admin and record.project_id == "proj_x"
+    uses = [r for r in kv.audit.list() if r.action == "admin_key.use"]
+    assert uses[-1].details == {"purpose": "test", "fingerprint": admin.fingerprint}
+    assert admin.reveal() not in repr(kv.audit.list())

@@ -39,6 +39,14 @@ def check_admin_key(
         raise ConfigError("this key is stored as an upstream key: an admin key must differ")
 
 
+def refuse_as_upstream_key(store: VaultStore, secret: Secret) -> None:
+    """An admin key must never carry model traffic: refuse it as an upstream key version."""
+    if secret.reveal().startswith("sk-admin-") or any(
+        a.fingerprint == secret.fingerprint for a in store.list_admin_keys()
+    ):
+        raise ConfigError("this is an OpenAI admin key: it is never used as an upstream key")
+
+
 class AdminKeyService:
     """Admin keys of one unlocked vault."""
 

@@ -23,6 +23,7 @@ from keyguard.domain.records import (
 )
 from keyguard.domain.secret import Secret
 from keyguard.errors import KeyNotFound, VaultError
+from keyguard.vault.admin_keys import refuse_as_upstream_key
 from keyguard.vault.auth import GenerationWatch
 from keyguard.vault.core import VaultCore, upstream_context
 
@@ -94,6 +95,7 @@ class UpstreamService:
         self, name: str, version: int, secret: Secret, label: Label | None
     ) -> UpstreamVersion:
         core = self._core
+        refuse_as_upstream_key(core.store, secret)
         sealed = core.keyring.seal(
             upstream_context(core.vault_id, name, version), secret.reveal().encode("utf-8")
         )
