@@ -31,19 +31,22 @@ def test_redirects_are_not_followed(rng):
     assert FakeOpenAI.seen == ["/redirect/models"]
 
 
-def test_tls_is_verified(rng):
+def test_project_fake_upstream_over_verified_tls(rng):
+    """The shared fake OpenAI (tests/fakes) over HTTPS with a test CA: active vs revoked."""
+    from fakes.openai_upstream import FakeOpenAI as SharedFake
+
     ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    key = openai_key(rng)
-    FakeOpenAI.live = {key}
-    with serve(server_ctx) as base:
+    live, dead = openai_key(rng), openai_key(rng, "svcacct")
+    with SharedFake(ca, accepted_keys=[live]) as up:
         trusting = ssl.create_default_context()
         ca.configure_trust(trusting)
-        assert Verifier(base + "/v1", ssl_context=trusting).status(Secret(key)) == ACTIVE
-        untrusting = ssl.create_default_context()
-        status = Verifier(base + "/v1", ssl_context=untrusting, timeout=5).status(Secret(key))
-        assert status.startswith("unknown (unreachable")
+        verifier = Verifier(up.base_url, ssl_context=trusting, timeout=5)
+        assert verifier.status(Secret(live, register=False)) == ACTIVE
+        assert verifier.status(Secret(dead, register=False)) == REVOKED
+        # without the test CA in the trust store the TLS handshake fails: nothing is sent
+        untrusting = Verifier(up.base_url, ssl_context=ssl.create_default_context(), timeout=5)
+        assert untrusting.status(Secret(live, register=False)).startswith("unknown (unreachable")
+        assert [r["path"] for r in up.requests] == ["/v1/models", "/v1/models"]
 
 
 def test_plain_http_only_for_loopback():
