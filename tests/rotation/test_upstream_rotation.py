@@ -166,3 +166,31 @@ def test_concurrent_rotations_one_wins(
     assert len(vault.get_upstream("default").versions) == 2
     for v in vaults:
         v.close()
+
+
+def test_emergency_revoke_aborts_an_unswitched_rotation(
+    vault: Vault, platform: FakeOpenAIPlatform, connect: Any
+) -> None:
+    from keyguard.rotation.manual import emergency_revoke
+
+    def reject_new_key(step: str) -> None:
+        if step == "created":
+            _, pending = vault.upstream_secret("default", Label.PENDING)
+            platform.forced_401.add(pending.reveal())
+
+    with pytest.raises(UpstreamError):
+        rotator(vault, connect, after_step=reject_new_key).start("default")
+    _, leaked = vault.upstream_secret("default")
+    result = emergency_revoke(vault, "default", connect, actor="tester", source="test")
+    assert result.account_deleted and result.revoked_version == 1
+    assert vault.store.get_rotation("default").state is S.ABORTED  # type: ignore[union-attr]
+    cred = vault.get_upstream("default")
+    assert [v.label for v in cred.versions] == [None, None, Label.CURRENT]
+    assert len(live_accounts(platform)) == 1
+    with pytest.raises(AdminApiError):
+        check_key(connect(cred), leaked)
+    # the next rotation starts from the fresh key (just used by the emergency's test call)
+    rot = rotator(vault, connect)
+    assert rot.start("default").state is S.FINISHED
+    assert rot.resume("default").state is S.RETIRED  # type: ignore[union-attr]
+    assert len(live_accounts(platform)) == 1

@@ -19,7 +19,7 @@ from keyguard.domain.rotation import ServiceAccountLink
 from keyguard.domain.secret import Secret
 from keyguard.errors import KeyNotFound, VaultError
 from keyguard.rotation.admin_api import AdminApi, check_key
-from keyguard.rotation.upstream import Connect
+from keyguard.rotation.upstream import Connect, UpstreamRotator
 from keyguard.vault.vault import Vault
 
 
@@ -96,7 +96,20 @@ def emergency_revoke(
     actor: str = "system",
     source: str = "cli",
 ) -> EmergencyResult:
-    """Replace the leaked CURRENT key at once and cut it off everywhere keyguard can."""
+    """Replace the leaked CURRENT key at once and cut it off everywhere keyguard can.
+
+    Runs under the rotation lease of ``name``; a rotation that has not switched yet is aborted
+    first (its PENDING key would otherwise replace the fresh one later)."""
+    rotator = UpstreamRotator(vault, connect, actor=actor, source=source)
+    with rotator.locked(name):
+        if vault.admin_key_record(name) is not None:
+            rotator.abort_unswitched(name)
+        return _emergency(vault, name, connect, new_key, actor, source)
+
+
+def _emergency(
+    vault: Vault, name: str, connect: Connect, new_key: Secret | None, actor: str, source: str
+) -> EmergencyResult:
     store = vault.store
     cred = vault.get_upstream(name)
     leaked = cred.version_with(Label.CURRENT)

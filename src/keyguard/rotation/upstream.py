@@ -10,6 +10,7 @@ step just completed (``creating``, ``create:api``, ``created``, ``tested``, ``fi
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,26 +130,42 @@ class UpstreamRotator:
     def abort(self, name: str) -> UpstreamRotation:
         """Give up a rotation that has not switched yet: delete its new service account and
         drop the PENDING version's label."""
-        store = self.vault.store
         with self._lease(name):
-            r = store.get_rotation(name)
+            r = self.vault.store.get_rotation(name)
             if r is None or r.state.terminal:
                 raise KeyNotFound(f"no rotation of {name!r} in flight")
             if r.state is S.FINISHED:
                 raise VaultError("the rotation already switched keys: let it retire instead")
-            api = self._api(name, "rotation abort")
-            for sa in api.list_service_accounts():
-                if sa.name == r.account_name:
-                    api.delete_service_account(sa.id)
-            with store.transaction():
-                if r.new_version is not None:
-                    store.set_upstream_labels(name, {r.new_version: None})
-                    if r.new_account_id:
-                        store.mark_service_account_deleted(name, r.new_account_id, self.vault.now())
-                done = r.advance(S.ABORTED, self.vault.now(), detail="aborted")
-                self._save(done, r)
-                self._audit("upstream.rotate.abort", done, state=r.state.value)
+            done = self.abort_unswitched(name)
+            assert done is not None
             return done
+
+    def locked(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the rotation lease of ``name`` (emergency revoke runs under it)."""
+        return self._lease(name)
+
+    def abort_unswitched(self, name: str) -> UpstreamRotation | None:
+        """Abort the rotation of ``name`` if it has not switched yet (call under the lease);
+        ``None`` when there is nothing to abort."""
+        store = self.vault.store
+        r = store.get_rotation(name)
+        if r is None or r.state.terminal or r.state is S.FINISHED:
+            return None
+        api = self._api(name, "rotation abort")
+        for sa in api.list_service_accounts():
+            if sa.name == r.account_name:
+                api.delete_service_account(sa.id)
+        with store.transaction():
+            if r.new_version is not None:
+                pending = self.vault.get_upstream(name).version_with(Label.PENDING)
+                if pending is not None and pending.version == r.new_version:
+                    store.set_upstream_labels(name, {r.new_version: None})
+                if r.new_account_id:
+                    store.mark_service_account_deleted(name, r.new_account_id, self.vault.now())
+            done = r.advance(S.ABORTED, self.vault.now(), detail="aborted")
+            self._save(done, r)
+            self._audit("upstream.rotate.abort", done, state=r.state.value)
+        return done
 
     # -- the steps ------------------------------------------------------------------------
 
