@@ -126,3 +126,11 @@ def test_a_failing_worker_is_a_scan_error(tmp_path, rng, monkeypatch):
     monkeypatch.setattr(runner, "scan_file", boom)
     with pytest.raises(ScanError, match="worker"):
         Scanner(jobs=2).scan_files(tmp_path, rels)
+
+
+def test_special_files_do_not_hang_the_scan(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    report = Scanner(jobs=1).scan_files(tmp_path, ["pipe"])
+    assert report.findings == [] and report.skipped == []

@@ -25,7 +25,7 @@ _PERCENT_SEPARATOR = re.compile(r"%(?:2[Dd]|5[Ff])")
 
 
 class Binary(Exception):
-    """Raised by :func:`decode` for content that is not text."""
+    """Raised by :func:`sniff_encoding` for content that is not text."""
 
 
 def sniff_encoding(data: bytes) -> str:

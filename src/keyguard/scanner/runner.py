@@ -1,15 +1,17 @@
 """Scan many files fast: read bytes, prefilter, and spread the work over processes.
 
 Small scans (a pre-commit, a handful of files) run in-process: starting workers would cost
-more than the scan. Larger trees are cut into batches that a process pool scans in parallel;
-workers send back plain :class:`~keyguard.scanner.model.RawMatch` tuples, and the parent wraps
-each value into a ``Secret`` straight away.
+more than the scan. Larger trees are shared among forked children (one per core; a spawned
+process pool where fork is not safe); workers send back plain
+:class:`~keyguard.scanner.model.RawMatch` tuples, and the parent wraps each value into a
+``Secret`` straight away.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -40,13 +42,16 @@ def _init_worker(detectors: list[Detector] | None) -> None:
 def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int) -> FileResult:
     """Read one file and scan it; returns ``(rel, matches, skip reason, bytes read)``."""
     try:
-        fd = os.open(full, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO in the tree must not hang the scan (no effect on regular files)
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         try:
-            size = os.fstat(fd).st_size
-            if size > max_size:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return rel, [], GONE, 0
+            if st.st_size > max_size:
                 return rel, [], f"larger than {max_size // (1024 * 1024)} MiB", 0
-            data = os.read(fd, size + 1)
-            if len(data) > size:  # the file grew while we read it: take all of it
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:  # a short read, or the file changed while we read it
                 data += _read_rest(fd)
         finally:
             os.close(fd)
