@@ -136,3 +136,13 @@ def test_history_sections_split_across_reads():
         parts = list(_sections(io.BytesIO(body), block=block))
         assert b"".join(parts) == body
         assert len(parts) == 51
+
+
+def test_history_finds_keys_in_commit_messages(repo, scanner, rng):
+    key = openai_key(rng)
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", f"rotate\n\nold key was {key}, now revoked")
+    [f] = scan_history(scanner, repo).findings
+    assert (f.path, f.line, f.fingerprint) == ("<commit message>", 3, fingerprint(key))
+    assert f.commit == git(repo, "rev-parse", "HEAD")

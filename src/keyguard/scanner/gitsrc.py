@@ -167,6 +167,17 @@ class _HistoryParser:
         new = section[hunk + 1 : section.find(b"\n", hunk + 1)].split(b" ")[2]  # +start[,n]
         return int(new[1:].split(b",")[0]) + section.count(b"\n+", hunk + 1, start)
 
+    def scan_messages(self, repo: Path) -> None:
+        """Keys in commit messages ("old key was sk-…"), reported as ``<commit message>``."""
+        out = _git(repo, "log", "--all", "--reverse", "--format=%x01%H %aI%n%B")
+        for record in out.split(b"\x01")[1:]:
+            header, _, message = record.partition(b"\n")
+            if any(k in message for k in self.keywords):
+                self._header(_COMMIT + header)
+                for number, line in enumerate(message.split(b"\n"), start=1):
+                    if any(k in line for k in self.keywords):
+                        self._found(line, "<commit message>", number)
+
     def _found(self, raw: bytes, file_path: str, line_no: int) -> None:
         text = raw.decode("utf-8", "surrogateescape")
         for m in scan_text(text, self.detectors):
@@ -221,6 +232,8 @@ def scan_history(scanner: Scanner, path: Path) -> ScanReport:
         stderr = proc.stderr.read() if proc.stderr else b""
     if proc.returncode not in (0, None) and b"does not have any commits" not in stderr:
         raise ScanError(f"git log failed: {os.fsdecode(stderr).strip()[:200]}")
+    if report.files_scanned:
+        parser.scan_messages(repo)
     report.seconds = time.perf_counter() - start
     report.sort()
     return report
