@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -297,8 +297,22 @@ class UpstreamRotator:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _lease(self, name: str) -> _Lease:
-        return _Lease(self, name)
+    @contextlib.contextmanager
+    def _lease(self, name: str) -> Iterator[None]:
+        """Hold ``rotation:<name>``; :meth:`_drive` renews it after each step."""
+        with hold(
+            self.vault.store,
+            f"rotation:{name}",
+            self._holder,
+            self.vault.now,
+            self.policy.lease_ttl,
+            what=f"a rotation of {name!r}",
+        ) as renew:
+            self._renew = renew
+            try:
+                yield
+            finally:
+                self._renew = lambda: None
 
     def _api(self, name: str, purpose: str) -> AdminApi:
         record, secret = self.vault.reveal_admin_key(
@@ -319,25 +333,3 @@ class UpstreamRotator:
                 details={"rotation_id": r.rotation_id, "state": r.state.value, **details},
             )
         )
-
-
-class _Lease:
-    """Context manager: the rotator holds ``rotation:<name>`` and renews it after each step."""
-
-    def __init__(self, rotator: UpstreamRotator, name: str) -> None:
-        self._r = rotator
-        self._cm = hold(
-            rotator.vault.store,
-            f"rotation:{name}",
-            rotator.holder,
-            rotator.vault.now,
-            rotator.policy.lease_ttl,
-            what=f"a rotation of {name!r}",
-        )
-
-    def __enter__(self) -> None:
-        self._r._renew = self._cm.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._r._renew = lambda: None
-        self._cm.__exit__(None, None, None)
