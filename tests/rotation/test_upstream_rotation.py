@@ -194,3 +194,28 @@ def test_emergency_revoke_aborts_an_unswitched_rotation(
     assert rot.start("default").state is S.FINISHED
     assert rot.resume("default").state is S.RETIRED  # type: ignore[union-attr]
     assert len(live_accounts(platform)) == 1
+
+
+def test_periodic_pass_resumes_interrupted_rotation(
+    vault: Vault, platform: FakeOpenAIPlatform, connect: Any
+) -> None:
+    import time
+
+    from keyguard.rotation.schedule import PeriodicRotation
+
+    platform.fail_create = 1
+    rot = rotator(vault, connect)
+    with pytest.raises(AdminApiError):
+        rot.start("default")
+    periodic = PeriodicRotation(rotator(vault, connect), interval=0.05).start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = vault.store.get_rotation("default")
+            if r is not None and r.state is S.RETIRED:
+                break
+            time.sleep(0.05)
+    finally:
+        periodic.stop()
+    assert vault.store.get_rotation("default").state is S.RETIRED  # type: ignore[union-attr]
+    assert live_accounts(platform) == {vault.store.get_rotation("default").new_account_id}  # type: ignore[union-attr]

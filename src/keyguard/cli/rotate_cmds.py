@@ -205,3 +205,12 @@ def _wait(rotator: UpstreamRotator, results: list[UpstreamRotation],
             r = nxt
         out.append(r)
     return out
+
+
+def background_rotation(settings: Settings, vault: Vault, *, interval: float = 300.0) -> Any:
+    """For ``keyguard serve``: resume interrupted rotations and rotate due upstream keys every
+    ``interval`` seconds on a daemon thread (one replica at a time, by lease). Returns the
+    running :class:`~keyguard.rotation.schedule.PeriodicRotation`; call ``stop()`` on exit."""
+    from keyguard.rotation.schedule import PeriodicRotation
+
+    return PeriodicRotation(make_rotator(settings, vault), interval).start()
