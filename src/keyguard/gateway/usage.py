@@ -80,9 +80,15 @@ class UsageTap:
                 self._copy.append(chunk)
             self._size += len(chunk)
             return chunk
-        if not self.strip:
-            self._scan(chunk)
+        complete = self._complete_events(chunk)
+        if not self.strip:  # pass bytes on at once; events are only read (whole) on the side
+            if complete:
+                self._scan(complete)
             return chunk
+        return self._events(complete) if complete else b""
+
+    def _complete_events(self, chunk: bytes) -> bytes:
+        """The whole events now available; a partial one waits in ``_pending``."""
         data = self._pending + chunk
         cut = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
         if cut < 0:
@@ -93,7 +99,7 @@ class UsageTap:
             return b""
         end = cut + (2 if data[cut : cut + 2] == b"\n\n" else 4)
         self._pending = data[end:]
-        return self._events(data[:end])
+        return data[:end]
 
     def end(self) -> bytes:
         """The response ended: the bytes still held back; parse the JSON copy."""
@@ -101,7 +107,7 @@ class UsageTap:
         if self._sse:
             if rest:
                 self._scan(rest)
-            return rest
+            return rest if self.strip else b""
         if self.status < 400 and self._copy and self._size <= self._max_json:
             self._parse_json(b"".join(self._copy))
         self._copy = []
