@@ -20,6 +20,7 @@ from keyguard.cli.common import (
     table,
 )
 from keyguard.domain.records import DEFAULT_BASE_URL, UpstreamCredential
+from keyguard.domain.rotation import next_due
 
 
 def upstream_dict(cred: UpstreamCredential) -> dict[str, Any]:
@@ -34,6 +35,7 @@ def upstream_dict(cred: UpstreamCredential) -> dict[str, Any]:
         "created_at": iso(cred.created_at),
         "last_rotated_at": iso(cred.last_rotated_at),
         "max_age": format_duration(cred.max_age),
+        "rotation_due_at": iso(next_due(cred.max_age, cred.last_rotated_at or cred.created_at)),
         "versions": [
             {
                 "version": v.version,
