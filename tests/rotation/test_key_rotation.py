@@ -125,3 +125,13 @@ def test_admin_key_never_becomes_an_upstream_key(kv: Vault) -> None:
     uses = [r for r in kv.audit.list() if r.action == "admin_key.use"]
     assert uses[-1].details == {"purpose": "test", "fingerprint": admin.fingerprint}
     assert admin.reveal() not in repr(kv.audit.list())
+
+
+def test_admin_key_is_rewrapped_with_the_vault(kv: Vault) -> None:
+    admin = Secret(generate_openai_style_key("admin"))
+    kv.set_admin_key("default", admin, project_id="proj_x")
+    before = kv.store.get_admin_key("default")
+    kv.rotate_kek()
+    after = kv.store.get_admin_key("default")
+    assert before is not None and after is not None and before[1] != after[1]
+    assert kv.reveal_admin_key("default", purpose="test")[1] == admin
