@@ -164,3 +164,22 @@ def test_memory_limiter_persists_budget(tmp_path: Path) -> None:
     assert c.usage("k", lim, at(4)).spent_usd == pytest.approx(0.9)
     with pytest.raises(RateLimited):
         c.reserve("k", lim, Estimate(cost_nano=usd_to_nano(0.2)), at(5))
+
+
+def test_record_counts_keys_without_limits(limiter: Limiter) -> None:
+    lim = Limits(period=BudgetPeriod.DAILY)
+    for i in range(3):
+        limiter.record("free", lim, 10, usd_to_nano(0.01), at(i * 30))  # 0, 30, 60 s
+    u = limiter.usage("free", lim, at(61))
+    assert (u.requests_last_minute, u.tokens_last_minute) == (2, 20)  # t=0 left the window
+    assert u.spent_usd == pytest.approx(0.03) and u.in_flight == 0
+    limiter.record("free", lim, 0, 0, at(200))
+    assert limiter.usage("free", lim, at(200)).requests_last_minute == 1
+
+
+def test_record_keeps_the_redis_window_bounded(redis_client: redis.Redis, prefix: str) -> None:
+    lim = RedisLimiter(redis_client, prefix=prefix)
+    for s in range(0, 300, 5):
+        lim.record("free", Limits(), 1, 0, at(s))
+    fields = redis_client.hkeys(f"{prefix}{{free}}:w")
+    assert len(fields) <= 2 * 13  # only the last ~61 s of buckets remain

@@ -218,6 +218,16 @@ class KeyCounters:
         self.inflight[rid] = res
         return res
 
+    def record(self, limits: Limits, tokens: int, cost_nano: int, now: datetime) -> None:
+        """Count a finished request of a key without limits (nothing to reserve)."""
+        sec = int(now.timestamp())
+        self.requests.prune(sec)
+        self.tokens.prune(sec)
+        self.requests.add(sec, 1)
+        self.tokens.add(sec, max(tokens, 0))
+        period = period_id(limits.period, now)
+        self.spent[period] = self.spent.get(period, 0) + max(cost_nano, 0)
+
     def settle(self, res: Reservation, tokens: int, cost_nano: int) -> bool:
         """Replace the estimate by the real figures; False when ``res`` was already settled."""
         if self.inflight.pop(res.rid, None) is None:

@@ -6,8 +6,10 @@ when needed, and settles to the real ``usage`` the :class:`~keyguard.gateway.usa
 saw — or to the estimate when the response carried none, or releases the reservation when the
 upstream never accepted the request.
 
-When the shared limiter (Redis) is unreachable the request fails closed with 503, unless a
-``fallback`` (per-replica in-process limiter) is configured. After a failure Redis is retried
+When the shared limiter (Redis) is unreachable a request of a key with limits fails closed with
+503, unless a ``fallback`` (per-replica in-process limiter) is configured. A key without any
+limit has nothing to enforce: it is only counted (one background call after the response) and
+keeps working while Redis is away (its usage is then not counted). After a failure Redis is retried
 with exponential backoff (requests in between fail fast or use the fallback), so service comes
 back by itself when Redis does.
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from keyguard.domain.limits import Limits, Reservation
+from keyguard.domain.limits import Limits, Reservation, period_id
 from keyguard.domain.pricing import DEFAULT_OUTPUT_TOKENS, Estimate, PriceTable, estimate_request
 from keyguard.domain.records import VirtualKey
 from keyguard.gateway.errors import ClientError
@@ -47,6 +49,7 @@ class Ticket:
     limiter: AsyncLimiter
     model: str | None
     estimate: Estimate
+    limits: Limits
     tap: UsageTap = field(default_factory=UsageTap)
 
 
@@ -98,6 +101,15 @@ class Admission:
             doc, body.model, self.prices, default_output_tokens=self._default_out, body_size=size
         )
         limits = Limits.of(key)
+        tap = UsageTap(strip_usage_chunk=strip)
+        if not limits.active:
+            # nothing to enforce: the request is only counted, after the response, and does
+            # not depend on the limits store being up
+            limiter = self.fallback if self.fallback is not None and self._down() else self.limiter
+            sec = int(now.timestamp())
+            period = period_id(limits.period, now)
+            res = Reservation("", key.key_id, sec, 0, 0, period, 0.0, counted=False)
+            return Ticket(res, limiter, body.model, est, limits, tap)
         limiter = self._pick()
         try:
             res = await limiter.reserve(key.key_id, limits, est, now)
@@ -107,7 +119,7 @@ class Admission:
             res = await limiter.reserve(key.key_id, limits, est, now)
         else:
             self._ok(limiter)
-        return Ticket(res, limiter, body.model, est, UsageTap(strip_usage_chunk=strip))
+        return Ticket(res, limiter, body.model, est, limits, tap)
 
     def finish(self, ticket: Ticket, now: datetime, *, completed: bool) -> None:
         """Settle in the background (the response is already on its way to the client)."""
@@ -117,26 +129,37 @@ class Admission:
 
     async def _finish(self, ticket: Ticket, now: datetime, completed: bool) -> None:
         tap, res = ticket.tap, ticket.reservation
+        if tap.usage is not None:
+            u = tap.usage
+            tokens = u.total
+            cost = self.prices.cost_nano(
+                ticket.model, u.input_tokens, u.output_tokens, u.cached_tokens
+            )
+        elif tap.status and tap.status < 400 and (completed or tap.status < 300):
+            # answered without usage (or cut short): charge the estimate
+            tokens, cost = ticket.estimate.tokens, ticket.estimate.cost_nano
+        else:
+            tokens = cost = 0  # the upstream refused it or was never reached
         try:
-            if tap.usage is not None:
-                u = tap.usage
-                cost = self.prices.cost_nano(
-                    ticket.model, u.input_tokens, u.output_tokens, u.cached_tokens
-                )
-                await ticket.limiter.settle(res, u.total, cost, now)
-            elif tap.status and tap.status < 400 and (completed or tap.status < 300):
-                # answered without usage (or cut short): charge what we reserved
-                await ticket.limiter.settle(res, res.tokens, res.cost_nano, now)
+            if not res.counted:
+                await ticket.limiter.record(res.key_id, ticket.limits, tokens, cost, now)
+            elif tokens or cost:
+                await ticket.limiter.settle(res, tokens, cost, now)
             else:
                 await ticket.limiter.release(res, now)
         except LimiterUnavailable:
-            # the lease expires in the store and charges the estimate (the safe side)
-            log.warning("could not settle a reservation: limits store unavailable")
+            # a reservation's lease expires in the store and charges its estimate (safe side);
+            # Redis is down: later requests of limited keys fail fast (logged once)
+            if ticket.limiter is self.limiter:
+                self._failed()
 
     # -- Redis health ---------------------------------------------------------------------
 
+    def _down(self) -> bool:
+        return bool(self._down_until) and self._monotonic() < self._down_until
+
     def _pick(self) -> AsyncLimiter:
-        if self._down_until and self._monotonic() < self._down_until:
+        if self._down():
             if self.fallback is not None:
                 return self.fallback
             raise ClientError(503, UNAVAILABLE, "limits_unavailable")

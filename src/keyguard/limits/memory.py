@@ -94,6 +94,15 @@ class MemoryLimiter:
     def release(self, reservation: Reservation, now: datetime) -> None:
         self.settle(reservation, 0, 0, now)
 
+    def record(
+        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+    ) -> None:
+        with self._lock:
+            c = self._counters(key_id)
+            before = dict(c.spent)
+            c.record(limits, tokens, cost_nano, now)
+            self._note(key_id, before, c)
+
     def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:
         sec = int(now.timestamp())
         period = period_id(limits.period, now)
@@ -191,6 +200,11 @@ class AsyncMemoryLimiter:
 
     async def release(self, reservation: Reservation, now: datetime) -> None:
         self.limiter.release(reservation, now)
+
+    async def record(
+        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+    ) -> None:
+        self.limiter.record(key_id, limits, tokens, cost_nano, now)
 
     async def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:
         return self.limiter.usage(key_id, limits, now)

@@ -45,6 +45,7 @@ class AsyncRedisLimiter:
         self._new_id = new_id
         self._reserve: Any = client.register_script(lua.RESERVE)
         self._settle: Any = client.register_script(lua.SETTLE)
+        self._record: Any = client.register_script(lua.RECORD)
 
     def __repr__(self) -> str:
         return f"AsyncRedisLimiter(prefix={self._prefix!r})"
@@ -75,6 +76,16 @@ class AsyncRedisLimiter:
 
     async def release(self, reservation: Reservation, now: datetime) -> None:
         await self.settle(reservation, 0, 0, now)
+
+    async def record(
+        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+    ) -> None:
+        names = lua.KeyNames.of(self._prefix, key_id)
+        args = lua.record_args(names, limits, tokens, cost_nano, now)
+        try:
+            await self._record(keys=[names.window], args=args)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
 
     async def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:
         names = lua.KeyNames.of(self._prefix, key_id)

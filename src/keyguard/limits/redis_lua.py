@@ -132,6 +132,25 @@ return settle(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_s, ARGV[2], ARGV[3], ARGV[
 """
 )
 
+#: count a finished request of a key without limits: one round trip, nothing to check. Fields
+#: 61-120 s old are deleted by name (a hash idle for 61 s expires as a whole), so the window
+#: stays bounded without reading it.
+RECORD = """
+local win, now_ms = KEYS[1], tonumber(ARGV[2])
+local now_s = math.floor(now_ms / 1000)
+local old = {}
+for s = now_s - 120, now_s - 61 do old[#old + 1] = 'r' .. s; old[#old + 1] = 't' .. s end
+redis.call('HDEL', win, unpack(old))
+redis.call('HINCRBY', win, 'r' .. now_s, 1)
+if ARGV[3] ~= '0' then redis.call('HINCRBY', win, 't' .. now_s, ARGV[3]) end
+redis.call('PEXPIRE', win, 61000)
+local bk = ARGV[1] .. ARGV[5]
+if ARGV[4] ~= '0' then redis.call('HINCRBY', bk, 'spent', ARGV[4]) end
+local bttl = tonumber(ARGV[6])
+if bttl > 0 then redis.call('EXPIRE', bk, bttl) end
+return 1
+"""
+
 #: how long a period's budget counter outlives the period (for ``key usage`` afterwards)
 _KEEP_S = {BudgetPeriod.DAILY: 8 * 86400, BudgetPeriod.MONTHLY: 40 * 86400}
 
@@ -159,11 +178,28 @@ def _opt(value: int | None) -> str:
     return "-1" if value is None else str(int(value))
 
 
+def _budget_ttl(limits: Limits, now: datetime) -> int:
+    _, end = period_bounds(limits.period, now)
+    return int((end - now).total_seconds()) + _KEEP_S[limits.period] if end is not None else 0
+
+
+def record_args(
+    names: KeyNames, limits: Limits, tokens: int, cost: int, now: datetime
+) -> list[str]:
+    return [
+        names.budget_prefix,
+        str(int(now.timestamp() * 1000)),
+        str(max(int(tokens), 0)),
+        str(max(int(cost), 0)),
+        period_id(limits.period, now),
+        str(_budget_ttl(limits, now)),
+    ]
+
+
 def reserve_args(
     names: KeyNames, rid: str, limits: Limits, est: Estimate, now: datetime, lease_s: float
 ) -> list[str]:
-    _, end = period_bounds(limits.period, now)
-    ttl = int((end - now).total_seconds()) + _KEEP_S[limits.period] if end is not None else 0
+    ttl = _budget_ttl(limits, now)
     return [
         names.budget_prefix,
         str(int(now.timestamp() * 1000)),

@@ -57,6 +57,7 @@ class RedisLimiter:
         self._new_id = new_id
         self._reserve: Any = client.register_script(lua.RESERVE)
         self._settle: Any = client.register_script(lua.SETTLE)
+        self._record: Any = client.register_script(lua.RECORD)
 
     def __repr__(self) -> str:
         return f"RedisLimiter(prefix={self._prefix!r})"
@@ -82,6 +83,15 @@ class RedisLimiter:
 
     def release(self, reservation: Reservation, now: datetime) -> None:
         self.settle(reservation, 0, 0, now)
+
+    def record(
+        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+    ) -> None:
+        names = lua.KeyNames.of(self._prefix, key_id)
+        with redis_errors():
+            self._record(
+                keys=[names.window], args=lua.record_args(names, limits, tokens, cost_nano, now)
+            )
 
     def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:
         names = lua.KeyNames.of(self._prefix, key_id)
