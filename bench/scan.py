@@ -170,7 +170,7 @@ def staged_bench(tree: Path, keyguard: str) -> float:
     """Stage a typical commit (5 edits, 1 new file) and return keyguard's scanning seconds."""
     py = sorted(tree.rglob("*.py"))[:5]
     for p in py:
-        p.write_text(p.read_text() + "\n# edited\n")
+        p.write_bytes(p.read_bytes() + b"\n# edited\n")
     (tree / "new_module.py").write_text("import os\n\nKEY = os.environ['OPENAI_API_KEY']\n")
     subprocess.run(["git", "-C", str(tree), "add", "-A"], check=True)
     try:
