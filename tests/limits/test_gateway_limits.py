@@ -199,3 +199,27 @@ def _now() -> Any:
 
     return datetime.now(timezone.utc)
 
+
+
+def test_stream_rewrite_keeps_odd_json_intact(
+    redis_gateway: tuple[RunningGateway, RedisLimiter], make_key: Any, upstream: FakeOpenAI
+) -> None:
+    import http.client
+    import json
+
+    gw, _ = redis_gateway
+    _, token = make_key(rpm=100)
+    odd = "lone \ud800 surrogate, \u00e9, \U0001f600"
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": odd}], "stream": True}
+    )  # ASCII with \u escapes: the SDK itself refuses to send a lone surrogate
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn.request("POST", "/v1/chat/completions", body, headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    assert resp.status == 200 and b"[DONE]" in data and b'"usage"' not in data.replace(
+        b'"usage": null', b""
+    )
+    assert upstream.chat_bodies[-1]["messages"][0]["content"] == odd

@@ -94,7 +94,7 @@ class Admission:
         doc = _json(body.data)
         strip = False
         if doc is not None and request_usage_upstream(path, doc):
-            body.data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+            body.data = json.dumps(doc, separators=(",", ":")).encode()  # ASCII: lone surrogates
             strip = True
         size = len(body.data) if body.data is not None else (content_length or 0)
         est = estimate_request(
