@@ -175,6 +175,7 @@ def test_estimates() -> None:
     assert e4.tokens == 31
     assert estimate_request({"input": "abcd"}, "text-embedding-3-small", p).tokens == 1
     assert estimate_request(None, "m", p, body_size=400).tokens == 100
+    assert estimate_request(None, "m", p, body_size=400, generates=True).tokens == 100 + 1024
 
 
 def test_usage_parsing() -> None:

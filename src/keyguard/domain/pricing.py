@@ -180,12 +180,14 @@ def estimate_request(
     *,
     default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
     body_size: int = 0,
+    generates: bool = False,
 ) -> Estimate:
-    """The reservation for a request: ``body`` is its parsed JSON (``None`` when not JSON,
-    then ``body_size`` bytes / 4 count as input). Embeddings have no output tokens."""
+    """The reservation for a request: ``body`` is its parsed JSON (``None`` when it was not
+    read or is not JSON: then ``body_size`` bytes / 4 count as input, plus the default output
+    when the endpoint ``generates`` text). Embeddings have no output tokens."""
     if body is None:
         inp = (body_size + 3) // 4
-        out = 0
+        out = default_output_tokens if generates else 0
     else:
         inp = estimate_input_tokens(body)
         cap = requested_output_tokens(body)

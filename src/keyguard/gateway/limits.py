@@ -35,6 +35,7 @@ from keyguard.limits.ports import AsyncLimiter, LimiterUnavailable
 
 log = logging.getLogger("keyguard.gateway.limits")
 
+_GENERATING = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 UNAVAILABLE = (
     "rate limits cannot be checked: the limits store (Redis) is unreachable; "
     "the gateway refuses requests until it is back"
@@ -98,7 +99,12 @@ class Admission:
             strip = True
         size = len(body.data) if body.data is not None else (content_length or 0)
         est = estimate_request(
-            doc, body.model, self.prices, default_output_tokens=self._default_out, body_size=size
+            doc,
+            body.model,
+            self.prices,
+            default_output_tokens=self._default_out,
+            body_size=size,
+            generates=path in _GENERATING,
         )
         limits = Limits.of(key)
         tap = UsageTap(strip_usage_chunk=strip)
