@@ -166,6 +166,7 @@ def cluster(
             "rpm": {"rpm": 60},
             "budget": {"budget_usd": 1.0, "budget_period": "daily"},
             "revoke": {},
+            "silent": {},
             "plain": {},
             "limited": {"rpm": 100_000},
         }
@@ -304,6 +305,25 @@ def test_revocation_reaches_every_replica_within_100ms(cluster: Cluster) -> None
     assert receivers >= 3
     with pytest.raises(openai.AuthenticationError):
         cluster.sdk(0, "revoke").chat.completions.create(model=MODEL, messages=MSG)
+
+
+def test_missed_event_is_covered_by_the_resync(cluster: Cluster) -> None:
+    """No message at all (as if every replica missed it): the periodic resync still catches it."""
+    for i in range(3):
+        assert _chat(cluster.sdk(i, "silent")) == "ok"
+    stop = threading.Event()
+    seen: dict[str, float] = {}
+    poller = threading.Thread(
+        target=_poll_until_401, args=(cluster.urls[2], cluster.tokens["silent"], stop, seen)
+    )
+    poller.start()
+    cluster.vault.revoke_key(cluster.key_ids["silent"], reason="test")
+    t0 = time.perf_counter()
+    poller.join(10)
+    stop.set()
+    delay = (seen[cluster.urls[2]] - t0) * 1000
+    print(f"\nrevocation without any event: rejected after {delay:.0f} ms (resync)")
+    assert delay < 2000
 
 
 def test_redis_down_fails_closed_and_recovers(cluster: Cluster) -> None:
