@@ -7,10 +7,23 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import trustme
+
+from fakes.openai_upstream import FakeOpenAI
+from keyguard.crypto.master import MasterKey
+from keyguard.domain.keys import generate_openai_style_key
+from keyguard.domain.records import KeySpec
+from keyguard.domain.secret import Secret
+from keyguard.gateway.config import GatewayConfig
+from keyguard.storage.sqlite import SqliteStore
+from keyguard.vault import Vault
 
 REDIS_URL = os.environ.get("KEYGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -45,22 +58,6 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
 
 
 # ---- a real vault, the fake upstream and a gateway with limits ----------------------------
-
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import trustme  # noqa: E402
-
-from fakes.openai_upstream import FakeOpenAI  # noqa: E402
-from keyguard.crypto.master import MasterKey  # noqa: E402
-from keyguard.domain.keys import generate_openai_style_key  # noqa: E402
-from keyguard.domain.records import KeySpec  # noqa: E402
-from keyguard.domain.secret import Secret  # noqa: E402
-from keyguard.gateway.config import GatewayConfig  # noqa: E402
-from keyguard.storage.sqlite import SqliteStore  # noqa: E402
-from keyguard.vault import Vault  # noqa: E402
 
 
 @pytest.fixture(scope="session")
