@@ -176,11 +176,24 @@ def serve_cmd(
     )
     # unlock once here: a wrong or missing master key fails now, with the CLI's message
     vault = open_vault(settings)
-    if config.workers == 1:
-        serve(config, lambda: vault, extension)
-        return
-    vault.close()  # each worker opens its own (SQLite connections must not cross a fork)
+    from keyguard.errors import VaultLocked
     from keyguard.wiring import open_vault as reopen
 
     env = dict(os.environ)
-    serve(config, lambda: reopen(settings, env, passphrase=None, source="gateway"), extension)
+    handed_out: list[Any] = []
+
+    def factory() -> Any:
+        """The vault opened above first; then fresh connections (one per worker and use)."""
+        if not handed_out and config.workers == 1:
+            handed_out.append(vault)
+            return vault
+        try:
+            return reopen(settings, env, passphrase=None, source="gateway")
+        except VaultLocked:  # passphrase-only vault: share the unlocked one (single worker)
+            if config.workers == 1:
+                return vault
+            raise
+
+    if config.workers > 1:
+        vault.close()  # each worker opens its own (SQLite connections must not cross a fork)
+    serve(config, factory, extension)

@@ -193,9 +193,7 @@ class Gateway:
         finally:
             self._limits.finish(ticket, self._clock(), completed=completed)
 
-    def _authenticate(
-        self, req: Request, ip: IPAddress, ctx: _Ctx, now: datetime
-    ) -> VirtualKey:
+    def _authenticate(self, req: Request, ip: IPAddress, ctx: _Ctx, now: datetime) -> VirtualKey:
         mono = time.monotonic()
         wait = self._throttle.retry_after(ip, mono)
         if wait > 0:

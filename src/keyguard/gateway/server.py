@@ -28,7 +28,7 @@ from keyguard.gateway.app import Gateway
 from keyguard.gateway.audit import AuditBatcher, RequestRecord
 from keyguard.gateway.config import GatewayConfig
 from keyguard.gateway.errors import render_wire_error
-from keyguard.gateway.http.server import HttpServerProtocol
+from keyguard.gateway.http.server import ConnectionTracker, HttpServerProtocol
 from keyguard.gateway.http.tls import server_context
 from keyguard.gateway.ports import VaultLike
 
@@ -111,9 +111,12 @@ class GatewayServer:
         vault: VaultLike,
         *,
         gateway_kwargs: dict[str, Any] | None = None,
+        audit_vault: VaultLike | None = None,
     ) -> None:
         self.config = config
-        sink = VaultAuditSink(vault)
+        # a second connection for the audit writer keeps its transactions (and the store's
+        # lock) off the request path's reads
+        sink = VaultAuditSink(audit_vault if audit_vault is not None else vault)
         self.audit: AuditBatcher[RequestRecord] = AuditBatcher(
             sink,
             interval=config.audit_interval,
@@ -139,7 +142,8 @@ class GatewayServer:
             else None
         )
         self._server: asyncio.AbstractServer | None = None
-        self._connections: set[HttpServerProtocol] = set()
+        sweep = min(1.0, config.limits.header_timeout / 4, config.limits.keepalive_timeout / 4)
+        self._connections = ConnectionTracker(sweep)
         self.port = config.port
 
     async def start(self) -> None:
@@ -148,6 +152,7 @@ class GatewayServer:
         self.port = sock.getsockname()[1]
         loop = asyncio.get_running_loop()
         limits = cfg.limits
+        self._connections.start()
 
         def factory() -> HttpServerProtocol:
             return HttpServerProtocol(
@@ -173,6 +178,7 @@ class GatewayServer:
         for conn in list(self._connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        self._connections.stop()
         self.gateway.close()
         await asyncio.to_thread(self.audit.close)
 
@@ -192,12 +198,20 @@ Extension = Callable[[VaultLike], Any]
 
 
 async def _serve_forever(
-    config: GatewayConfig, vault: VaultLike, extension: Extension | None = None
+    config: GatewayConfig,
+    vault: VaultLike,
+    extension: Extension | None = None,
+    audit_vault: VaultLike | None = None,
 ) -> None:
     ext = extension(vault) if extension is not None else None
     if ext is not None:
         vault = ext.vault
-    server = GatewayServer(config, vault, gateway_kwargs=ext.gateway_kwargs if ext else None)
+    server = GatewayServer(
+        config,
+        vault,
+        gateway_kwargs=ext.gateway_kwargs if ext else None,
+        audit_vault=audit_vault,
+    )
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -223,9 +237,10 @@ def _worker(
     extension: Extension | None = None,
 ) -> None:
     vault = vault_factory()
+    audit_vault = vault_factory()
     loop = _new_loop()
     try:
-        loop.run_until_complete(_serve_forever(config, vault, extension))
+        loop.run_until_complete(_serve_forever(config, vault, extension, audit_vault))
     finally:
         loop.close()
 

@@ -69,7 +69,7 @@ class HttpServerProtocol(asyncio.Protocol):
         handler: Handler,
         limits: ServerLimits,
         render_error: ErrorRenderer,
-        connections: set[HttpServerProtocol] | None = None,
+        connections: ConnectionTracker | None = None,
     ) -> None:
         self._handler = handler
         self._limits = limits
@@ -94,7 +94,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self._active: Request | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: deque[tuple[Request, ResponseWriter]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop time; 0 = none (checked by the tracker's sweep)
+        self._on_deadline: Callable[[], None] | None = None
         self._pause_reasons: set[str] = set()
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -346,24 +347,26 @@ class HttpServerProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    # ---- timers --------------------------------------------------------------------------
+    # ---- timers: a deadline per connection, checked by ConnectionTracker's sweep -------------
     def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(delay, callback)
+        self._deadline = self._loop.time() + delay
+        self._on_deadline = callback
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = 0.0
+        self._on_deadline = None
+
+    def check_deadline(self, now: float) -> None:
+        if self._deadline and now >= self._deadline and self._on_deadline is not None:
+            callback = self._on_deadline
+            self._cancel_timer()
+            callback()
 
     def _on_header_timeout(self) -> None:
-        self._timer = None
         if self._active is None and not self._pending:
             self._write_error_and_close(408, "request headers not received in time", "timeout")
 
     def _on_idle_timeout(self) -> None:
-        self._timer = None
         if self._active is None and not self._pending:
             self._close()
 
@@ -373,6 +376,31 @@ class HttpServerProtocol(asyncio.Protocol):
             self._close()
         else:
             self._closing_after_response()
+
+
+class ConnectionTracker(set["HttpServerProtocol"]):
+    """The open connections of a server; a periodic sweep enforces their header and idle
+    deadlines (one timer per server instead of several timer objects per request)."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__()
+        self._interval = interval
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(self._interval, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for conn in list(self):
+            conn.check_deadline(now)
+        self._handle = loop.call_later(self._interval, self._sweep, loop)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class BodyTooLarge(Exception):
