@@ -1,0 +1,1 @@
+"""keyguard fix: rewrite hardcoded keys to read the environment, store the values safely."""
