@@ -142,3 +142,6 @@ def test_text_report_groups_by_file_and_explains_history(repo, scanner, rng):
     git(repo, "commit", "-qm", "x")
     text = _text(scan_history(scanner, repo))
     assert "x.txt\n" in text and "rotate" in text and "filter-repo" in text
+    out = io.StringIO()
+    render_json(scan_history(scanner, repo), out)
+    assert "filter-repo" in json.loads(out.getvalue())["guidance"][0]

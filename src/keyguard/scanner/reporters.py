@@ -50,7 +50,7 @@ def finding_to_dict(f: Finding) -> dict[str, Any]:
 
 def render_json(report: ScanReport, out: IO[str]) -> None:
     """Write the report as one JSON document."""
-    doc = {
+    doc: dict[str, Any] = {
         "version": JSON_VERSION,
         "tool": "keyguard",
         "findings": [finding_to_dict(f) for f in report.findings],
@@ -64,6 +64,8 @@ def render_json(report: ScanReport, out: IO[str]) -> None:
             "seconds": round(report.seconds, 4),
         },
     }
+    if any(f.source == "history" for f in report.findings):
+        doc["guidance"] = [PURGE_HINT]
     json.dump(doc, out, indent=2)
     out.write("\n")
 
