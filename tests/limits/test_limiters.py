@@ -183,3 +183,28 @@ def test_record_keeps_the_redis_window_bounded(redis_client: redis.Redis, prefix
         lim.record("free", Limits(), 1, 0, at(s))
     fields = redis_client.hkeys(f"{prefix}{{free}}:w")
     assert len(fields) <= 2 * 13  # only the last ~61 s of buckets remain
+
+
+def test_a_hanging_redis_times_out() -> None:
+    """Redis accepts but never answers (stopped, overloaded): the call is bounded."""
+    import socket
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+
+    async def run() -> float:
+        lim = AsyncRedisLimiter(connect_async(url), timeout=0.2)
+        t0 = time.monotonic()
+        with pytest.raises(LimiterUnavailable):
+            await lim.reserve("k", Limits(rpm=1), Estimate(), at(0))
+        took = time.monotonic() - t0
+        await lim.aclose()
+        return took
+
+    try:
+        assert asyncio.run(run()) < 2.0
+    finally:
+        server.close()

@@ -66,12 +66,12 @@ def period_bounds(period: BudgetPeriod, now: datetime) -> tuple[datetime | None,
 
 def period_id(period: BudgetPeriod, now: datetime) -> str:
     """A stable name for the period holding ``now``: ``d2026-11-27``, ``m2026-11``, ``total``."""
-    start, _ = period_bounds(period, now)
-    if start is None:
+    if period is BudgetPeriod.TOTAL:
         return "total"
+    day = now.astimezone(timezone.utc).date()
     if period is BudgetPeriod.DAILY:
-        return f"d{start:%Y-%m-%d}"
-    return f"m{start:%Y-%m}"
+        return f"d{day.year:04d}-{day.month:02d}-{day.day:02d}"
+    return f"m{day.year:04d}-{day.month:02d}"
 
 
 class SlidingWindow:

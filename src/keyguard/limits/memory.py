@@ -10,7 +10,6 @@ others' spend within one interval, and a restart resumes the period where it sto
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from keyguard.domain.limits import (
 )
 from keyguard.domain.pricing import Estimate, nano_to_usd
 from keyguard.errors import StorageError
-from keyguard.limits.ports import SpendStore
+from keyguard.limits.ports import SpendStore, reservation_ids
 
 log = logging.getLogger("keyguard.limits")
 
@@ -54,6 +53,7 @@ class MemoryLimiter:
         self._interval = flush_interval
         self._clock = clock
         self._pending: dict[tuple[str, str], int] = {}
+        self._new_id = reservation_ids()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if spend_store is not None:
@@ -73,7 +73,7 @@ class MemoryLimiter:
     def reserve(
         self, key_id: str, limits: Limits, estimate: Estimate, now: datetime
     ) -> Reservation:
-        rid = secrets.token_hex(8)
+        rid = self._new_id()
         with self._lock:
             c = self._counters(key_id)
             before = dict(c.spent)

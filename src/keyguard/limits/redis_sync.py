@@ -7,7 +7,6 @@ or ``SCRIPT FLUSH``) — redis-py's registered scripts do that. Every Redis erro
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,7 +17,7 @@ import redis
 from keyguard.domain.limits import DEFAULT_LEASE_S, Limits, Reservation, Usage, period_id
 from keyguard.domain.pricing import Estimate
 from keyguard.limits import redis_lua as lua
-from keyguard.limits.ports import LimiterUnavailable
+from keyguard.limits.ports import LimiterUnavailable, reservation_ids
 
 
 @contextmanager
@@ -49,12 +48,12 @@ class RedisLimiter:
         *,
         prefix: str = "kg:",
         lease_s: float = DEFAULT_LEASE_S,
-        new_id: Callable[[], str] = lambda: secrets.token_hex(8),
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._lease_s = lease_s
-        self._new_id = new_id
+        self._new_id = new_id or reservation_ids()
         self._reserve: Any = client.register_script(lua.RESERVE)
         self._settle: Any = client.register_script(lua.SETTLE)
         self._record: Any = client.register_script(lua.RECORD)
