@@ -39,6 +39,7 @@ def _ours(rules_text: str, path: str) -> bool:
 
 
 @settings(
+    derandomize=True,
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
