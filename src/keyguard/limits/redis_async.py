@@ -36,8 +36,8 @@ def connect_async(url: str, *, timeout: float = 1.0) -> aredis.Redis:
     """An asyncio client for ``url``: connecting is bounded by ``timeout``; commands are
     bounded by :class:`AsyncRedisLimiter` itself."""
     client: aredis.Redis = aredis.Redis.from_url(
-        url, socket_connect_timeout=timeout, health_check_interval=10
-    )
+        url, socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=10
+    )  # socket_timeout=None explicitly: redis-py 8 defaults to 5 s (and wait_for per write)
     return client
 
 
