@@ -9,9 +9,10 @@ For each limits mode — ``off`` (no limiter), ``memory`` (in-process limiter, s
 to PostgreSQL) and ``redis`` (shared Lua limiter on a private redis-server, key events) — it
 starts two replicas (one process each, the vault in one PostgreSQL schema), drives both at once
 with wrk (``--conns`` per replica; a key with rpm/tpm/budget limits set high, so every request
-is reserved and settled but never denied), and prints total req/s and p50/p99 latency. Then the
-added latency: p50 of 400 sequential requests on one connection per mode, and the raw cost of
-one reserve + settle round trip pair against Redis from asyncio.
+is reserved and settled but never denied), and prints total req/s and p50/p99 latency. The
+modes run interleaved for ``--rounds`` rounds and medians are shown (the machine is shared).
+Then the added latency: p50 of 400 sequential requests on one connection per mode, and the raw
+cost of one reserve + settle round trip pair against Redis from asyncio.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--conns", type=int, default=32, help="connections per replica")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians shown)")
     ap.add_argument("--replica", nargs=2, metavar=("MODE", "PORT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.replica:
@@ -218,32 +220,38 @@ def main() -> None:
         tok = token.reveal()
         vault.close()
 
-        results = {}
-        for mode in ("off", "memory", "redis"):
-            ports = [free_port(), free_port()]
-            reps = [subprocess.Popen([sys.executable, __file__, "--replica", mode, str(p)],
-                                     env={**os.environ, **env}, stderr=subprocess.DEVNULL)
-                    for p in ports]
-            try:
-                for p in ports:
+        modes = ("off", "memory", "redis")
+        ports = {m: [free_port(), free_port()] for m in modes}
+        reps = [subprocess.Popen([sys.executable, __file__, "--replica", m, str(p)],
+                                 env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+                for m in modes for p in ports[m]]
+        rounds: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+        try:
+            for m in modes:
+                for p in ports[m]:
                     wait_http(p)
-                for p in ports:  # warm-up
-                    run_wrk(p, args.conns, 1, tok, work).communicate()
-                runs = [run_wrk(p, args.conns, args.duration, tok, work) for p in ports]
-                outs = [parse_wrk(r.communicate()[0]) for r in runs]
-                seq = sequential_p50(ports[0], tok)
-            finally:
-                for r in reps:
-                    r.terminate()
-                for r in reps:
-                    r.wait(20)
-            results[mode] = {
-                "rps": sum(o["rps"] for o in outs),
-                "p50": max(o["p50"] for o in outs),
-                "p99": max(o["p99"] for o in outs),
-                "errors": sum(o["errors"] for o in outs),
-                "seq_p50": seq,
-            }
+                    run_wrk(p, args.conns, 1, tok, work).communicate()  # warm-up
+            # the machine is shared: interleave the modes and take medians over the rounds
+            for _ in range(args.rounds):
+                for m in modes:
+                    runs = [run_wrk(p, args.conns, args.duration, tok, work) for p in ports[m]]
+                    outs = [parse_wrk(r.communicate()[0]) for r in runs]
+                    rounds[m].append({
+                        "rps": sum(o["rps"] for o in outs),
+                        "p50": max(o["p50"] for o in outs),
+                        "p99": max(o["p99"] for o in outs),
+                        "errors": sum(o["errors"] for o in outs),
+                        "seq_p50": sequential_p50(ports[m][0], tok),
+                    })
+        finally:
+            for r in reps:
+                r.terminate()
+            for r in reps:
+                r.wait(20)
+        results = {
+            m: {k: statistics.median(r[k] for r in rounds[m]) for k in rounds[m][0]}
+            for m in modes
+        }
         rt = asyncio.run(redis_roundtrip_us(env["KEYGUARD_REDIS_URL"]))
     finally:
         for p in procs:
@@ -253,10 +261,11 @@ def main() -> None:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n2 replicas x {args.conns} connections, {args.duration}s, {os.cpu_count()} cores shared")
+    print(f"\n2 replicas x {args.conns} connections, {args.rounds} interleaved rounds of"
+          f" {args.duration}s per mode (medians), {os.cpu_count()} cores shared")
     print(f"{'limits':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'1-conn p50 ms':>14}")
     for mode, r in results.items():
-        print(f"{mode:8} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['errors']:8d}"
+        print(f"{mode:8} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['errors']:8.0f}"
               f" {r['seq_p50']:14.3f}")
     off = results["off"]["seq_p50"]
     print(f"added latency per request (1 connection, p50): memory "
