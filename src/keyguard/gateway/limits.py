@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from keyguard.domain.limits import Limits, Reservation, period_id
+from keyguard.domain.limits import Limits, Reservation, Usage, period_id
 from keyguard.domain.pricing import DEFAULT_OUTPUT_TOKENS, Estimate, PriceTable, estimate_request
 from keyguard.domain.records import VirtualKey
 from keyguard.gateway.errors import ClientError
@@ -158,6 +158,10 @@ class Admission:
             # Redis is down: later requests of limited keys fail fast (logged once)
             if ticket.limiter is self.limiter:
                 self._failed()
+
+    async def usage(self, key: VirtualKey, now: datetime) -> Usage:
+        """A key's live counters (for an admin API); raises LimiterUnavailable."""
+        return await self.limiter.usage(key.key_id, Limits.of(key), now)
 
     # -- Redis health ---------------------------------------------------------------------
 
