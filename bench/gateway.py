@@ -175,14 +175,16 @@ class P(asyncio.Protocol):
             head, _, self.buf = self.buf.partition(b"\r\n\r\n")
             line = head.split(b"\r\n", 1)[0].decode()
             q = dict(p.split("=") for p in line.split(" ")[1].partition("?")[2].split("&") if "=" in p)
-            asyncio.get_running_loop().create_task(self.stream(int(q.get("n", 1)), float(q.get("gap", 0))))
-    async def stream(self, n, gap):
+            close = b"connection: close" in head.lower()
+            asyncio.get_running_loop().create_task(self.stream(int(q.get("n", 1)), float(q.get("gap", 0)), close))
+    async def stream(self, n, gap, close):
         self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         for i in range(n):
             ev = b'data: {"i": %d}\n\n' % i
             self.t.write(b"%x\r\n%s\r\n" % (len(ev), ev))
             if gap: await asyncio.sleep(gap)
         self.t.write(b"0\r\n\r\n")
+        if close: self.t.close()
 async def main():
     s = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=4096)
     await s.serve_forever()
