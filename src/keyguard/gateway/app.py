@@ -156,8 +156,7 @@ class Gateway:
             raise ClientError(404, "not found: keyguard forwards paths under /v1/", "not_found")
         if req.method not in METHODS:
             raise ClientError(405, f"method {req.method} is not allowed", "method_not_allowed")
-        ip = self._resolver.resolve(req.peer[0], req.headers)
-        ctx.client_ip = str(ip)
+        ip, ctx.client_ip = self._resolver.resolve_with_text(req.peer[0], req.headers)
         now = self._clock()
         key = self._authenticate(req, ip, ctx, now)
         ctx.upstream = key.upstream

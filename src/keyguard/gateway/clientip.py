@@ -71,13 +71,14 @@ class ClientIpResolver:
 
     def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
         self._trusted = parse_networks(trusted_proxies)
-        self._peers: dict[str, tuple[IPAddress, bool]] = {}  # peer text -> (address, trusted)
+        # peer text -> (address, trusted, normalised text)
+        self._peers: dict[str, tuple[IPAddress, bool, str]] = {}
 
-    def _peer(self, peer: str) -> tuple[IPAddress, bool]:
+    def _peer(self, peer: str) -> tuple[IPAddress, bool, str]:
         hit = self._peers.get(peer)
         if hit is None:
             ip = normalise_ip(peer)
-            hit = (ip, self.is_trusted(ip))
+            hit = (ip, self.is_trusted(ip), str(ip))
             if len(self._peers) >= 65536:
                 self._peers.clear()
             self._peers[peer] = hit
@@ -87,9 +88,21 @@ class ClientIpResolver:
         return any(ip in net for net in self._trusted)
 
     def resolve(self, peer: str, headers: Sequence[tuple[bytes, bytes]]) -> IPAddress:
-        ip, trusted = self._peer(peer)
+        return self.resolve_with_text(peer, headers)[0]
+
+    def resolve_with_text(
+        self, peer: str, headers: Sequence[tuple[bytes, bytes]]
+    ) -> tuple[IPAddress, str]:
+        """The client address and its text form (cached for direct peers)."""
+        ip, trusted, text = self._peer(peer)
         if not trusted:
-            return ip
+            return ip, text
+        client = self._resolve_forwarded(ip, headers)
+        return client, str(client)
+
+    def _resolve_forwarded(
+        self, ip: IPAddress, headers: Sequence[tuple[bytes, bytes]]
+    ) -> IPAddress:
         xff = [v for k, v in headers if k == b"x-forwarded-for"]
         fwd = [v for k, v in headers if k == b"forwarded"]
         if not xff and not fwd:

@@ -45,12 +45,15 @@ _CLIENT_DROP = HOP_BY_HOP | {
 _RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 
 
+_NONE: frozenset[bytes] = frozenset()
+
+
 def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
     named: set[bytes] = set()
     for k, v in headers:
         if k == b"connection":
             named.update(t.strip().lower() for t in v.split(b","))
-    return frozenset(named)
+    return frozenset(named) if named else _NONE
 
 
 def bearer_token(headers: Sequence[tuple[bytes, bytes]]) -> str | None:

@@ -29,8 +29,25 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     return path, query
 
 
+_checked: dict[bytes, str] = {}
+
+
 def check_path(path: bytes) -> str:
-    """Validate ``path`` and return it as text; raises :class:`BadPath`."""
+    """Validate ``path`` and return it as text; raises :class:`BadPath`.
+
+    Valid paths are remembered (up to 4096; API paths repeat) so the common case is a lookup.
+    """
+    hit = _checked.get(path)
+    if hit is not None:
+        return hit
+    text = _check_path(path)
+    if len(_checked) >= 4096:
+        _checked.clear()
+    _checked[path] = text
+    return text
+
+
+def _check_path(path: bytes) -> str:
     if not path.startswith(b"/") or not _ALLOWED.fullmatch(path):
         raise BadPath("invalid characters in path")
     if _BAD_ENCODINGS.search(path):
@@ -45,7 +62,7 @@ def check_path(path: bytes) -> str:
 
 
 def check_query(query: bytes) -> bytes:
-    if not _QUERY_ALLOWED.fullmatch(query):
+    if query and not _QUERY_ALLOWED.fullmatch(query):
         raise BadPath("invalid characters in query")
     return query
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -129,7 +129,6 @@ class Request:
     content_length: int | None = None
     chunked: bool = False
     tls: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower-case), or ``None``."""
