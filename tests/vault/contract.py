@@ -34,6 +34,7 @@ from keyguard.errors import (
     StorageError,
 )
 from keyguard.storage.ports import KekRecord, PendingAudit
+from vault.admin_token_contract import AdminTokenStoreContract
 from vault.rotation_contract import RotationStoreContract
 
 T = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
@@ -61,7 +62,7 @@ def arec(seq: int, prev: str = GENESIS) -> AuditRecord:
     )
 
 
-class StoreContract(RotationStoreContract):
+class StoreContract(RotationStoreContract, AdminTokenStoreContract):
     """Backend-agnostic tests; subclasses provide ``store`` (and ``second_store``)."""
 
     # -- metadata, KEKs, generation ----------------------------------------------------

@@ -42,6 +42,7 @@ KEY_ID_RE = re.compile(r"[0-9a-z]{12}")
 #: anything that has the shape of a key keyguard knows: used by pattern-based redaction
 ANY_KEY_RE = re.compile(
     r"sk-(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_-]{20,}|kg_[0-9a-z]{12}[0-9A-Za-z]{50}"
+    r"|kga_[0-9a-z]{12}[0-9A-Za-z]{50}"  # admin tokens (keyguard.domain.admin_tokens)
 )
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from keyguard.domain.admin_tokens import AdminToken
 from keyguard.domain.audit import AuditHead, AuditRecord
 from keyguard.domain.records import (
     KeySecretHash,
@@ -201,7 +202,31 @@ class RotationStore(Protocol):
         """Set ``deleted_at`` (idempotent: the first time is kept); :class:`KeyNotFound`."""
 
 
+class AdminTokenStore(Protocol):
+    """Admin tokens of the admin API: records plus the keyed hash of each secret (no write
+    bumps the generation). Revocation is permanent and idempotent (the first time is kept)."""
+
+    def add_admin_token(self, token: AdminToken, digest: bytes) -> None:
+        """Insert a token with its secret's digest; :class:`AlreadyExists` for a taken id."""
+
+    def get_admin_token(self, token_id: str) -> tuple[AdminToken, bytes] | None:
+        """The token's record and digest, or ``None``."""
+
+    def list_admin_tokens(self) -> list[AdminToken]:
+        """Every token (revoked ones too), oldest first."""
+
+    def revoke_admin_token(self, token_id: str, at: datetime) -> AdminToken:
+        """Revoke (idempotent); :class:`KeyNotFound` for an unknown id."""
+
+
 class VaultStore(
-    Transactional, MetaStore, UpstreamStore, VirtualKeyStore, AuditStore, RotationStore, Protocol
+    Transactional,
+    MetaStore,
+    UpstreamStore,
+    VirtualKeyStore,
+    AuditStore,
+    RotationStore,
+    AdminTokenStore,
+    Protocol,
 ):
     """Everything the vault needs from a backend."""

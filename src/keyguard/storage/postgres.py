@@ -23,6 +23,7 @@ from keyguard.domain.records import (
 from keyguard.errors import AlreadyExists, ConcurrentUpdate, KeyNotFound
 from keyguard.storage import codec as c
 from keyguard.storage.ports import KekRecord, SealedUpstream
+from keyguard.storage.postgres_admin_tokens import PgAdminTokenTables
 from keyguard.storage.postgres_audit import PgAuditTables
 from keyguard.storage.postgres_conn import parse_target
 from keyguard.storage.postgres_rotation import PgRotationTables
@@ -59,7 +60,7 @@ def _group_upstreams(rows: Sequence[tuple[Any, ...]]) -> list[UpstreamCredential
     return [c.upstream_from_row(head, versions[name]) for name, head in heads.items()]
 
 
-class PostgresStore(PgAuditTables, PgRotationTables):
+class PostgresStore(PgAuditTables, PgRotationTables, PgAdminTokenTables):
     """A :class:`~keyguard.storage.ports.VaultStore` in one PostgreSQL schema.
 
     ``url``: ``postgresql://`` or ``postgres://`` (libpq syntax, ``options=-csearch_path=...``

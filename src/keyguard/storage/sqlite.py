@@ -23,6 +23,7 @@ from keyguard.errors import (
 )
 from keyguard.storage import codec as c
 from keyguard.storage.ports import KekRecord, SealedUpstream
+from keyguard.storage.sqlite_admin_tokens import SqliteAdminTokenTables
 from keyguard.storage.sqlite_audit import SqliteAuditTables
 from keyguard.storage.sqlite_base import MEMORY, decodes
 from keyguard.storage.sqlite_rotation import SqliteRotationTables
@@ -30,7 +31,7 @@ from keyguard.storage.sqlite_rotation import SqliteRotationTables
 __all__ = ["MEMORY", "SqliteStore", "open_sqlite"]
 
 
-class SqliteStore(SqliteAuditTables, SqliteRotationTables):
+class SqliteStore(SqliteAuditTables, SqliteRotationTables, SqliteAdminTokenTables):
     """A :class:`~keyguard.storage.ports.VaultStore` over one SQLite file (or ``:memory:``)."""
 
     # -- metadata and KEKs ----------------------------------------------------------------
