@@ -13,14 +13,19 @@ import re
 from collections import Counter
 from itertools import pairwise
 
-#: a unit of 1-8 characters repeated 5 or more times in a row ("aaaaa", "abababab…")
-_REPEATED_UNIT = re.compile(r"(.{1,8}?)\1{4,}", re.DOTALL)
+#: one character 6+ times in a row ("aaaaaa"), or a unit of 2-8 characters 4+ times
+#: ("abababab", "abcabcabcabc"); random bodies of 150 characters hit this ~1 in 7 million
+_REPEATED_UNIT = re.compile(r"(.)\1{5,}|(.{2,8}?)\2{3,}", re.DOTALL)
 
-#: words that mark a value as a placeholder (need 5+ characters so random bodies avoid them)
+#: words that mark a value as a placeholder, matched in lower, UPPER or Capitalized case only
+#: (a random mixed-case body spells "DuMmY" far more often than "dummy")
+_WORDS = (
+    "example", "placeholder", "your[-_]?(?:api|key|openai|own|secret|token)", "replace",
+    "changeme", "redacted", "dummy", "xxxxx", "insert[-_]?your", "sample[-_]?key",
+    "notarealkey", "not[-_]a[-_]real",
+)  # fmt: skip
 _PLACEHOLDER_WORDS = re.compile(
-    r"example|placeholder|your[-_]?(?:api|key|openai|own|secret|token)|replace|changeme|"
-    r"redacted|dummy|xxxxx|insert[-_]?your|sample[-_]?key|notarealkey|not[-_]a[-_]real",
-    re.IGNORECASE,
+    "|".join(v for w in _WORDS for v in (w, w.upper(), w[0].upper() + w[1:]))
 )
 
 MIN_ENTROPY = 3.0  # bits per character; random base62 bodies of 40 characters score ~5.0
