@@ -91,6 +91,46 @@ def _managed_keys(ctx: click.Context, *, revoke: bool) -> ManagedKeys | None:
     return VaultManagedKeys(vault, emergency=emergency)
 
 
+def _update_baseline(report: ScanReport, path: Path) -> None:
+    """Record the current findings (keeping the baseline's salt)."""
+    from keyguard.scanner import baseline as baseline_mod
+
+    known = baseline_mod.load(path) if path.exists() else baseline_mod.Baseline()
+    fresh = baseline_mod.Baseline(salt=known.salt)
+    fresh.add(report.findings)
+    baseline_mod.save(fresh, path)
+    click.echo(f"baseline {path}: {len(fresh.entries)} finding(s) recorded", err=True)
+
+
+def _apply_baseline(report: ScanReport, path: Path) -> None:
+    """Drop the findings the baseline knows; count them."""
+    from keyguard.scanner import baseline as baseline_mod
+
+    known = baseline_mod.load(path)
+    kept = [f for f in report.findings if not known.knows(f)]
+    report.baselined = len(report.findings) - len(kept)
+    report.findings = kept
+
+
+def _enrich(
+    ctx: click.Context, report: ScanReport, *, revoke: bool, verify_url: str | None
+) -> None:
+    """Say which keys keyguard manages (and revoke them), and which are live."""
+    from keyguard.scanner import managed
+
+    keys = _managed_keys(ctx, revoke=revoke)
+    if keys is not None and revoke:
+        from keyguard.cli.common import actor
+
+        report.findings = managed.revoke_all(report.findings, keys, actor=actor())
+    elif keys is not None:
+        report.findings = managed.annotate(report.findings, keys)
+    if verify_url is not None:
+        from keyguard.scanner.verify import Verifier
+
+        report.findings = Verifier(verify_url).annotate(report.findings)
+
+
 def _render(report: ScanReport, fmt: str, out: IO[str], color: bool) -> None:
     if fmt == "json":
         from keyguard.scanner.reporters import render_json
@@ -128,7 +168,7 @@ def _render(report: ScanReport, fmt: str, out: IO[str], color: bool) -> None:
 @click.option(
     "--revoke-managed",
     is_flag=True,
-    help="Revoke found virtual keys / mark found upstream keys compromised.",
+    help="Revoke found virtual keys; rotate (admin key) or flag found upstream keys.",
 )
 @click.option(
     "--max-file-size",
@@ -184,36 +224,13 @@ def scan_cmd(
     else:
         report = _scan_paths(scanner, targets, respect_ignore=not no_ignore)
 
-    if baseline:
-        from keyguard.scanner import baseline as baseline_mod
     if baseline and update_baseline:
-        path = Path(baseline)
-        known = baseline_mod.load(path) if path.exists() else baseline_mod.Baseline()
-        fresh = baseline_mod.Baseline(salt=known.salt)
-        fresh.add(report.findings)
-        baseline_mod.save(fresh, path)
-        click.echo(f"baseline {baseline}: {len(fresh.entries)} finding(s) recorded", err=True)
+        _update_baseline(report, Path(baseline))
         return
     if baseline:
-        known = baseline_mod.load(Path(baseline))
-        kept = [f for f in report.findings if not known.knows(f)]
-        report.baselined = len(report.findings) - len(kept)
-        report.findings = kept
-
+        _apply_baseline(report, Path(baseline))
     if report.findings:
-        from keyguard.scanner import managed
-
-        keys = _managed_keys(ctx, revoke=revoke_managed)
-        if keys is not None and revoke_managed:
-            from keyguard.cli.common import actor
-
-            report.findings = managed.revoke_all(report.findings, keys, actor=actor())
-        elif keys is not None:
-            report.findings = managed.annotate(report.findings, keys)
-        if verify:
-            from keyguard.scanner.verify import Verifier
-
-            report.findings = Verifier(verify_base_url).annotate(report.findings)
+        _enrich(ctx, report, revoke=revoke_managed, verify_url=verify_base_url if verify else None)
 
     if output:
         with open(output, "w", encoding="utf-8") as fh:
