@@ -91,7 +91,7 @@ class Scanner:
     ) -> None:
         self.detectors = list(detectors) if detectors is not None else load_detectors()
         self.max_file_size = max_file_size
-        self.jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+        self.jobs = jobs if jobs is not None else _usable_cpus()
 
     def scan_files(self, root: Path, rels: Sequence[str]) -> ScanReport:
         """Scan ``rels`` (posix paths relative to ``root``); in parallel for big trees."""
@@ -178,6 +178,13 @@ def _forked(
         yield from pickle.loads(data)  # noqa: S301
     if failed:
         raise ScanError("a scan worker process failed")
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (respects cpusets/affinity, unlike ``os.cpu_count``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _fork_is_safe() -> bool:
