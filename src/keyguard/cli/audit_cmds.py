@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
-from keyguard.cli.common import emit, iso, json_option, open_vault, settings_from, table
-from keyguard.domain.audit import AuditRecord
-
-
-def record_dict(r: AuditRecord) -> dict[str, Any]:
-    """An audit record as JSON-ready data."""
-    return {
-        "seq": r.seq,
-        "time": iso(r.time),
-        "action": r.action,
-        "actor": r.actor,
-        "subject": r.subject,
-        "source": r.source,
-        "outcome": r.outcome,
-        "details": dict(r.details),
-        "hash": r.hash,
-    }
+from keyguard.cli.common import emit, json_option, open_vault, settings_from, table
+from keyguard.vault.views import record_dict
 
 
 @click.group("audit")

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 import click
 
 from keyguard.cli.common import (
     actor,
     emit,
-    format_duration,
-    iso,
     json_option,
     kv,
     open_vault,
@@ -21,49 +16,9 @@ from keyguard.cli.common import (
     table,
     utcnow,
 )
-from keyguard.domain.records import BudgetPeriod, KeySpec, VirtualKey
+from keyguard.domain.records import BudgetPeriod, KeySpec
 from keyguard.errors import ConfigError
-
-
-def key_status(key: VirtualKey, now: datetime) -> str:
-    """``active``, ``expired`` or ``revoked``."""
-    if key.revoked:
-        return "revoked"
-    if key.expired(now):
-        return "expired"
-    return "active"
-
-
-def key_dict(
-    key: VirtualKey, now: datetime, rotated_at: datetime | None = None
-) -> dict[str, Any]:
-    """A virtual key's record as JSON-ready data (never its secret); age counts from the last
-    rotation (``rotated_at``) when there was one."""
-    since = rotated_at or key.created_at
-    due = since + key.max_age if key.max_age else None
-    return {
-        "key_id": key.key_id,
-        "name": key.name,
-        "owner": key.owner,
-        "upstream": key.upstream,
-        "status": key_status(key, now),
-        "allowed_models": list(key.allowed_models),
-        "allowed_endpoints": list(key.allowed_endpoints),
-        "allowed_cidrs": list(key.allowed_cidrs),
-        "expires_at": iso(key.expires_at),
-        "rpm": key.rpm,
-        "tpm": key.tpm,
-        "max_concurrency": key.max_concurrency,
-        "budget_usd": key.budget_usd,
-        "budget_period": key.budget_period.value,
-        "created_at": iso(key.created_at),
-        "rotated_at": iso(rotated_at),
-        "age_days": round((now - since).total_seconds() / 86400, 1),
-        "max_age": format_duration(key.max_age),
-        "rotation_due_at": iso(due),
-        "last_used_at": iso(key.last_used_at),
-        "revoked_at": iso(key.revoked_at),
-    }
+from keyguard.vault.views import key_dict
 
 
 @click.group("key")

@@ -13,12 +13,13 @@ from typing import Any
 
 import click
 
-from keyguard.cli.common import emit, iso, json_option, kv, open_vault, settings_from, utcnow
+from keyguard.cli.common import emit, json_option, kv, open_vault, settings_from, utcnow
 from keyguard.config import Settings
 from keyguard.domain.limits import Limits, Usage, period_bounds, period_id
 from keyguard.domain.pricing import nano_to_usd
 from keyguard.domain.records import VirtualKey
 from keyguard.errors import KeyguardError
+from keyguard.vault.views import usage_dict
 
 
 def announce(settings: Settings, kind: str, subject: str) -> None:
@@ -62,30 +63,6 @@ def _usage(settings: Settings, vault: Any, key: VirtualKey, now: datetime) -> tu
         "in-process"
     )
 
-
-def usage_dict(key: VirtualKey, u: Usage, backend: str) -> dict[str, Any]:
-    """JSON-ready usage of one key (ids and figures only)."""
-    live = backend == "redis"
-    remaining = None if u.budget_usd is None else max(u.budget_usd - u.spent_usd - u.held_usd, 0)
-    return {
-        "key_id": key.key_id,
-        "name": key.name,
-        "backend": backend,
-        "budget_period": key.budget_period.value,
-        "period": u.period,
-        "period_start": iso(u.period_start),
-        "period_end": iso(u.period_end),
-        "spent_usd": round(u.spent_usd, 6),
-        "held_usd": round(u.held_usd, 6),
-        "budget_usd": u.budget_usd,
-        "remaining_usd": None if remaining is None else round(remaining, 6),
-        "requests_last_minute": u.requests_last_minute if live else None,
-        "rpm": key.rpm,
-        "tokens_last_minute": u.tokens_last_minute if live else None,
-        "tpm": key.tpm,
-        "in_flight": u.in_flight if live else None,
-        "max_concurrency": key.max_concurrency,
-    }
 
 
 def register(group: click.Group) -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from keyguard.cli.common import (
     actor,
     emit,
-    format_duration,
     iso,
     json_option,
     kv,
@@ -19,33 +16,8 @@ from keyguard.cli.common import (
     settings_from,
     table,
 )
-from keyguard.domain.records import DEFAULT_BASE_URL, UpstreamCredential
-from keyguard.domain.rotation import next_due
-
-
-def upstream_dict(cred: UpstreamCredential) -> dict[str, Any]:
-    """A credential as JSON-ready data (fingerprints only, never key material)."""
-    return {
-        "name": cred.name,
-        "provider": cred.provider,
-        "base_url": cred.base_url,
-        "organization": cred.organization,
-        "project": cred.project,
-        "allow_insecure_loopback": cred.allow_insecure_loopback,
-        "created_at": iso(cred.created_at),
-        "last_rotated_at": iso(cred.last_rotated_at),
-        "max_age": format_duration(cred.max_age),
-        "rotation_due_at": iso(next_due(cred.max_age, cred.last_rotated_at or cred.created_at)),
-        "versions": [
-            {
-                "version": v.version,
-                "label": v.label.value if v.label else None,
-                "fingerprint": v.fingerprint,
-                "created_at": iso(v.created_at),
-            }
-            for v in cred.versions
-        ],
-    }
+from keyguard.domain.records import DEFAULT_BASE_URL
+from keyguard.vault.views import upstream_dict
 
 
 @click.group("upstream")

@@ -20,6 +20,7 @@ from keyguard.domain.records import (
 from keyguard.domain.secret import Secret
 from keyguard.storage.ports import VaultStore
 from keyguard.vault import maintenance
+from keyguard.vault.admin_tokens import AdminTokenFacade
 from keyguard.vault.audit import AuditLog
 from keyguard.vault.auth import KeyAuthenticator
 from keyguard.vault.core import (
@@ -35,7 +36,7 @@ from keyguard.vault.rotation_facade import RotationFacade
 from keyguard.vault.upstreams import UpstreamService
 
 
-class Vault(RotationFacade):
+class Vault(RotationFacade, AdminTokenFacade):
     """An unlocked vault: upstream credentials, virtual keys, audit log, key rotation.
 
     Build it with :meth:`create` or :meth:`open`; pass ``clock`` to control time. Methods that
