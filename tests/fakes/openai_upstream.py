@@ -134,6 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/v1/test/slow-stream": self._slow_stream,
             "/v1/test/headers": self._headers_report,
             "/v1/test/echo-size": self._echo_size,
+            "/v1/test/close-delimited": self._close_delimited,
         }.get(path)
         if handler is None:
             self._json(
@@ -346,6 +347,14 @@ class _Handler(BaseHTTPRequestHandler):
             )
         }
         self._json(200, {"names": names, "values": safe})
+
+    def _close_delimited(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"until-close " * 1000)
+        self.close_connection = True
 
     def _echo_size(self, body: bytes) -> None:
         self._json(

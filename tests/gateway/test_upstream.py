@@ -157,3 +157,15 @@ def test_keep_alive_reuses_upstream_connections(gateway: RunningGateway, make_ke
         (r,) = read_responses(s, 1)
         assert r.status == 200 and r.complete
     s.close()
+
+
+def test_close_delimited_upstream_body(gateway: RunningGateway, make_key: Any) -> None:
+    r = request(gateway, "GET", "/v1/test/close-delimited", token=make_key())
+    assert r.status == 200 and r.complete
+    assert r.body == b"until-close " * 1000
+
+
+def test_head_request(gateway: RunningGateway, make_key: Any) -> None:
+    r = request(gateway, "HEAD", "/v1/models", token=make_key())
+    assert r.status in (200, 501) and r.body == b""
+    assert request(gateway, "GET", "/healthz").status == 200

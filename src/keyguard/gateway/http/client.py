@@ -65,6 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_only = False
         self._read_paused = False
         self._keep_alive = False
+        self._until_close = False
 
     # ---- asyncio protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,7 +73,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if not self._complete:
+        if not self._complete and self._head_done and self._until_close:
+            self._complete = True  # a body delimited by the end of the connection
+            self._wake()
+        elif not self._complete:
             self._fail(UpstreamUnavailable("the upstream closed the connection"))
         w, self._drain_waiter = self._drain_waiter, None
         if w is not None and not w.done():
@@ -111,6 +115,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = True
         if self._head_only:
             self._complete = True
+        else:
+            framed = any(k in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
+            self._until_close = not framed and status not in (204, 304)
         self._wake()
 
     def on_body(self, chunk: bytes) -> None:
