@@ -32,6 +32,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -161,6 +162,39 @@ async def redis_roundtrip_us(url: str, n: int = 2000) -> float:
     return statistics.median(times[100:])
 
 
+async def admission_us(redis_url: str | None, n: int = 5000) -> float:
+    """p50 µs of the whole limits step for one request, outside the server: estimate +
+    reserve + usage tap over the response + settle (in-process, or against Redis)."""
+    from keyguard.domain.records import VirtualKey
+    from keyguard.gateway.forward import PreparedBody
+    from keyguard.gateway.limits import Admission
+    from keyguard.limits.memory import AsyncMemoryLimiter, MemoryLimiter
+    from keyguard.limits.prices import shipped_prices
+    from keyguard.limits.redis_async import AsyncRedisLimiter, connect_async
+
+    limiter: Any = (
+        AsyncRedisLimiter(connect_async(redis_url), prefix=f"bench:{secrets.token_hex(4)}:")
+        if redis_url else AsyncMemoryLimiter(MemoryLimiter())
+    )
+    adm = Admission(limiter, shipped_prices())
+    key = VirtualKey(key_id="benchkey", name="b", upstream="default",
+                     created_at=datetime.now(timezone.utc), rpm=10**8, tpm=10**10, budget_usd=1e6)
+    req, resp = REQ_BODY.encode(), CHAT_BODY.encode()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        now = datetime.now(timezone.utc)
+        ticket = await adm.admit(key, "/v1/chat/completions", PreparedBody(data=req, model="m"),
+                                 now, len(req))
+        ticket.tap.start(200, [(b"content-type", b"application/json")], len(resp))
+        ticket.tap.feed(resp)
+        ticket.tap.end()
+        await adm._finish(ticket, now, True)
+        times.append((time.perf_counter() - t0) * 1e6)
+    await adm.aclose()
+    return statistics.median(times[n // 10:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5)
@@ -253,6 +287,8 @@ def main() -> None:
             for m in modes
         }
         rt = asyncio.run(redis_roundtrip_us(env["KEYGUARD_REDIS_URL"]))
+        step_mem = asyncio.run(admission_us(None))
+        step_redis = asyncio.run(admission_us(env["KEYGUARD_REDIS_URL"]))
     finally:
         for p in procs:
             p.terminate()
@@ -272,6 +308,8 @@ def main() -> None:
           f"{(results['memory']['seq_p50'] - off) * 1000:+.0f} µs, redis "
           f"{(results['redis']['seq_p50'] - off) * 1000:+.0f} µs")
     print(f"Redis reserve+settle (2 EVALSHA round trips) from asyncio, p50: {rt:.0f} µs")
+    print(f"whole limits step per request (estimate, reserve, usage tap, settle), p50: "
+          f"in-process {step_mem:.0f} µs, Redis {step_redis:.0f} µs")
     print(json.dumps(results))
 
 
