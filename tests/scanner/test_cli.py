@@ -259,3 +259,20 @@ def test_an_ignored_directory_says_so(repo, rng):
     quiet = run("scan", str(repo / "build"))
     assert quiet.exit_code == 0 and "git-ignored" in quiet.output
     assert run("scan", "--no-ignore", str(repo / "build")).exit_code == 1
+
+
+def test_fix_to_vault_dry_run_plans_without_storing(repo, rng, managed_vault, isolated_home):
+    key, vk = openai_key(rng), virtual_key(rng)
+    (repo / "app.py").write_text(f"A = '{key}'\nB = '{vk}'\n")
+    result = run("fix", "--to-vault", "--dry-run", "--json", str(repo))
+    doc = json.loads(result.output)
+    assert [e.split(" ")[0] for e in doc["planned_vault"]] == ["OPENAI_API_KEY"]
+    assert [e.split("=")[0] for e in doc["planned_env"]] == ["OPENAI_API_KEY_2"]
+    _no_keys(result.output, [key, vk])
+    vault = _vault(isolated_home)
+    try:
+        from keyguard.domain.keys import fingerprint
+
+        assert vault.find_managed(fingerprint(key)) is None
+    finally:
+        vault.close()

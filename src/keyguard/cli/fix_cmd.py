@@ -42,6 +42,7 @@ def _as_dict(result: FixResult) -> dict[str, Any]:
         "env_file": result.env_file,
         "stored": result.stored,
         "planned_env": result.planned_env_lines,
+        "planned_vault": result.planned_vault,
         "gitignore_updated": result.gitignore_updated,
         "files": [
             {
@@ -66,6 +67,8 @@ def _print_human(result: FixResult) -> None:
     if result.dry_run:
         for entry in result.planned_env_lines:
             click.echo(f"would append to {result.env_file}: {entry}")
+        for entry in result.planned_vault:
+            click.echo(f"would store in the keyguard vault: {entry}")
         click.echo("dry run: nothing was written")
         return
     for stored in result.stored:
@@ -113,7 +116,7 @@ def fix_cmd(
         for rel in list_files(target, respect_ignore=not no_ignore)
     ]
     report = Scanner().scan_files(root, rels)
-    sink = _vault_sink(ctx) if to_vault and not dry_run else None
+    sink = _vault_sink(ctx) if to_vault else None  # opened for --dry-run too: fail early
     result = fix_findings(
         root,
         report.findings,

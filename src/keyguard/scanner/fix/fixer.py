@@ -60,6 +60,7 @@ class FixResult:
     env_file: str = ".env"
     stored: list[str] = field(default_factory=list)  # descriptions, never values
     planned_env_lines: list[str] = field(default_factory=list)
+    planned_vault: list[str] = field(default_factory=list)  # names (redacted values)
     gitignore_updated: bool = False
     dry_run: bool = False
 
@@ -155,16 +156,24 @@ def fix_findings(
                 name = env.name_for(f.secret.reveal(), None, default_env_name(f.format))
                 fix.guidance.append(guidance(f, name, env_label))
         result.files.append(fix)
+    # virtual keys are issued by the vault, not stored in it: they go to .env like any value
+    to_sink = {
+        name: value
+        for name, value in env.pending.items()
+        if sink is not None and not value.startswith(VIRTUAL_KEY_PREFIX)
+    }
+    for name in to_sink:
+        del env.pending[name]
     result.planned_env_lines = env.planned_lines()
+    result.planned_vault = [
+        f"{name} ({Secret(value, register=False).redacted})" for name, value in to_sink.items()
+    ]
     if dry_run:
         return result
     # 2. store values first: if anything below fails, the key is still safe somewhere
     if sink is not None:
-        # virtual keys are issued by the vault, not stored in it: they go to .env like any value
-        for name, value in list(env.pending.items()):
-            if not value.startswith(VIRTUAL_KEY_PREFIX):
-                result.stored.append(sink.store(name, Secret(value, register=False)))
-                del env.pending[name]
+        for name, value in to_sink.items():
+            result.stored.append(sink.store(name, Secret(value, register=False)))
     result.stored += [f"{name} -> {env_label}" for name in env.commit()]
     # 3. then the sources, one atomic replace each
     for fix in result.files:
