@@ -227,6 +227,15 @@ class Gateway:
             return PreparedBody()
         restricted = not key.policy.models.allow_all
         ctype = req.header(b"content-type") or b""
+        if not restricted and ctype[:16].lower() == b"application/json":
+            # the common case: small JSON, read only to learn the model for the audit record
+            if (
+                req.content_length is None
+                or req.content_length > self.config.audit_json_sniff_limit
+            ):
+                return PreparedBody()
+            data = await req.body.read_all(self.config.limits.max_body_bytes)
+            return PreparedBody(data=data, model=model_from_json(data)[1])
         if restricted:
             enc = (req.header(b"content-encoding") or b"identity").strip().lower()
             if enc != b"identity":

@@ -105,6 +105,15 @@ class BodyStream:
 
     async def read_all(self, limit: int) -> bytes:
         """The whole body (at most ``limit`` bytes, else :class:`ValueError`)."""
+        if self._done and self._error is None and self.on_first_read is None:
+            data = b"".join(self._chunks)  # already here (the common small body): no waiting
+            self._chunks.clear()
+            self._size = 0
+            if len(data) > limit:
+                raise ValueError("body exceeds limit")
+            if self._proto is not None:
+                self._proto.resume_reading("body")
+            return data
         parts = []
         total = 0
         while chunk := await self.read():
