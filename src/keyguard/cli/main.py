@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "upstream": ("keyguard.cli.upstream_cmds:upstream", "Manage upstream (OpenAI) credentials."),
     "key": ("keyguard.cli.key_cmds:key", "Manage virtual keys."),
     "audit": ("keyguard.cli.audit_cmds:audit", "List and verify the audit log."),
+    "admin-token": ("keyguard.cli.admin_cmds:admin_token", "Manage admin API tokens."),
     "vault": ("keyguard.cli.vault_cmds:vault", "Vault maintenance: rewrap, master key rotation."),
     "rotate": ("keyguard.cli.rotate_cmds:rotate_cmd", "Rotate keys that are due, or resume."),
     "run": ("keyguard.cli.run_cmd:run_cmd", "Run a command with the key in its environment."),

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from keyguard.domain import policy as domain_policy
 from keyguard.domain.keys import parse_virtual_key
@@ -44,6 +45,9 @@ from keyguard.gateway.limits import Admission
 from keyguard.gateway.paths import BadPath, check_path, check_query, split_target
 from keyguard.gateway.ports import Authenticator, UpstreamProvider
 from keyguard.gateway.throttle import FailedAuthThrottle
+
+if TYPE_CHECKING:
+    from keyguard.gateway.admin.api import AdminApi
 
 log = logging.getLogger("keyguard.gateway")
 
@@ -92,6 +96,7 @@ class Gateway:
         clock: Callable[[], datetime] = _utcnow,
         ready: Callable[[], bool] | None = None,
         limits: Admission | None = None,
+        admin: AdminApi | None = None,
     ) -> None:
         self.config = config
         self._auth = authenticator
@@ -104,6 +109,9 @@ class Gateway:
         self._throttle = FailedAuthThrottle(config.throttle_burst, config.throttle_rate)
         self._routes = CredentialCache(upstreams, config)
         self._forwarder = Forwarder(config)
+        self._admin = admin
+        if admin is not None:  # /admin/ shares the client-IP resolver and failed-auth throttle
+            admin.attach(self._resolver, self._throttle, limits)
 
     def close(self) -> None:
         self._forwarder.close()
@@ -113,6 +121,9 @@ class Gateway:
         path_b, query = split_target(req.target)
         if path_b in (b"/healthz", b"/readyz"):
             self._health(path_b, w)
+            return
+        if self._admin is not None and path_b.startswith(b"/admin/"):
+            await self._admin.handle(req, w, path_b, query)
             return
         ctx = _Ctx()
         ctx.client_ip = req.peer[0]
