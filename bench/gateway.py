@@ -156,7 +156,7 @@ def start_keyguard(
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=open(work / "keyguard.log", "wb"),
+        stderr=open(work / "keyguard.log", "wb"),  # noqa: SIM115 - lives as long as the process
     )
     return proc, token.reveal(), sse_token.reveal()
 

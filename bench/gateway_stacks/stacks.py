@@ -122,8 +122,11 @@ def main() -> None:
             c0 = bench.cpu_seconds(pids)
             r = bench.run_wrk(url, args.conns, args.duration, token, work)
             cpu = (bench.cpu_seconds(pids) - c0) / max(r["requests"], 1) * 1e6 if pid else 0.0
-            print(f"{name:14s} {r['rps']:9.0f} req/s  p50 {r['p50']:7.3f} ms  "
-                  f"p99 {r['p99']:7.3f} ms  cpu {cpu:6.1f} us/req", flush=True)
+            print(
+                f"{name:14s} {r['rps']:9.0f} req/s  p50 {r['p50']:7.3f} ms  "
+                f"p99 {r['p99']:7.3f} ms  cpu {cpu:6.1f} us/req",
+                flush=True,
+            )
     finally:
         for p in procs:
             p.terminate()
