@@ -76,6 +76,7 @@ class Fail(Exception):
         super().__init__(message)
         self.status, self.code, self.param = status, code, param
         self.headers = headers or []
+        self.audited = False
 
 
 #: handler exception -> (status, code); first match wins
@@ -186,8 +187,12 @@ class AdminApi:
             if route.request is not None:
                 call.body = parse_body(await self._json_body(req), route.request)
             status, payload = await self._dispatch(route, call)
-        except Fail as exc:
+        except InvalidBody as exc:
             if route.mutating:
+                await self._audit(route, call, 400, "denied")
+            raise _fail_for(exc) from None
+        except Fail as exc:
+            if route.mutating and not exc.audited:
                 await self._audit(route, call, exc.status, "denied")
             raise
         return status, json.dumps(payload).encode(), list(_JSON)
@@ -274,6 +279,7 @@ class AdminApi:
             if route.mutating:
                 outcome = "error" if fail.status >= 500 else "denied"
                 self._audit_sync(route, call, fail.status, outcome)
+                fail.audited = True
             raise fail from None
         if route.mutating:
             self._audit_sync(route, call, status, "ok")

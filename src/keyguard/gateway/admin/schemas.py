@@ -27,11 +27,12 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def obj(props: dict[str, Schema], required: tuple[str, ...] = (), **extra: Any) -> Schema:
+def obj(props: dict[str, Schema], required: tuple[str, ...] | None = None, **extra: Any) -> Schema:
+    """An object schema; every property is required unless ``required`` names them."""
     return {
         "type": "object",
         "properties": props,
-        "required": list(required or props),
+        "required": list(props if required is None else required),
         **extra,
     }
 
