@@ -225,3 +225,20 @@ def test_many_bad_connections_then_serving(gateway: RunningGateway) -> None:
         s.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03")  # a TLS hello to plain HTTP
         s.close()
     _still_serving(gateway)
+
+
+def test_slow_body_times_out(gateway_config: Any, vault: Any, make_key: Any) -> None:
+    from dataclasses import replace
+
+    from keyguard.gateway.server import run_in_thread
+
+    cfg = replace(gateway_config, limits=replace(gateway_config.limits, body_timeout=0.5))
+    with run_in_thread(cfg, vault) as gw, connect(gw) as s:
+        s.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n" + _auth(make_key()) + b"\r\n" + b'{"model": '
+        )
+        t0 = time.monotonic()
+        got = read_responses(s, 1)
+    assert got and got[0].status == 408
+    assert time.monotonic() - t0 < 5

@@ -30,6 +30,7 @@ def gateway_config(settings: Any, **limits: Any) -> Any:
         max_body_bytes=limits["max_body_mb"] * 1024 * 1024,
         header_timeout=limits["header_timeout"],
         keepalive_timeout=limits["keepalive_timeout"],
+        body_timeout=limits["body_timeout"],
     )
     return GatewayConfig(
         host=settings.host,
@@ -105,6 +106,14 @@ def gateway_config(settings: Any, **limits: Any) -> Any:
     show_default=True,
     envvar="KEYGUARD_HEADER_TIMEOUT",
     help="Seconds to receive a request head (408).",
+)
+@click.option(
+    "--body-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    envvar="KEYGUARD_BODY_TIMEOUT",
+    help="Longest pause while a request body is received (408).",
 )
 @click.option(
     "--keepalive-timeout",

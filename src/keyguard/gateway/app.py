@@ -39,7 +39,7 @@ from keyguard.gateway.credentials import CredentialCache, UpstreamRoute
 from keyguard.gateway.errors import ClientError
 from keyguard.gateway.forward import Forwarder, PreparedBody
 from keyguard.gateway.headers import bearer_token
-from keyguard.gateway.http.messages import Request, ResponseWriter
+from keyguard.gateway.http.messages import BodyTimeout, Request, ResponseWriter
 from keyguard.gateway.http.server import BodyTooLarge
 from keyguard.gateway.limits import Admission
 from keyguard.gateway.paths import BadPath, check_path, check_query, split_target
@@ -138,6 +138,11 @@ class Gateway:
         except BodyTooLarge:
             ctx.status = self._send_error(
                 w, ClientError(413, "request body too large", "request_too_large")
+            )
+        except BodyTimeout:
+            req.keep_alive = False
+            ctx.status = self._send_error(
+                w, ClientError(408, "request body not received in time", "timeout")
             )
         except ConnectionError:
             ctx.status = 499

@@ -27,6 +27,15 @@ def status_line(status: int) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d Status\r\n" % status
 
 
+class BodyTimeout(Exception):
+    """The client stopped sending its request body (no data within the body timeout)."""
+
+
+def _expire_body(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(BodyTimeout("request body not received in time"))
+
+
 class BodyStream:
     """Chunks of one request body as they arrive; ``read()`` returns ``b""`` at the end."""
 
@@ -37,12 +46,16 @@ class BodyStream:
         "_high",
         "_proto",
         "_size",
+        "_timeout",
         "_waiter",
         "on_first_read",
     )
 
-    def __init__(self, proto: HttpServerProtocol | None, high: int = 256 * 1024) -> None:
+    def __init__(
+        self, proto: HttpServerProtocol | None, high: int = 256 * 1024, timeout: float = 60.0
+    ) -> None:
         self._proto = proto
+        self._timeout = timeout
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._done = False
@@ -95,8 +108,13 @@ class BodyStream:
                 raise self._error
             if self._done:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(self._timeout, _expire_body, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
         chunk = self._chunks.popleft()
         self._size -= len(chunk)
         if self._proto is not None and self._size <= self._high // 2:

@@ -43,6 +43,8 @@ class ServerLimits:
     header_timeout: float = 10.0
     keepalive_timeout: float = 75.0
     body_buffer_high: int = 256 * 1024
+    #: longest pause while receiving a request body (408 / connection closed)
+    body_timeout: float = 60.0
 
 
 class _Reject(Exception):
@@ -240,7 +242,7 @@ class HttpServerProtocol(asyncio.Protocol):
             raise _Reject(413, "request body too large", "request_too_large")
         if self._active is None and not self._pending:
             self._cancel_timer()
-        body = BodyStream(self, self._limits.body_buffer_high)
+        body = BodyStream(self, self._limits.body_buffer_high, self._limits.body_timeout)
         if not self._chunked and not self._content_length:
             body.finish()
         self._body = body
