@@ -180,6 +180,8 @@ class Forwarder:
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
+            elif pump is not None and not pump.cancelled():
+                pump.exception()  # retrieved: a late body failure is no "never retrieved" noise
 
 
 async def _pump(
