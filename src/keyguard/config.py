@@ -89,6 +89,8 @@ class Settings:
     # limits
     prices_file: Path | None = None
     limits_degrade: bool = False
+    # admin API: client networks allowed to reach /admin/ (empty: any; tokens are still needed)
+    admin_cidrs: tuple[str, ...] = ()
 
     @property
     def safe_database_url(self) -> str:
@@ -129,6 +131,7 @@ _ENV: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "dotenv": ("KEYGUARD_DOTENV", _as_bool),
     "prices_file": ("KEYGUARD_PRICES_FILE", _as_opt_path),
     "limits_degrade": ("KEYGUARD_LIMITS_DEGRADE", _as_bool),
+    "admin_cidrs": ("KEYGUARD_ADMIN_CIDRS", _as_tuple),
 }
 
 #: environment variables that are settings but not secrets, for documentation

@@ -78,6 +78,14 @@ def gateway_config(settings: Any, **limits: Any) -> Any:
     "[env KEYGUARD_TRUSTED_PROXIES, comma-separated]",
 )
 @click.option(
+    "--admin-cidr",
+    "admin_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="Only these client networks may reach the admin API under /admin/ (repeatable; "
+    "default: any, admin tokens are always required). [env KEYGUARD_ADMIN_CIDRS, comma-separated]",
+)
+@click.option(
     "--upstream-ca-bundle",
     type=_PATH,
     help="Verify upstreams against this CA bundle instead of the system store. "
@@ -151,6 +159,7 @@ def serve_cmd(
     client_ca: Path | None = None,
     trusted_proxies: tuple[str, ...] = (),
     upstream_ca_bundle: Path | None = None,
+    admin_cidrs: tuple[str, ...] = (),
     **limits: Any,
 ) -> None:
     """Serve the OpenAI-compatible gateway (clients use virtual keys; keyguard holds the key).
@@ -173,6 +182,7 @@ def serve_cmd(
         client_ca=client_ca,
         trusted_proxies=trusted_proxies or None,
         upstream_ca_bundle=upstream_ca_bundle,
+        admin_cidrs=admin_cidrs or None,
     )
     config = gateway_config(settings, **limits)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -182,6 +192,15 @@ def serve_cmd(
         redis_url=settings.redis_url,
         prices_file=settings.prices_file,
         degrade=settings.limits_degrade,
+    )
+    # the admin API under /admin/ (admin tokens; see docs/admin-api.md)
+    from keyguard.gateway.admin.setup import with_admin
+
+    extension = with_admin(
+        extension,
+        upstream_ca_bundle=settings.upstream_ca_bundle,
+        allowed_cidrs=settings.admin_cidrs,
+        redis_url=settings.redis_url,
     )
     # unlock once here: a wrong or missing master key fails now, with the CLI's message
     vault = open_vault(settings)

@@ -45,7 +45,13 @@ from keyguard.gateway.admin import handlers as h
 from keyguard.gateway.admin.openapi import document_bytes
 from keyguard.gateway.admin.routes import OPENAPI_PATH, Route, allowed_methods, match
 from keyguard.gateway.admin.validate import InvalidBody, parse_body
-from keyguard.gateway.clientip import BadForwarding, ClientIpResolver, IPAddress, parse_networks
+from keyguard.gateway.clientip import (
+    BadForwarding,
+    ClientIpResolver,
+    IPAddress,
+    IPNetwork,
+    parse_networks,
+)
 from keyguard.gateway.errors import error_body, for_exception
 from keyguard.gateway.headers import bearer_token
 from keyguard.gateway.http.messages import Request, ResponseWriter
@@ -109,6 +115,14 @@ def _fail_for(exc: BaseException) -> Fail:
     return Fail(500, "internal error", "internal_error")
 
 
+def admin_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
+    """The parsed ``admin_cidrs``; :class:`ConfigError` naming the setting when one is bad."""
+    try:
+        return parse_networks(cidrs)
+    except ConfigError:  # its message names trusted_proxies
+        raise ConfigError(f"admin_cidrs: invalid network in {list(cidrs)}") from None
+
+
 class AdminApi:
     """The ``/admin/`` part of the gateway (see the module docstring)."""
 
@@ -122,7 +136,7 @@ class AdminApi:
     ) -> None:
         self._vault = vault
         self._services = services
-        self._networks = parse_networks(allowed_cidrs)
+        self._networks = admin_networks(allowed_cidrs)
         self._max_body = max_body
         self._resolver = ClientIpResolver(())
         self._throttle = FailedAuthThrottle()

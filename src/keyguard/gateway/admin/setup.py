@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from keyguard.domain.records import UpstreamCredential
 from keyguard.errors import KeyguardError
-from keyguard.gateway.admin.api import AdminApi
+from keyguard.gateway.admin.api import AdminApi, admin_networks
 from keyguard.gateway.admin.handlers import Announce, Services
 from keyguard.gateway.ports import VaultLike
 from keyguard.rotation.admin_api import Endpoint, tls_context
@@ -75,7 +75,9 @@ def with_admin(
     allowed_cidrs: Sequence[str] = (),
     redis_url: str | None = None,
 ) -> Callable[[VaultLike], Any]:
-    """Wrap a per-worker extension factory so each worker's gateway serves ``/admin/`` too."""
+    """Wrap a per-worker extension factory so each worker's gateway serves ``/admin/`` too.
+    A bad ``allowed_cidrs`` fails here, before any worker starts."""
+    admin_networks(allowed_cidrs)
 
     def build(vault: VaultLike) -> Any:
         ext = extension(vault)
