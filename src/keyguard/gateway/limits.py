@@ -109,9 +109,10 @@ class Admission:
         limits = Limits.of(key)
         tap = UsageTap(strip_usage_chunk=strip)
         if not limits.active:
-            # nothing to enforce: the request is only counted, after the response, and does
-            # not depend on the limits store being up
-            limiter = self.fallback if self.fallback is not None and self._down() else self.limiter
+            # nothing to enforce: the request is only counted, after the response. While the
+            # limits store is known to be down it still fails closed (or degrades) like every
+            # other key, so an outage never silently stops usage accounting.
+            limiter = await self._probe(key, limits, now) if self.degraded else self.limiter
             sec = int(now.timestamp())
             period = period_id(limits.period, now)
             res = Reservation("", key.key_id, sec, 0, 0, period, 0.0, counted=False)
@@ -174,6 +175,19 @@ class Admission:
                 return self.fallback
             raise ClientError(503, UNAVAILABLE, "limits_unavailable")
         return self.limiter
+
+    async def _probe(self, key: VirtualKey, limits: Limits, now: datetime) -> AsyncLimiter:
+        """While the store is known to be down, a key without limits fails closed too (or
+        degrades): inside the back-off window at once, after it by one cheap read."""
+        limiter = self._pick()
+        if limiter is self.limiter:
+            try:
+                await limiter.usage(key.key_id, limits, now)
+            except LimiterUnavailable:
+                self._failed()
+                return self._pick()
+            self._ok(limiter)
+        return limiter
 
     def _failed(self) -> None:
         if not self._down_until:
