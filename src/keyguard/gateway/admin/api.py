@@ -153,14 +153,25 @@ class AdminApi:
         """Answer one ``/admin/...`` request; returns the status sent."""
         try:
             status, payload, headers = await self._handle(req, path_b, query)
-        except Fail as exc:
-            body = error_body(exc.status, str(exc), exc.code)
-            if exc.param is not None:
+        except ConnectionError:
+            w.abandon()  # the client went away
+            return 499
+        except Exception as exc:  # a bug must not leak details: log the type, answer 500
+            if isinstance(exc, Fail):
+                fail = exc
+            else:
+                log.error("admin API request failed: %s", type(exc).__name__)
+                fail = Fail(500, "internal error", "internal_error")
+            if w.started:
+                w.abandon()
+                return fail.status
+            body = error_body(fail.status, str(fail), fail.code)
+            if fail.param is not None:
                 doc = json.loads(body)
-                doc["error"]["param"] = exc.param
+                doc["error"]["param"] = fail.param
                 body = json.dumps(doc).encode()
-            w.send(exc.status, _JSON + exc.headers, body)
-            return exc.status
+            w.send(fail.status, _JSON + fail.headers, body)
+            return fail.status
         w.send(status, headers, payload)
         return status
 
