@@ -1,8 +1,9 @@
 """Find keys in one blob of bytes: classify, prefilter, decode, match, locate.
 
 The hot path is :func:`scan_bytes`. For the vast majority of files it costs a BOM check, a
-NUL search over the first 8 KiB and one ``bytes.find`` per detector keyword; only blobs that
-contain a keyword are decoded and matched.
+NUL search over the first 8 KiB and one pass of a bytes regex over the detectors' anchors
+(:func:`~keyguard.scanner.detectors.first_pass`); only blobs that contain a keyword are
+decoded and matched.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote
 
-from keyguard.scanner.detectors import Detector
+from keyguard.scanner.detectors import Detector, first_pass
 from keyguard.scanner.model import RawMatch
 from keyguard.scanner.notebook import annotate_notebook
 
@@ -51,6 +52,8 @@ def scan_bytes(
     """Every key in ``data``. Raises :class:`Binary` for content that is not text."""
     encoding = sniff_encoding(data)
     if encoding == "utf-8":
+        if first_pass(detectors).search(data) is None:
+            return []
         active = [d for d in detectors if d.wanted(data)]
         if not active:
             return []
