@@ -231,11 +231,27 @@ async def _serve_forever(
         await ext.aclose()
 
 
+def _raise_fd_limit() -> None:
+    """Lift the soft open-files limit to the hard one: idle keep-alive clients are cheap in
+    memory (a few KiB each) but each needs a descriptor."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > 1_048_576:
+            hard = 1_048_576
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not permitted / not POSIX
+        pass
+
+
 def _worker(
     config: GatewayConfig,
     vault_factory: Callable[[], VaultLike],
     extension: Extension | None = None,
 ) -> None:
+    _raise_fd_limit()
     vault = vault_factory()
     audit_vault = vault_factory()
     loop = _new_loop()
