@@ -60,7 +60,6 @@ def _managed_keys(ctx: click.Context, *, revoke: bool) -> ManagedKeys | None:
     """
     from keyguard.cli.common import open_vault, settings_from
     from keyguard.errors import KeyguardError
-    from keyguard.scanner.vault_port import VaultManagedKeys
     from keyguard.wiring import open_vault_if_present
 
     settings = settings_from(ctx)
@@ -87,6 +86,8 @@ def _managed_keys(ctx: click.Context, *, revoke: bool) -> ManagedKeys | None:
             f"emergency rotation of {name!r}: version {result.revoked_version} revoked, "
             f"version {result.new_version} is CURRENT"
         )
+
+    from keyguard.scanner.vault_port import VaultManagedKeys  # only once a vault is open
 
     return VaultManagedKeys(vault, emergency=emergency)
 
@@ -116,15 +117,16 @@ def _enrich(
     ctx: click.Context, report: ScanReport, *, revoke: bool, verify_url: str | None
 ) -> None:
     """Say which keys keyguard manages (and revoke them), and which are live."""
-    from keyguard.scanner import managed
-
     keys = _managed_keys(ctx, revoke=revoke)
-    if keys is not None and revoke:
+    if keys is not None:
         from keyguard.cli.common import actor
+        from keyguard.scanner import managed
 
-        report.findings = managed.revoke_all(report.findings, keys, actor=actor())
-    elif keys is not None:
-        report.findings = managed.annotate(report.findings, keys)
+        report.findings = (
+            managed.revoke_all(report.findings, keys, actor=actor())
+            if revoke
+            else managed.annotate(report.findings, keys)
+        )
     if verify_url is not None:
         from keyguard.scanner.verify import Verifier
 

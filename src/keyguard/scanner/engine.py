@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from urllib.parse import unquote
 
 from keyguard.scanner.detectors import Detector, first_pass
 from keyguard.scanner.model import RawMatch
-from keyguard.scanner.notebook import annotate_notebook
 
 ALLOW_MARKER = "keyguard: allow"
 SNIFF = 8192
@@ -66,6 +64,8 @@ def scan_bytes(
             return []
     matches = scan_text(text, active, encoding="utf-16" if encoding != "utf-8" else "utf-8")
     if notebook and matches:
+        from keyguard.scanner.notebook import annotate_notebook  # json only when needed
+
         matches = annotate_notebook(text, matches)
     return matches
 
@@ -80,6 +80,8 @@ def scan_text(
         for offset, value in detector.candidates(text):
             _add(found, detector, value, offset, lines, encoding)
     if "%" in text and _PERCENT_SEPARATOR.search(text):
+        from urllib.parse import unquote
+
         for run in _PERCENT_RUN.finditer(text):
             chunk = run.group(0)
             if "%" not in chunk:
