@@ -217,3 +217,28 @@ def test_audit_records_requests(gateway: RunningGateway, vault: Vault, make_key:
     assert rec.details["status"] == 200 and rec.details["model"] == "gpt-4o-mini"
     assert rec.details["upstream"] == "default" and rec.details["upstream_version"] == 1
     assert vault.audit.verify().ok
+
+
+def test_keep_alive_auth_reuse_sees_revocation_and_other_tokens(
+    gateway: RunningGateway, vault: Vault, make_key: Any
+) -> None:
+    import time
+
+    from fakes.rawhttp import connect, read_responses
+
+    token = make_key()
+    _, unknown = generate_virtual_key()
+
+    def get(s: Any, tok: str) -> int:
+        s.sendall(
+            f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n\r\n".encode()
+        )
+        return read_responses(s, 1)[0].status
+
+    with connect(gateway) as s:
+        assert get(s, token) == 200
+        assert get(s, unknown) == 401  # a different token on the same connection: full check
+        assert get(s, token) == 200
+        vault.revoke_key(token[3:15])
+        time.sleep(0.3)  # > auth_cache_ttl
+        assert get(s, token) == 401

@@ -8,6 +8,7 @@ audit batcher, the policy function and a clock.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from keyguard.domain import policy as domain_policy
 from keyguard.domain.keys import parse_virtual_key
+from keyguard.domain.policy import check_key_state
 from keyguard.domain.records import VirtualKey
 from keyguard.errors import (
     AccessDenied,
@@ -227,8 +229,19 @@ class Gateway:
         if len(token) > 200:
             self._throttle.failure(ip, mono)
             raise Unauthenticated("malformed API key (not a keyguard virtual key)")
+        state = req.conn_state
+        cached = state.auth if state is not None else None
+        key: VirtualKey
         try:
-            key = self._auth.authenticate(token, now)
+            if cached is not None and cached[2] > mono and hmac.compare_digest(cached[0], token):
+                # same key again on this keep-alive connection: skip the lookup and the HMAC;
+                # state (expiry) is still checked now, revocation is seen within the TTL
+                key = cached[1]
+                check_key_state(key, now=now)
+            else:
+                key = self._auth.authenticate(token, now)
+                if state is not None and self.config.auth_cache_ttl > 0:
+                    state.auth = (token, key, mono + self.config.auth_cache_ttl)
         except Unauthenticated as exc:
             if exc.code not in ("revoked_api_key", "expired_api_key"):
                 self._throttle.failure(ip, mono)

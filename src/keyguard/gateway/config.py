@@ -38,8 +38,9 @@ class GatewayConfig:
     upstream_idle_ttl: float = 30.0
     #: how long an upstream key (and its headers) is cached before the vault is asked again
     credential_ttl: float = 2.0
-    #: how long a resolved virtual key is cached (revocations visible after at most this)
-    auth_cache_ttl: float = 0.0
+    #: how long a keep-alive connection may reuse its last authenticated key without a lookup
+    #: (revocations reach such a connection within this; expiry is checked on every request)
+    auth_cache_ttl: float = 0.25
     audit_interval: float = 0.05
     audit_batch_size: int = 256
     throttle_burst: int = 20

@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from keyguard.gateway.http.server import HttpServerProtocol
@@ -142,6 +142,15 @@ class BodyStream:
         return b"".join(parts)
 
 
+class ConnState:
+    """Per-connection scratch space for the application (e.g. the last authenticated key)."""
+
+    __slots__ = ("auth",)
+
+    def __init__(self) -> None:
+        self.auth: Any = None
+
+
 @dataclass(eq=False)
 class Request:
     """The head of one request plus its body stream. Header names are lower-cased bytes."""
@@ -156,6 +165,7 @@ class Request:
     content_length: int | None = None
     chunked: bool = False
     tls: bool = False
+    conn_state: ConnState | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower-case), or ``None``."""

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import httptools
 
-from keyguard.gateway.http.messages import BodyStream, Request, ResponseWriter
+from keyguard.gateway.http.messages import BodyStream, ConnState, Request, ResponseWriter
 
 log = logging.getLogger("keyguard.gateway")
 
@@ -103,6 +103,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closing = False
         self._idle = False
+        self._state = ConnState()
 
     # ---- connection lifecycle ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -257,6 +258,7 @@ class HttpServerProtocol(asyncio.Protocol):
             content_length=self._content_length,
             chunked=self._chunked,
             tls=self.tls,
+            conn_state=self._state,
         )
         writer = ResponseWriter(self, req)
         if self._active is None:
