@@ -46,6 +46,13 @@ def virtual_key(rng: random.Random) -> str:
     return "kg_" + body + checksum(body)
 
 
+def admin_token(rng: random.Random) -> str:
+    """A keyguard admin-API token (``kga_``), checksum valid."""
+    kid = rand(rng, 12, "0123456789abcdefghijklmnopqrstuvwxyz")
+    body = kid + rand(rng, 44)
+    return "kga_" + body + checksum(body)
+
+
 def all_positive_keys(rng: random.Random) -> dict[str, str]:
     """format label -> key, one of every shape the scanner must find."""
     keys = {kind: openai_key(rng, kind) for kind in KINDS}
@@ -54,6 +61,7 @@ def all_positive_keys(rng: random.Random) -> dict[str, str]:
     keys["svcacct-74"] = svcacct_long_key(rng)
     keys["future"] = future_key(rng)
     keys["virtual"] = virtual_key(rng)
+    keys["admin-token"] = admin_token(rng)
     return keys
 
 
@@ -61,6 +69,8 @@ def hard_negatives(rng: random.Random) -> list[str]:
     """Strings that look like keys to a naive pattern and must not be reported."""
     bad_vk = virtual_key(rng)
     bad_vk = bad_vk[:-1] + ("A" if bad_vk[-1] != "A" else "B")
+    bad_admin = admin_token(rng)
+    bad_admin = bad_admin[:-1] + ("A" if bad_admin[-1] != "A" else "B")
     blob = base64.b64encode(rng.randbytes(600)).decode()
     openai_b64 = base64.b64encode(b"xyzOpenAI rocks; abcOpenAI again").decode()  # has the marker
     return [
@@ -95,6 +105,8 @@ def hard_negatives(rng: random.Random) -> list[str]:
         openai_b64,
         "eyJhbGciOiJIUzI1NiJ9." + rand(rng, 40, URLSAFE) + "." + rand(rng, 43, URLSAFE),
         bad_vk,
+        bad_admin,
+        "kga_" + rand(rng, 30),
         "kg_" + rand(rng, 20),
         "pkg_resources.require('x')",
         "task-" + rand(rng, 30) + "-mask-" + rand(rng, 30),

@@ -150,6 +150,7 @@ def test_each_finding_has_format_and_confidence(corpus, detectors):
     assert formats["user"] == {("openai-user-legacy", "high")}
     assert formats["none-user"] == {("openai-user", "high")}
     assert formats["virtual"] == {("keyguard-virtual-key", "high")}
+    assert formats["admin-token"] == {("keyguard-admin-token", "high")}
     assert formats["future"] == {("openai-api-key", "medium")}
 
 

@@ -20,7 +20,7 @@ from keyguard.scanner.model import RawMatch
 from keyguard.scanner.vault_port import VaultManagedKeys, VaultSink
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault
-from scanner.keygen import openai_key
+from scanner.keygen import admin_token, openai_key
 
 
 @pytest.fixture
@@ -86,6 +86,25 @@ def test_emergency_hook_runs_for_current_keys_and_falls_back(found, vault):
     assert "emergency rotation not possible" in out[0].notes[0]
 
 
+def test_admin_tokens_are_found_looked_up_and_revoked(tmp_path, scanner, vault, rng):
+    record, token = vault.create_admin_token("ops", "admin")
+    other, stranger = vault.create_admin_token("other", "read")
+    vault.revoke_admin_token(other.token_id)
+    foreign = admin_token(rng)
+    (tmp_path / "ops.sh").write_text(
+        f"export KG_ADMIN={token.reveal()}\nold={stranger.reveal()}\nx={foreign}\n"
+    )
+    findings = scanner.scan_files(tmp_path, ["ops.sh"]).findings
+    assert [f.format for f in findings] == ["keyguard-admin-token"] * 3
+    keys = VaultManagedKeys(vault)
+    out = managed.revoke_all(findings, keys, actor="user:ci")
+    assert out[0].managed == f"admin token {record.token_id} ('ops')"
+    assert out[0].notes == (f"revoked admin token {record.token_id}",)
+    assert "revoked" in out[1].managed and "already revoked" in out[1].notes[0]
+    assert out[2].managed is None
+    assert [t.revoked for t in vault.list_admin_tokens()] == [True, True]
+
+
 def test_vault_sink_stores_new_keys_once(vault, rng):
     key = openai_key(rng)
     sink = VaultSink(vault)
@@ -117,7 +136,7 @@ def test_detectors_register_through_entry_points(monkeypatch):
 
     sys.modules.setdefault(__name__, sys.modules[AcmeDetector.__module__])
     detectors = load_detectors()
-    assert [d.name for d in detectors] == ["openai", "keyguard", "acme"]
+    assert [d.name for d in detectors] == ["openai", "keyguard", "keyguard-admin", "acme"]
     [m] = scan_text("token=acme_" + "0a" * 16, detectors)
     assert (m.detector, m.format) == ("acme", "acme-token")
 
@@ -131,7 +150,7 @@ def test_plugin_discovery_is_skipped_when_no_distribution_declares_the_group():
     from keyguard.scanner.detectors import _group_declared
 
     assert _group_declared() is False  # keyguard ships no plugin of its own
-    assert [d.name for d in load_detectors()] == ["openai", "keyguard"]
+    assert [d.name for d in load_detectors()] == ["openai", "keyguard", "keyguard-admin"]
 
 
 def test_public_surface():

@@ -23,6 +23,10 @@ characters on each side; known lengths raise the confidence to ``high``, others 
 Stripe (``sk_live_``), Anthropic (``sk-ant-…``) and 32-hex ``sk-`` keys never carry the marker.
 Format-valid fakes are removed by :func:`keyguard.scanner.filters.fake_reason`.
 
+keyguard's own credentials are recognised by their checksums: virtual keys (``kg_…``) and
+admin-API tokens (``kga_…``); see :mod:`keyguard.domain.keys` and
+:mod:`keyguard.domain.admin_tokens`.
+
 Third-party detectors register under the entry-point group ``keyguard.detectors``; the entry
 point names a :class:`Detector` subclass (instantiated without arguments) or an instance.
 """
@@ -36,6 +40,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
+from keyguard.domain.admin_tokens import is_admin_token
 from keyguard.domain.keys import OPENAI_MARKER, is_virtual_key
 from keyguard.scanner.filters import fake_reason
 
@@ -165,7 +170,24 @@ class VirtualKeyDetector(Detector):
         )
 
 
-BUILTIN_DETECTORS: tuple[type[Detector], ...] = (OpenAIKeyDetector, VirtualKeyDetector)
+class AdminTokenDetector(Detector):
+    """keyguard admin tokens (admin API): ``kga_`` + id + secret + CRC32 checksum (validated)."""
+
+    name = "keyguard-admin"
+    keywords = (b"kga_", b"kga%5")
+    anchors = keywords
+    quick = re.compile(rb"kga(?:_|%5[Ff])[0-9a-z]{12}[0-9A-Za-z]")
+    pattern = re.compile(r"kga_[0-9a-z]{12}[0-9A-Za-z]{50}(?![0-9A-Za-z])")
+
+    def classify(self, value: str) -> tuple[str, str] | None:
+        return ("keyguard-admin-token", "high") if is_admin_token(value) else None
+
+
+BUILTIN_DETECTORS: tuple[type[Detector], ...] = (
+    OpenAIKeyDetector,
+    VirtualKeyDetector,
+    AdminTokenDetector,
+)
 
 
 @functools.lru_cache(maxsize=16)

@@ -30,12 +30,22 @@ class ManagedKeys(Protocol):
         """Revoke a virtual key / act on a leaked upstream key; return what was done."""
 
 
+def describe(match: ManagedMatch) -> str:
+    """One line for reports (the domain's description knows upstream and virtual keys)."""
+    if match.kind == "admin_token":
+        bits = [repr(match.name)] if match.name else []
+        if match.revoked:
+            bits.append("revoked")
+        return f"admin token {match.key_id}" + (f" ({', '.join(bits)})" if bits else "")
+    return match.description
+
+
 def annotate(findings: Iterable[Finding], keys: ManagedKeys) -> list[Finding]:
     """Set ``managed`` on every finding whose key the vault manages."""
     out = []
     for f in findings:
         hit = keys.lookup(f.secret)
-        out.append(replace(f, managed=hit.description) if hit else f)
+        out.append(replace(f, managed=describe(hit)) if hit else f)
     return out
 
 
@@ -54,5 +64,5 @@ def revoke_all(
             where = f"{f.path}:{f.line}" + (f" @{f.commit[:12]}" if f.commit else "")
             reason = f"found hardcoded at {where} ({f.fingerprint})"
             done[f.fingerprint] = keys.revoke(hit, actor=actor, reason=reason)
-        out.append(replace(f, managed=hit.description, notes=(*f.notes, done[f.fingerprint])))
+        out.append(replace(f, managed=describe(hit), notes=(*f.notes, done[f.fingerprint])))
     return out

@@ -25,6 +25,7 @@ _RULE_TEXT = {
     "openai-user": "OpenAI user API key",
     "openai-api-key": "OpenAI API key (unrecognised length)",
     "keyguard-virtual-key": "keyguard virtual key",
+    "keyguard-admin-token": "keyguard admin API token",
 }
 
 _LEVEL = {"high": "error", "medium": "error", "low": "warning"}

@@ -16,11 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from keyguard.domain.admin_tokens import ADMIN_TOKEN_PREFIX, parse_admin_token
 from keyguard.domain.audit import AuditEvent
 from keyguard.domain.keys import VIRTUAL_KEY_PREFIX
 from keyguard.domain.records import ManagedMatch
 from keyguard.domain.secret import Secret
-from keyguard.errors import KeyguardError, KeyNotFound
+from keyguard.errors import KeyguardError, KeyNotFound, Unauthenticated
+
+#: ``ManagedMatch.kind`` of keyguard admin-API tokens
+ADMIN_TOKEN = "admin_token"
 
 
 class VaultLike(Protocol):
@@ -35,6 +39,12 @@ class VaultLike(Protocol):
     ) -> Any: ...
 
     def append(self, event: AuditEvent) -> Any: ...
+
+    def authenticate_admin(self, token: str) -> Any: ...
+
+    def revoke_admin_token(
+        self, token_id: str, *, actor: str = ..., source: str | None = ...
+    ) -> Any: ...
 
     def get_upstream(self, name: str) -> Any: ...
 
@@ -59,12 +69,31 @@ class VaultManagedKeys:
 
     def lookup(self, secret: Secret) -> ManagedMatch | None:
         """The managed key whose value is ``secret``."""
-        if secret.reveal().startswith(VIRTUAL_KEY_PREFIX):
-            return self.vault.match_virtual_key(secret.reveal())
+        value = secret.reveal()
+        if value.startswith(ADMIN_TOKEN_PREFIX):
+            return self._admin_token(value)
+        if value.startswith(VIRTUAL_KEY_PREFIX):
+            return self.vault.match_virtual_key(value)
         return self.vault.find_managed(secret.fingerprint)
+
+    def _admin_token(self, token: str) -> ManagedMatch | None:
+        try:
+            record = self.vault.authenticate_admin(token)
+        except Unauthenticated as exc:
+            if exc.code != "revoked_admin_token":
+                return None  # not one of this vault's tokens
+            token_id = parse_admin_token(token).token_id
+            return ManagedMatch(kind=ADMIN_TOKEN, name="", key_id=token_id, revoked=True)
+        return ManagedMatch(kind=ADMIN_TOKEN, name=record.name, key_id=record.token_id)
 
     def revoke(self, key: ManagedMatch, *, actor: str, reason: str) -> str:
         """Revoke / rotate / mark compromised; returns one line saying what was done."""
+        if key.kind == ADMIN_TOKEN:
+            assert key.key_id is not None
+            if key.revoked:
+                return f"admin token {key.key_id} was already revoked"
+            self.vault.revoke_admin_token(key.key_id, actor=actor, source=self.source)
+            return f"revoked admin token {key.key_id}"
         if key.kind != "upstream":
             if key.revoked:
                 return f"virtual key {key.key_id} was already revoked"

@@ -24,7 +24,6 @@ from typing import Protocol
 
 import libcst as cst
 
-from keyguard.domain.keys import VIRTUAL_KEY_PREFIX
 from keyguard.domain.secret import Secret
 from keyguard.scanner.fix.envfile import EnvFile, ensure_ignored
 from keyguard.scanner.fix.guidance import guidance
@@ -72,7 +71,10 @@ class FixResult:
 
 def default_env_name(finding_format: str) -> str:
     """The variable a key of this format goes to by default."""
-    return "OPENAI_ADMIN_KEY" if finding_format == "openai-admin" else "OPENAI_API_KEY"
+    return {
+        "openai-admin": "OPENAI_ADMIN_KEY",
+        "keyguard-admin-token": "KEYGUARD_ADMIN_TOKEN",
+    }.get(finding_format, "OPENAI_API_KEY")
 
 
 def _redact_all(text: str, values: Sequence[str]) -> str:
@@ -156,11 +158,12 @@ def fix_findings(
                 name = env.name_for(f.secret.reveal(), None, default_env_name(f.format))
                 fix.guidance.append(guidance(f, name, env_label))
         result.files.append(fix)
-    # virtual keys are issued by the vault, not stored in it: they go to .env like any value
+    # only OpenAI keys go to the vault; keyguard's own virtual keys and admin tokens are issued
+    # by the vault, not stored in it: they go to .env like any value
     to_sink = {
         name: value
         for name, value in env.pending.items()
-        if sink is not None and not value.startswith(VIRTUAL_KEY_PREFIX)
+        if sink is not None and value.startswith("sk-")
     }
     for name in to_sink:
         del env.pending[name]
