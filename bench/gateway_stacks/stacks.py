@@ -32,7 +32,8 @@ import gateway as bench  # noqa: E402  (bench/gateway.py: nginx config, wrk runn
 
 PROXY_KG = r"""
 import asyncio, sys, uvloop
-from keyguard.gateway.http.server import HttpServerProtocol, ServerLimits, ConnectionTracker
+from keyguard.gateway.http.server import HttpServerProtocol, ServerLimits
+from keyguard.gateway.http.tracker import ConnectionTracker
 from keyguard.gateway.http.client import ConnectionPool, Origin
 from keyguard.gateway.headers import request_head, response_headers
 up_port, port, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()

@@ -28,8 +28,9 @@ from keyguard.gateway.app import Gateway
 from keyguard.gateway.audit import AuditBatcher, RequestRecord
 from keyguard.gateway.config import GatewayConfig
 from keyguard.gateway.errors import render_wire_error
-from keyguard.gateway.http.server import ConnectionTracker, HttpServerProtocol
+from keyguard.gateway.http.server import HttpServerProtocol
 from keyguard.gateway.http.tls import server_context
+from keyguard.gateway.http.tracker import ConnectionTracker
 from keyguard.gateway.ports import VaultLike
 
 log = logging.getLogger("keyguard.gateway")

@@ -25,6 +25,7 @@ from typing import Any, cast
 import httptools
 
 from keyguard.gateway.http.messages import BodyStream, ConnState, Request, ResponseWriter
+from keyguard.gateway.http.tracker import ConnectionTracker
 
 log = logging.getLogger("keyguard.gateway")
 
@@ -380,31 +381,6 @@ class HttpServerProtocol(asyncio.Protocol):
             self._close()
         else:
             self._closing_after_response()
-
-
-class ConnectionTracker(set["HttpServerProtocol"]):
-    """The open connections of a server; a periodic sweep enforces their header and idle
-    deadlines (one timer per server instead of several timer objects per request)."""
-
-    def __init__(self, interval: float = 0.25) -> None:
-        super().__init__()
-        self._interval = interval
-        self._handle: asyncio.TimerHandle | None = None
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._handle = loop.call_later(self._interval, self._sweep, loop)
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        for conn in list(self):
-            conn.check_deadline(now)
-        self._handle = loop.call_later(self._interval, self._sweep, loop)
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 class BodyTooLarge(Exception):
