@@ -50,16 +50,13 @@ def scan_bytes(
     """Every key in ``data``. Raises :class:`Binary` for content that is not text."""
     encoding = sniff_encoding(data)
     if encoding == "utf-8":
-        if first_pass(detectors).search(data) is None:
-            return []
-        active = [d for d in detectors if d.wanted(data)]
+        active = select(detectors, data)
         if not active:
             return []
         text = data.decode("utf-8", "surrogateescape")
     else:
         text = data.decode(encoding, "replace").lstrip("\ufeff")
-        raw = text.encode("utf-8", "surrogatepass")
-        active = [d for d in detectors if d.wanted(raw)]
+        active = select(detectors, text.encode("utf-8", "surrogatepass"))
         if not active:
             return []
     matches = scan_text(text, active, encoding="utf-16" if encoding != "utf-8" else "utf-8")
@@ -68,6 +65,26 @@ def scan_bytes(
 
         matches = annotate_notebook(text, matches)
     return matches
+
+
+def select(detectors: Sequence[Detector], data: bytes) -> list[Detector]:
+    """The detectors worth running on ``data``, found with as few passes as possible.
+
+    One first-pass regex over every detector's anchors; each hit settles the detectors that
+    own that anchor, and the search goes on (from the hit) only for the others. A file with
+    no anchor costs one pass; a file full of ``pkg_`` costs two, not one per keyword.
+    """
+    remaining, chosen, pos = list(detectors), [], 0
+    while remaining:
+        m = first_pass(remaining).search(data, pos)
+        if m is None:
+            break
+        hit = m.group(0)
+        owners = [d for d in remaining if hit in (d.anchors or d.keywords)]
+        chosen += owners
+        remaining = [d for d in remaining if d not in owners]
+        pos = m.start()
+    return [d for d in chosen if d.wanted(data)]
 
 
 def scan_text(
