@@ -59,3 +59,40 @@ def test_kill_after_each_step_then_resume(
         assert secret.reveal() not in outputs
     finally:
         vault.close()
+
+
+def test_serve_resumes_an_interrupted_rotation_on_start(
+    home_env: dict[str, str], platform: FakeOpenAIPlatform
+) -> None:
+    """`keyguard serve` continues a rotation that a crash interrupted, without any command."""
+    import socket
+    import time
+
+    killed = run({**home_env, "KEYGUARD_FAULT_KILL_AFTER": "created"}, "rotate", "default",
+                 "--grace", "0s")
+    assert killed.returncode == -signal.SIGKILL
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([*KEYGUARD, "serve", "--port", str(port)], env=home_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    settings = load_settings({"home": Path(home_env["KEYGUARD_HOME"])})
+    try:
+        deadline = time.monotonic() + 30
+        state = None
+        while time.monotonic() < deadline:
+            vault = open_vault(settings, home_env)
+            try:
+                r = vault.store.get_rotation("default")
+                state = r.state if r is not None else None
+            finally:
+                vault.close()
+            if state is RotationState.RETIRED:
+                break
+            time.sleep(0.2)
+        assert state is RotationState.RETIRED, state
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err

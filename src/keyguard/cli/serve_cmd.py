@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,15 @@ def gateway_config(settings: Any, **limits: Any) -> Any:
     envvar="KEYGUARD_CONNECT_TIMEOUT",
     help="Seconds to connect to the upstream.",
 )
+@click.option(
+    "--rotation-interval",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    envvar="KEYGUARD_ROTATION_INTERVAL",
+    help="Seconds between checks for due upstream rotations (0: off). Interrupted rotations "
+    "are resumed at start.",
+)
 @click.pass_context
 def serve_cmd(
     ctx: click.Context,
@@ -160,6 +170,7 @@ def serve_cmd(
     trusted_proxies: tuple[str, ...] = (),
     upstream_ca_bundle: Path | None = None,
     admin_cidrs: tuple[str, ...] = (),
+    rotation_interval: float = 300.0,
     **limits: Any,
 ) -> None:
     """Serve the OpenAI-compatible gateway (clients use virtual keys; keyguard holds the key).
@@ -224,4 +235,19 @@ def serve_cmd(
 
     if config.workers > 1:
         vault.close()  # each worker opens its own (SQLite connections must not cross a fork)
-    serve(config, factory, extension)
+
+    def background() -> Callable[[], None]:
+        """Resume interrupted rotations now, then rotate what is due every 5 minutes (one
+        replica at a time: the rotation lease), on its own vault connection."""
+        from keyguard.cli.rotate_cmds import background_rotation
+
+        rot_vault = reopen(settings, env, passphrase=None, source="gateway")
+        periodic = background_rotation(settings, rot_vault, interval=rotation_interval)
+
+        def stop() -> None:
+            periodic.stop()
+            rot_vault.close()
+
+        return stop
+
+    serve(config, factory, extension, background if rotation_interval > 0 else None)

@@ -266,11 +266,19 @@ def serve(
     config: GatewayConfig,
     vault_factory: Callable[[], VaultLike],
     extension: Extension | None = None,
+    background: Callable[[], Callable[[], None]] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT. ``vault_factory`` opens the vault (once per worker);
-    ``extension`` adds limits and key events to each worker (see ``limits_setup``)."""
+    ``extension`` adds limits and key events to each worker (see ``limits_setup``).
+    ``background`` starts housekeeping (scheduled rotation) once per server, after any fork,
+    and returns the function that stops it."""
     if config.workers == 1:
-        _worker(config, vault_factory, extension)
+        stop = background() if background is not None else None
+        try:
+            _worker(config, vault_factory, extension)
+        finally:
+            if stop is not None:
+                stop()
         return
     ctx = multiprocessing.get_context("fork")
     procs = [
@@ -289,8 +297,13 @@ def serve(
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for p in procs:
-        p.join()
+    stop = background() if background is not None else None  # in the parent, after the forks
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        if stop is not None:
+            stop()
 
 
 class RunningGateway:
