@@ -20,12 +20,16 @@ from keyguard.cli.rotate_cmds import span
 def rotate(ctx: click.Context, key_id: str, grace: str, as_json: bool) -> None:
     """Issue a new key for KEY_ID; scope, limits, budget and audit history stay with the id.
     The new key is printed once, here."""
+    from keyguard.cli.key_usage_cmds import announce
+
     window = span(grace, setting="--grace")
-    vault = open_vault(settings_from(ctx))
+    settings = settings_from(ctx)
+    vault = open_vault(settings)
     try:
         record, token = vault.rotate_key(key_id, grace=window, actor=actor(), source="cli")
     finally:
         vault.close()
+    announce(settings, "key.rotated", record.key_id)  # replicas reload at once (else: resync)
     until = iso(utcnow() + window)
     if as_json:
         import json
