@@ -138,27 +138,39 @@ class Scanner:
         return [Finding.from_raw(m, path, source) for m in matches]
 
 
+#: files per work item handed out to forked children
+CHUNK_FILES = 16
+
+
 def _forked(
     root: str, rels: list[str], jobs: int, detectors: Sequence[Detector], max_size: int
 ) -> Iterable[FileResult]:
-    """Scan ``rels`` in ``jobs`` forked children, each taking every ``jobs``-th file.
+    """Scan ``rels`` in ``jobs`` forked children that pull chunks of files from a shared pipe.
 
     Cheaper than a ``multiprocessing.Pool`` (no feeder threads, one pickle per child): on a
-    200 MB tree the pool's overhead was about a third of the whole scan. Interleaving spreads
-    big and small files evenly enough across children.
+    200 MB tree the pool's overhead was about a third of the whole scan. The work queue is a
+    pipe filled with 4-byte chunk numbers before the fork; reads of 4 bytes from a pipe are
+    atomic, so each chunk goes to exactly one child and a child that drew big files simply
+    takes fewer chunks.
     """
+    # at most 4,000 chunks: the whole queue (16 KB) fits in any pipe buffer, so it is written
+    # before the fork without a writer thread
+    size = max(CHUNK_FILES, -(-len(rels) // 4000))
+    chunks = [rels[i : i + size] for i in range(0, len(rels), size)]
+    queue_r, queue_w = os.pipe()
+    os.write(queue_w, b"".join(i.to_bytes(4, "little") for i in range(len(chunks))))
+    os.close(queue_w)
     children: list[tuple[int, int]] = []
-    for i in range(jobs):
+    for _ in range(jobs):
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: scan, send the results, leave without running any cleanup
             status = 1
             try:
                 os.close(read_end)
-                part = [
-                    scan_file(os.path.join(root, rel), rel, detectors, max_size)
-                    for rel in rels[i::jobs]
-                ]
+                part: list[FileResult] = []
+                for rel in _take(queue_r, chunks):
+                    part.append(scan_file(os.path.join(root, rel), rel, detectors, max_size))
                 with os.fdopen(write_end, "wb") as out:
                     pickle.dump(part, out, protocol=pickle.HIGHEST_PROTOCOL)
                 status = 0
@@ -166,6 +178,7 @@ def _forked(
                 os._exit(status)
         os.close(write_end)
         children.append((pid, read_end))
+    os.close(queue_r)
     failed = False
     for pid, read_end in children:
         with os.fdopen(read_end, "rb") as fh:
@@ -178,6 +191,12 @@ def _forked(
         yield from pickle.loads(data)  # noqa: S301
     if failed:
         raise ScanError("a scan worker process failed")
+
+
+def _take(queue: int, chunks: list[list[str]]) -> Iterable[str]:
+    """The files of every chunk this child draws from the queue, until it is empty."""
+    while len(record := os.read(queue, 4)) == 4:
+        yield from chunks[int.from_bytes(record, "little")]
 
 
 def _usable_cpus() -> int:
