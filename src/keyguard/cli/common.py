@@ -116,11 +116,6 @@ def read_secret(
     return Secret(value, name=name or from_env)
 
 
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 (UTC, seconds) for output, or None."""
-    return value.isoformat(timespec="seconds") if value is not None else None
-
-
 def emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
     """Print ``data`` as JSON for scripts, or call ``human`` to render it for people."""
     if as_json:
@@ -171,17 +166,6 @@ def parse_duration(text: str, *, setting: str = "duration") -> timedelta:
     if seconds <= 0:
         raise ConfigError(f"invalid {setting} {text!r}: must be positive")
     return timedelta(seconds=seconds)
-
-
-def format_duration(delta: timedelta | None) -> str | None:
-    """The inverse of :func:`parse_duration` for display (largest whole units)."""
-    if delta is None:
-        return None
-    seconds = int(delta.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def parse_time(text: str, *, setting: str) -> datetime:

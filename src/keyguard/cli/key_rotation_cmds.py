@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import click
 
-from keyguard.cli.common import actor, iso, open_vault, settings_from, utcnow
+from keyguard.cli.common import actor, open_vault, settings_from, utcnow
 from keyguard.cli.rotate_cmds import span
+from keyguard.vault.views import iso
 
 
 @click.command("rotate")

@@ -19,8 +19,6 @@ import click
 from keyguard.cli.common import (
     actor,
     emit,
-    format_duration,
-    iso,
     json_option,
     open_vault,
     parse_duration,
@@ -28,6 +26,7 @@ from keyguard.cli.common import (
     table,
 )
 from keyguard.errors import ConfigError
+from keyguard.vault.views import format_duration, iso
 
 if TYPE_CHECKING:
     from keyguard.config import Settings

@@ -7,7 +7,6 @@ import click
 from keyguard.cli.common import (
     actor,
     emit,
-    iso,
     json_option,
     kv,
     open_vault,
@@ -17,7 +16,7 @@ from keyguard.cli.common import (
     table,
 )
 from keyguard.domain.records import DEFAULT_BASE_URL
-from keyguard.vault.views import upstream_dict
+from keyguard.vault.views import iso, upstream_dict
 
 
 @click.group("upstream")

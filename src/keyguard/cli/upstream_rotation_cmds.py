@@ -12,7 +12,6 @@ import click
 from keyguard.cli.common import (
     actor,
     emit,
-    iso,
     json_option,
     kv,
     open_vault,
@@ -22,6 +21,7 @@ from keyguard.cli.common import (
 )
 from keyguard.cli.rotate_cmds import connector
 from keyguard.errors import ConfigError, KeyNotFound
+from keyguard.vault.views import iso
 
 
 @click.command("rotate")
