@@ -158,3 +158,20 @@ def test_public_surface():
         assert getattr(scanner_pkg, name) is not None
     assert set(scanner_pkg.__all__) == set(scanner_pkg._EXPORTS)
     assert set(scanner_pkg.__all__) >= {"Scanner", "Finding", "ManagedKeys", "load_detectors"}
+
+
+def test_a_detector_without_keywords_always_runs():
+    import re
+
+    class Bare(Detector):
+        name = "bare"
+        pattern = re.compile(r"zz-[0-9]{8}")
+
+        def classify(self, value):
+            return ("bare-token", "low")
+
+    [m] = scan_text("x zz-12345678 y", [Bare()])
+    assert m.format == "bare-token"
+    from keyguard.scanner.engine import scan_bytes
+
+    assert [m.format for m in scan_bytes(b"x zz-12345678 y", [Bare()])] == ["bare-token"]

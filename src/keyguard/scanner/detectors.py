@@ -80,7 +80,7 @@ class Detector:
 
     def wanted(self, data: bytes) -> bool:
         """Cheap test on raw bytes: could ``data`` contain this detector's keys?"""
-        if not any(k in data for k in self.keywords):
+        if self.keywords and not any(k in data for k in self.keywords):
             return False
         return self.quick is None or self.quick.search(data) is not None
 

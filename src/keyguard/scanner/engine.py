@@ -74,13 +74,17 @@ def select(detectors: Sequence[Detector], data: bytes) -> list[Detector]:
     own that anchor, and the search goes on (from the hit) only for the others. A file with
     no anchor costs one pass; a file full of ``pkg_`` costs two, not one per keyword.
     """
-    remaining, chosen, pos = list(detectors), [], 0
+    # a detector without anchors or keywords cannot be prefiltered: it always runs
+    chosen = [d for d in detectors if not (d.anchors or d.keywords)]
+    remaining, pos = [d for d in detectors if d not in chosen], 0
     while remaining:
         m = first_pass(remaining).search(data, pos)
         if m is None:
             break
         hit = m.group(0)
         owners = [d for d in remaining if hit in (d.anchors or d.keywords)]
+        if not owners:  # cannot happen with non-empty anchors; never loop forever
+            break
         chosen += owners
         remaining = [d for d in remaining if d not in owners]
         pos = m.start()
