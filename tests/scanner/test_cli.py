@@ -276,3 +276,20 @@ def test_fix_to_vault_dry_run_plans_without_storing(repo, rng, managed_vault, is
         assert vault.find_managed(fingerprint(key)) is None
     finally:
         vault.close()
+
+
+def test_fix_without_libcst_says_how_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_libcst(name, *args, **kwargs):
+        if name == "libcst" or name.startswith("libcst."):
+            raise ModuleNotFoundError("No module named 'libcst'", name="libcst")
+        return real_import(name, *args, **kwargs)
+
+    for mod in [m for m in sys.modules if m.startswith("keyguard.scanner.fix")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setattr(builtins, "__import__", no_libcst)
+    result = run("fix", str(tmp_path))
+    assert result.exit_code == 2 and "keyguard[fix]" in result.output

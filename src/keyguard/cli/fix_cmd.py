@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from keyguard.errors import ConfigError
+
 if TYPE_CHECKING:
     from keyguard.scanner.fix.fixer import FixResult, SecretSink
 
@@ -105,7 +107,12 @@ def fix_cmd(
     other files get exact instructions. Each value is stored in .env (mode 0600, added to
     .gitignore) or the vault before any source file changes; each file is replaced atomically.
     """
-    from keyguard.scanner.fix.fixer import fix_findings
+    try:
+        from keyguard.scanner.fix.fixer import fix_findings
+    except ModuleNotFoundError as exc:  # libcst is the optional "fix" extra
+        if exc.name != "libcst":
+            raise
+        raise ConfigError("keyguard fix needs libcst: pip install 'keyguard[fix]'") from None
     from keyguard.scanner.runner import Scanner
     from keyguard.scanner.walk import list_files
 
