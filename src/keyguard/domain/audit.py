@@ -24,6 +24,10 @@ from typing import Any
 
 FORMAT_VERSION = 1
 GENESIS = "0" * 64
+#: one encoder for every record (``json.dumps`` with these options builds a new one per call);
+#: same options, same bytes
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_escape = json.encoder.encode_basestring_ascii  # what that encoder does to every str
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class AuditRecord:
     prev_hash: str
     hash: str
     format: int = FORMAT_VERSION
+    #: ``(time ISO text, details JSON)`` as encoded when the record was chained, so the store
+    #: need not encode them again; never copied by ``dataclasses.replace`` (``init=False``)
+    encoded: tuple[str, str] | None = field(default=None, init=False, compare=False, repr=False)
 
     def content(self) -> bytes:
         """The canonical bytes the chain MAC covers (everything but seq and the hashes)."""
@@ -105,17 +112,47 @@ def canonical_content(
     details: Mapping[str, Any],
 ) -> bytes:
     """Deterministic JSON of a record's content."""
-    doc = {
-        "v": fmt,
-        "time": time.isoformat(),
-        "action": action,
-        "actor": actor,
-        "subject": subject,
-        "source": source,
-        "outcome": outcome,
-        "details": details,
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return canonical_parts(fmt, time, action, actor, subject, source, outcome, details)[0]
+
+
+def canonical_parts(
+    fmt: int,
+    time: datetime,
+    action: str,
+    actor: str,
+    subject: str,
+    source: str,
+    outcome: str,
+    details: Mapping[str, Any],
+) -> tuple[bytes, str, str]:
+    """``(canonical content, time ISO text, details JSON)``.
+
+    The content is exactly ``json.dumps({"v", "time", "action", "actor", "subject", "source",
+    "outcome", "details"}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``, built
+    from its parts in sorted key order (tested against that form) so the details JSON is
+    encoded once and can be stored as is.
+    """
+    when = time.isoformat()
+    det = _CANONICAL.encode(details)
+    if type(fmt) is not int:  # anything unusual (a bool, an int subclass): the generic encoder
+        doc = {
+            "v": fmt,
+            "time": when,
+            "action": action,
+            "actor": actor,
+            "subject": subject,
+            "source": source,
+            "outcome": outcome,
+            "details": details,
+        }
+        return _CANONICAL.encode(doc).encode(), when, det
+    esc = _escape
+    text = (
+        f'{{"action":{esc(action)},"actor":{esc(actor)},"details":{det},'
+        f'"outcome":{esc(outcome)},"source":{esc(source)},"subject":{esc(subject)},'
+        f'"time":{esc(when)},"v":{int.__repr__(fmt)}}}'
+    )
+    return text.encode(), when, det
 
 
 def chain_mac(chain_key: bytes, prev_hash: str, content: bytes) -> str:
@@ -123,6 +160,24 @@ def chain_mac(chain_key: bytes, prev_hash: str, content: bytes) -> str:
     return hmac.new(
         chain_key, prev_hash.encode("ascii") + b"\n" + content, hashlib.sha256
     ).hexdigest()
+
+
+class ChainMac:
+    """:func:`chain_mac` with the HMAC key schedule done once (the keyed state is copied per
+    record); same output."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self, chain_key: bytes) -> None:
+        self._base = hmac.new(chain_key, digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return "ChainMac()"
+
+    def __call__(self, prev_hash: str, content: bytes) -> str:
+        h = self._base.copy()
+        h.update(prev_hash.encode("ascii") + b"\n" + content)
+        return h.hexdigest()
 
 
 def head_mac(chain_key: bytes, seq: int, last_hash: str) -> str:

@@ -35,12 +35,42 @@ def register(value: str) -> None:
         _pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
 
-def redact(text: str) -> str:
-    """Return ``text`` with every known secret and every key-shaped string redacted."""
-    pattern = _pattern
+def _redact_with(pattern: re.Pattern[str] | None, text: str) -> str:
     if pattern is not None:
         text = pattern.sub(lambda m: redacted_form(m.group(0)), text)
     return ANY_KEY_RE.sub(lambda m: redacted_form(m.group(0)), text)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every known secret and every key-shaped string redacted."""
+    return _redact_with(_pattern, text)
+
+
+#: memo of :func:`redact_cached`: bound to the value pattern it was computed with, so a newly
+#: registered secret starts a fresh memo (results computed before it are never reused)
+_memo: tuple[re.Pattern[str] | None, dict[str, str]] = (None, {})
+MEMO_MAX_TEXT = 512
+MEMO_MAX_ENTRIES = 4096
+
+
+def redact_cached(text: str) -> str:
+    """:func:`redact` with a bounded memo for short, repeated texts (audit fields such as a
+    request path, a model name or a client address): same result, without the regex passes
+    when the same text was redacted before under the same set of known secrets."""
+    global _memo
+    pattern = _pattern
+    owner, memo = _memo
+    if owner is not pattern:
+        memo = {}
+        _memo = (pattern, memo)
+    out = memo.get(text)
+    if out is None:
+        out = _redact_with(pattern, text)
+        if len(text) <= MEMO_MAX_TEXT:
+            if len(memo) >= MEMO_MAX_ENTRIES:
+                memo.clear()
+            memo[text] = out
+    return out
 
 
 class RedactingFilter(logging.Filter):

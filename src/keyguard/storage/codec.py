@@ -166,12 +166,18 @@ AUDIT_COLUMNS = (
 )
 
 
+_DETAILS_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one, not one per row
+
+
 def audit_params(r: AuditRecord) -> tuple[Any, ...]:
-    details = json.dumps(r.details, sort_keys=True, separators=(",", ":"))
+    if r.encoded is not None:  # encoded when chained: the same text
+        when, details = r.encoded
+    else:
+        when, details = r.time.isoformat(), _DETAILS_JSON.encode(r.details)
     return (
         r.seq,
         r.format,
-        r.time.isoformat(),
+        when,
         r.action,
         r.actor,
         r.subject,

@@ -20,7 +20,7 @@ from typing import Any
 
 from keyguard.domain import audit as chain
 from keyguard.domain.audit import AuditEvent, AuditHead, AuditRecord, ChainProblem
-from keyguard.domain.redaction import redact
+from keyguard.domain.redaction import redact_cached
 from keyguard.storage.ports import VaultStore
 
 _MAX_DEPTH = 8
@@ -42,28 +42,46 @@ class AuditReport:
         return "\n".join(lines)
 
 
+_INF = (float("inf"), float("-inf"))
+
+
 def _clean(value: Any, depth: int = 0) -> Any:
     """A JSON-safe copy of ``value`` with every string redacted; rejects other types."""
     if depth > _MAX_DEPTH:
         raise ValueError("audit details are nested too deeply")
-    if value is None or isinstance(value, bool | int):
+    kind = type(value)  # exact types first: the common flat values skip the ABC checks
+    if kind is str:
+        return redact_cached(value)
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is float:
+        if value != value or value in _INF:
+            raise ValueError("audit details must not contain NaN or infinity")
+        return value
+    if kind is dict:
+        return _clean_map(value, depth)
+    if isinstance(value, bool | int):
         return value
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if value != value or value in _INF:
             raise ValueError("audit details must not contain NaN or infinity")
         return value
     if isinstance(value, str):
-        return redact(value)
+        return redact_cached(value)
     if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError("audit detail keys must be strings")
-            out[redact(k)] = _clean(v, depth + 1)
-        return out
+        return _clean_map(value, depth)
     if isinstance(value, list | tuple):
         return [_clean(v, depth + 1) for v in value]
     raise TypeError(f"audit details cannot hold {type(value).__name__} values")
+
+
+def _clean_map(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise TypeError("audit detail keys must be strings")
+        out[redact_cached(k)] = _clean(v, depth + 1)
+    return out
 
 
 class AuditLog:
@@ -73,6 +91,7 @@ class AuditLog:
         self._store = store
         self._chain_key = hmac.new(audit_key, b"keyguard audit chain v1", hashlib.sha256).digest()
         self._pseudo_key = hmac.new(audit_key, b"keyguard pseudonym v1", hashlib.sha256).digest()
+        self._chain_mac = chain.ChainMac(self._chain_key)
         self._clock = clock
 
     def __repr__(self) -> str:
@@ -91,7 +110,7 @@ class AuditLog:
         for name, raw in event.sensitive.items():
             details[name] = self.pseudonymise(raw)
         texts = (event.action, event.actor, event.subject, event.source, event.outcome)
-        return when.astimezone(timezone.utc), details, tuple(redact(t) for t in texts)
+        return when.astimezone(timezone.utc), details, tuple(redact_cached(t) for t in texts)
 
     def append(self, event: AuditEvent) -> AuditRecord:
         """Append one record; returns it as stored."""
@@ -108,15 +127,15 @@ class AuditLog:
             records = []
             for when, details, (action, actor, subject, source, outcome) in prepared:
                 seq += 1
-                content = chain.canonical_content(
+                content, when_iso, details_json = chain.canonical_parts(
                     chain.FORMAT_VERSION, when, action, actor, subject, source, outcome, details
                 )
-                digest = chain.chain_mac(self._chain_key, prev, content)
-                records.append(
-                    AuditRecord(
-                        seq, when, action, actor, subject, source, outcome, details, prev, digest
-                    )
+                digest = self._chain_mac(prev, content)
+                record = AuditRecord(
+                    seq, when, action, actor, subject, source, outcome, details, prev, digest
                 )
+                object.__setattr__(record, "encoded", (when_iso, details_json))
+                records.append(record)
                 prev = digest
             new_head = AuditHead(seq, prev, chain.head_mac(self._chain_key, seq, prev))
             self._store.append_audit(records, new_head)
