@@ -68,10 +68,23 @@ def period_id(period: BudgetPeriod, now: datetime) -> str:
     """A stable name for the period holding ``now``: ``d2026-11-27``, ``m2026-11``, ``total``."""
     if period is BudgetPeriod.TOTAL:
         return "total"
+    memo_key = (period, now.timestamp() // 86400)  # the UTC day (POSIX days are 86400 s)
+    name = _PERIOD_MEMO.get(memo_key)
+    if name is not None:
+        return name
     day = now.astimezone(timezone.utc).date()
     if period is BudgetPeriod.DAILY:
-        return f"d{day.year:04d}-{day.month:02d}-{day.day:02d}"
-    return f"m{day.year:04d}-{day.month:02d}"
+        name = f"d{day.year:04d}-{day.month:02d}-{day.day:02d}"
+    else:
+        name = f"m{day.year:04d}-{day.month:02d}"
+    if len(_PERIOD_MEMO) >= 64:
+        _PERIOD_MEMO.clear()
+    _PERIOD_MEMO[memo_key] = name
+    return name
+
+
+#: period names by (period, UTC day number): one lookup per request instead of formatting
+_PERIOD_MEMO: dict[tuple[BudgetPeriod, float], str] = {}
 
 
 class SlidingWindow:

@@ -32,8 +32,8 @@ from keyguard.gateway.audit import AuditBatcher, RequestRecord
 from keyguard.gateway.bodysniff import (
     AmbiguousModel,
     MultipartScanner,
-    model_from_json,
     multipart_boundary,
+    parse_json_model,
 )
 from keyguard.gateway.clientip import BadForwarding, ClientIpResolver, IPAddress
 from keyguard.gateway.config import GatewayConfig
@@ -264,7 +264,8 @@ class Gateway:
             ):
                 return PreparedBody()
             data = await req.body.read_all(self.config.limits.max_body_bytes)
-            return PreparedBody(data=data, model=model_from_json(data)[1])
+            _, model, doc = parse_json_model(data)
+            return PreparedBody(data=data, model=model, doc=doc)
         if restricted:
             enc = (req.header(b"content-encoding") or b"identity").strip().lower()
             if enc != b"identity":
@@ -288,10 +289,10 @@ class Gateway:
             data = await req.body.read_all(self.config.limits.max_body_bytes)
         except (ValueError, BodyTooLarge):
             raise ClientError(413, "request body too large", "request_too_large") from None
-        parsed, model = model_from_json(data)
+        parsed, model, doc = parse_json_model(data)
         if restricted and not parsed:
             raise ClientError(400, "request body is not valid JSON", "invalid_json")
-        return PreparedBody(data=data, model=model)
+        return PreparedBody(data=data, model=model, doc=doc)
 
     async def _multipart_prefix(
         self, req: Request, boundary: bytes, restricted: bool

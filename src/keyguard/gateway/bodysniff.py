@@ -28,6 +28,13 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def model_from_json(body: bytes) -> tuple[bool, str | None]:
     """``(parsed, model)``: whether the body is JSON, and its top-level ``model`` if any."""
+    parsed, model, _ = parse_json_model(body)
+    return parsed, model
+
+
+def parse_json_model(body: bytes) -> tuple[bool, str | None, dict[str, Any] | None]:
+    """:func:`model_from_json` plus the parsed object when it is a JSON object (so later steps
+    need not parse the body again)."""
     try:
         if body.count(b'"model"') > 1 or b"\\u" in body:
             # only now pay for the duplicate-key check (escapes could spell "model" too)
@@ -37,15 +44,15 @@ def model_from_json(body: bytes) -> tuple[bool, str | None]:
     except AmbiguousModel:
         raise
     except (ValueError, RecursionError):
-        return False, None
+        return False, None, None
     if isinstance(data, dict):
         model = data.get("model")
         if model is None:
-            return True, None
+            return True, None, data
         if not isinstance(model, str):
             raise AmbiguousModel("'model' must be a string")
-        return True, model
-    return True, None
+        return True, model, data
+    return True, None, None
 
 
 _BOUNDARY_RE = re.compile(rb'boundary=(?:"([^"]{1,70})"|([^\s;]{1,70}))', re.IGNORECASE)

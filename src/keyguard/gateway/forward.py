@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from keyguard.errors import UpstreamError, UpstreamUnavailable
 from keyguard.gateway.bodysniff import AmbiguousModel, MultipartScanner
@@ -36,6 +37,8 @@ class PreparedBody:
     scanner: MultipartScanner | None = None
     #: raises when a ``model`` found while streaming (after a file part) is not allowed
     check_model: Callable[[str], None] | None = None
+    #: ``data`` parsed, when the pipeline already parsed it and it is a JSON object
+    doc: dict[str, Any] | None = None
 
 
 class _Fallback(Exception):

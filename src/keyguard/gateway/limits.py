@@ -31,6 +31,7 @@ from keyguard.domain.records import VirtualKey
 from keyguard.gateway.errors import ClientError
 from keyguard.gateway.forward import PreparedBody
 from keyguard.gateway.usage import UsageTap, request_usage_upstream
+from keyguard.limits.memory import AsyncMemoryLimiter
 from keyguard.limits.ports import AsyncLimiter, LimiterUnavailable
 
 log = logging.getLogger("keyguard.gateway.limits")
@@ -76,6 +77,7 @@ class Admission:
         self._down_until = 0.0
         self._monotonic = monotonic
         self._tasks: set[asyncio.Task[None]] = set()
+        self._limits_cache: dict[int, tuple[VirtualKey, Limits, bool]] = {}
         self.degraded = False
 
     def __repr__(self) -> str:
@@ -92,7 +94,7 @@ class Admission:
         content_length: int | None = None,
     ) -> Ticket:
         """Reserve for this request (may rewrite ``body.data``); raises RateLimited or 503."""
-        doc = _json(body.data)
+        doc = body.doc if body.doc is not None else _json(body.data)  # parsed once
         strip = False
         if doc is not None and request_usage_upstream(path, doc):
             body.data = json.dumps(doc, separators=(",", ":")).encode()  # ASCII: lone surrogates
@@ -106,9 +108,9 @@ class Admission:
             body_size=size,
             generates=path in _GENERATING,
         )
-        limits = Limits.of(key)
+        limits, active = self._limits_of(key)
         tap = UsageTap(strip_usage_chunk=strip)
-        if not limits.active:
+        if not active:
             # nothing to enforce: the request is only counted, after the response. While the
             # limits store is known to be down it still fails closed (or degrades) like every
             # other key, so an outage never silently stops usage accounting.
@@ -128,25 +130,39 @@ class Admission:
             self._ok(limiter)
         return Ticket(res, limiter, body.model, est, limits, tap)
 
+    def _limits_of(self, key: VirtualKey) -> tuple[Limits, bool]:
+        """``Limits.of(key)`` and whether any is set, remembered per key record (the
+        authenticator hands out the same record until the key changes)."""
+        hit = self._limits_cache.get(id(key))
+        if hit is not None and hit[0] is key:
+            return hit[1], hit[2]
+        limits = Limits.of(key)
+        if len(self._limits_cache) >= 4096:
+            self._limits_cache.clear()
+        self._limits_cache[id(key)] = (key, limits, limits.active)
+        return limits, limits.active
+
     def finish(self, ticket: Ticket, now: datetime, *, completed: bool) -> None:
-        """Settle in the background (the response is already on its way to the client)."""
+        """Settle: at once with the in-process limiter (a few dict updates, no I/O), else in
+        the background (the response is already on its way to the client)."""
+        limiter = ticket.limiter
+        if isinstance(limiter, AsyncMemoryLimiter):
+            tokens, cost = self._figures(ticket, completed)
+            res, sync = ticket.reservation, limiter.limiter
+            if not res.counted:
+                sync.record(res.key_id, ticket.limits, tokens, cost, now)
+            elif tokens or cost:
+                sync.settle(res, tokens, cost, now)
+            else:
+                sync.release(res, now)
+            return
         task = asyncio.get_running_loop().create_task(self._finish(ticket, now, completed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _finish(self, ticket: Ticket, now: datetime, completed: bool) -> None:
-        tap, res = ticket.tap, ticket.reservation
-        if tap.usage is not None:
-            u = tap.usage
-            tokens = u.total
-            cost = self.prices.cost_nano(
-                ticket.model, u.input_tokens, u.output_tokens, u.cached_tokens
-            )
-        elif tap.status and tap.status < 400 and (completed or tap.status < 300):
-            # answered without usage (or cut short): charge the estimate
-            tokens, cost = ticket.estimate.tokens, ticket.estimate.cost_nano
-        else:
-            tokens = cost = 0  # the upstream refused it or was never reached
+        res = ticket.reservation
+        tokens, cost = self._figures(ticket, completed)
         try:
             if not res.counted:
                 await ticket.limiter.record(res.key_id, ticket.limits, tokens, cost, now)
@@ -159,6 +175,22 @@ class Admission:
             # Redis is down: later requests of limited keys fail fast (logged once)
             if ticket.limiter is self.limiter:
                 self._failed()
+
+    def _figures(self, ticket: Ticket, completed: bool) -> tuple[int, int]:
+        """Tokens and cost to settle ``ticket`` at."""
+        tap = ticket.tap
+        if tap.usage is not None:
+            u = tap.usage
+            tokens = u.total
+            cost = self.prices.cost_nano(
+                ticket.model, u.input_tokens, u.output_tokens, u.cached_tokens
+            )
+        elif tap.status and tap.status < 400 and (completed or tap.status < 300):
+            # answered without usage (or cut short): charge the estimate
+            tokens, cost = ticket.estimate.tokens, ticket.estimate.cost_nano
+        else:
+            tokens = cost = 0  # the upstream refused it or was never reached
+        return tokens, cost
 
     async def usage(self, key: VirtualKey, now: datetime) -> Usage:
         """A key's live counters (for an admin API); raises LimiterUnavailable."""
