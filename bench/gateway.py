@@ -11,7 +11,8 @@ What it starts (all on loopback, the same cores):
 * nginx proxy: checks the virtual key (map), an IP allowlist (allow/deny), a rate limit
   (limit_req, set high), swaps Authorization, keep-alive to the upstream;
 * keyguard: ``keyguard serve --workers N`` on a real SQLite vault; the key has a model allowlist
-  (so the JSON body is read and checked), an IP allowlist; audit on (batched).
+  (so the JSON body is read and checked), an IP allowlist and an rpm limit (set high, so it
+  is counted but never denies); audit on (batched, one record per request).
 
 Measures with wrk at each connection count: req/s, p50/p99 latency, CPU µs per request of the
 proxy processes; SSE time to first chunk (p50 over 200 sequential streams, 1 connection);
@@ -139,7 +140,12 @@ def start_keyguard(
         base_url=f"http://127.0.0.1:{sse_port}/v1",
         allow_insecure_loopback=True,
     )
-    spec = {"allowed_models": ["gpt-4o*"], "allowed_cidrs": ["127.0.0.0/8", "::1/128"]}
+    # all checks on: model allowlist, IP allowlist and a rate limit (high enough never to deny)
+    spec = {
+        "allowed_models": ["gpt-4o*"],
+        "allowed_cidrs": ["127.0.0.0/8", "::1/128"],
+        "rpm": 1_000_000_000,
+    }
     _, token = vault.create_key(KeySpec(name="bench", upstream="default", **spec))
     _, sse_token = vault.create_key(KeySpec(name="bench-sse", upstream="sse", **spec))
     vault.close()
