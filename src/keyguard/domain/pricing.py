@@ -151,7 +151,11 @@ def _chars(value: Any) -> int:
     if value is None or isinstance(value, (bool, int, float)):
         return 0
     # structured content (parts, tool schemas): its JSON text is a fair upper-ish bound
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return len(_COMPACT.encode(value))
+
+
+#: ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` without a new encoder per call
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def requested_output_tokens(body: Mapping[str, Any]) -> int | None:

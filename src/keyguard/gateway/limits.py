@@ -120,6 +120,10 @@ class Admission:
             res = Reservation("", key.key_id, sec, 0, 0, period, 0.0, counted=False)
             return Ticket(res, limiter, body.model, est, limits, tap)
         limiter = self._pick()
+        if isinstance(limiter, AsyncMemoryLimiter):  # in-process: no I/O, no coroutine
+            res = limiter.limiter.reserve(key.key_id, limits, est, now)
+            self._ok(limiter)
+            return Ticket(res, limiter, body.model, est, limits, tap)
         try:
             res = await limiter.reserve(key.key_id, limits, est, now)
         except LimiterUnavailable:
