@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from keyguard.domain.limits import Limits, Reservation, Usage, period_id
@@ -50,9 +51,19 @@ class Ticket:
     reservation: Reservation
     limiter: AsyncLimiter
     model: str | None
-    estimate: Estimate
     limits: Limits
     tap: UsageTap = field(default_factory=UsageTap)
+    known_estimate: Estimate | None = None
+    #: computes the estimate when it is first needed (a key without limits reserves nothing:
+    #: its estimate matters only if the response reports no usage)
+    estimator: Callable[[], Estimate] | None = None
+
+    @property
+    def estimate(self) -> Estimate:
+        if self.known_estimate is None:
+            assert self.estimator is not None
+            self.known_estimate = self.estimator()
+        return self.known_estimate
 
 
 class Admission:
@@ -100,7 +111,8 @@ class Admission:
             body.data = json.dumps(doc, separators=(",", ":")).encode()  # ASCII: lone surrogates
             strip = True
         size = len(body.data) if body.data is not None else (content_length or 0)
-        est = estimate_request(
+        estimator = partial(
+            estimate_request,
             doc,
             body.model,
             self.prices,
@@ -118,12 +130,13 @@ class Admission:
             sec = int(now.timestamp())
             period = period_id(limits.period, now)
             res = Reservation("", key.key_id, sec, 0, 0, period, 0.0, counted=False)
-            return Ticket(res, limiter, body.model, est, limits, tap)
+            return Ticket(res, limiter, body.model, limits, tap, estimator=estimator)
+        est = estimator()
         limiter = self._pick()
         if isinstance(limiter, AsyncMemoryLimiter):  # in-process: no I/O, no coroutine
             res = limiter.limiter.reserve(key.key_id, limits, est, now)
             self._ok(limiter)
-            return Ticket(res, limiter, body.model, est, limits, tap)
+            return Ticket(res, limiter, body.model, limits, tap, est)
         try:
             res = await limiter.reserve(key.key_id, limits, est, now)
         except LimiterUnavailable:
@@ -132,7 +145,7 @@ class Admission:
             res = await limiter.reserve(key.key_id, limits, est, now)
         else:
             self._ok(limiter)
-        return Ticket(res, limiter, body.model, est, limits, tap)
+        return Ticket(res, limiter, body.model, limits, tap, est)
 
     def _limits_of(self, key: VirtualKey) -> tuple[Limits, bool]:
         """``Limits.of(key)`` and whether any is set, remembered per key record (the
