@@ -201,6 +201,12 @@ def first_pass(detectors: Sequence[Detector]) -> re.Pattern[bytes]:
     One pass over the data instead of one ``find`` per keyword; with the built-in anchors
     (``kFJ``, ``kg_``, ``kg%5``) the regex engine factors out the common first byte.
     """
+    return _first_pass_for(tuple(detectors))
+
+
+@functools.lru_cache(maxsize=64)
+def _first_pass_for(detectors: tuple[Detector, ...]) -> re.Pattern[bytes]:
+    # keyed on the detector objects themselves: the hot path skips rebuilding the anchors
     return _first_pass(tuple(a for d in detectors for a in (d.anchors or d.keywords)))
 
 

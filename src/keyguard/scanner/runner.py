@@ -66,6 +66,10 @@ def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int)
     return rel, matches, None, len(data)
 
 
+def _join(root: str, rel: str) -> str:
+    return rel if root in (".", "") else os.path.join(root, rel)
+
+
 def _read_rest(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 1 << 20):
@@ -76,7 +80,7 @@ def _read_rest(fd: int) -> bytes:
 def _scan_batch(job: tuple[str, list[str], int]) -> list[FileResult]:
     root, rels, max_size = job
     detectors = _worker_detectors if _worker_detectors is not None else load_detectors()
-    return [scan_file(os.path.join(root, rel), rel, detectors, max_size) for rel in rels]
+    return [scan_file(_join(root, rel), rel, detectors, max_size) for rel in rels]
 
 
 class Scanner:
@@ -112,7 +116,7 @@ class Scanner:
     def _results(self, root: str, rels: list[str]) -> Iterable[FileResult]:
         if self.jobs <= 1 or len(rels) < PARALLEL_THRESHOLD:
             for rel in rels:
-                yield scan_file(os.path.join(root, rel), rel, self.detectors, self.max_file_size)
+                yield scan_file(_join(root, rel), rel, self.detectors, self.max_file_size)
         elif _fork_is_safe():
             yield from _forked(root, rels, self.jobs, self.detectors, self.max_file_size)
         else:
@@ -170,7 +174,7 @@ def _forked(
                 os.close(read_end)
                 part: list[FileResult] = []
                 for rel in _take(queue_r, chunks):
-                    part.append(scan_file(os.path.join(root, rel), rel, detectors, max_size))
+                    part.append(scan_file(_join(root, rel), rel, detectors, max_size))
                 with os.fdopen(write_end, "wb") as out:
                     pickle.dump(part, out, protocol=pickle.HIGHEST_PROTOCOL)
                 status = 0
