@@ -112,7 +112,7 @@ def fix_cmd(
     except ModuleNotFoundError as exc:  # libcst is the optional "fix" extra
         if exc.name != "libcst":
             raise
-        raise ConfigError("keyguard fix needs libcst: pip install 'keyguard[fix]'") from None
+        raise ConfigError("keyguard fix needs libcst: pip install libcst") from None
     from keyguard.scanner.runner import Scanner
     from keyguard.scanner.walk import list_files
 
