@@ -90,15 +90,19 @@ _PERIOD_MEMO: dict[tuple[BudgetPeriod, float], str] = {}
 class SlidingWindow:
     """Amounts in one-second buckets over the last :data:`WINDOW_S` seconds."""
 
-    __slots__ = ("buckets",)
+    __slots__ = ("buckets", "low")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
+        self.low: float = float("inf")  # no bucket is older than this second
 
     def prune(self, now_s: int) -> None:
         oldest = now_s - WINDOW_S
+        if self.low > oldest:  # nothing has left the window (the common case: no scan)
+            return
         for sec in [s for s in self.buckets if s <= oldest]:
             del self.buckets[sec]
+        self.low = min(self.buckets, default=float("inf"))
 
     def total(self, now_s: int) -> int:
         self.prune(now_s)
@@ -106,6 +110,8 @@ class SlidingWindow:
 
     def add(self, sec: int, amount: int) -> None:
         self.buckets[sec] = max(0, self.buckets.get(sec, 0) + amount)
+        if sec < self.low:
+            self.low = sec
 
     def retry_after(self, now: float, limit: int, need: int) -> float:
         """Seconds until ``total + need <= limit`` as old buckets leave the window."""
