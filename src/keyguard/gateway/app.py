@@ -233,10 +233,15 @@ class Gateway:
         cached = state.auth if state is not None else None
         key: VirtualKey
         try:
+            reuse = None
             if cached is not None and cached[2] > mono and hmac.compare_digest(cached[0], token):
-                # same key again on this keep-alive connection: skip the lookup and the HMAC;
-                # state (expiry) is still checked now, revocation is seen within the TTL
-                key = cached[1]
+                reuse = cached[1]
+                if reuse is not None and self._auth.current(reuse.key_id) is not reuse:
+                    reuse = None  # revoked, rotated or edited since: verify again
+            if reuse is not None:
+                # same key again on this keep-alive connection and its record unchanged (any
+                # write replaces the record): skip the HMAC; expiry is still checked now
+                key = reuse
                 check_key_state(key, now=now)
             else:
                 key = self._auth.authenticate(token, now)

@@ -18,6 +18,10 @@ class Authenticator(Protocol):
         """The key's record; raises :class:`~keyguard.errors.Unauthenticated` otherwise."""
         ...
 
+    def current(self, key_id: str) -> VirtualKey | None:
+        """The live record of ``key_id``; a new object after any change to the key."""
+        ...
+
 
 class UpstreamProvider(Protocol):
     """Upstream credentials: where to send requests and the key to send."""

@@ -194,6 +194,18 @@ class KeyAuthenticator:
         entry = self._entries.get(key_id)
         return entry.key if entry is not None else None
 
+    def current(self, key_id: str) -> VirtualKey | None:
+        """The snapshot's record of ``key_id`` after the usual refresh check.
+
+        A caller that verified a token earlier may reuse that result while this returns the very
+        same object: any write to keys (revocation, rotation, a new secret) replaces the
+        snapshot's objects, so an identity check sees it as soon as the snapshot reloads.
+        """
+        if self._monotonic() >= self._watch.next_check:
+            self.refresh()
+        entry = self._entries.get(key_id)
+        return entry.key if entry is not None else None
+
     def authenticate(self, token: str, now: datetime) -> VirtualKey:
         """Return the key ``token`` belongs to, or raise :class:`Unauthenticated`."""
         if self._monotonic() >= self._watch.next_check:
