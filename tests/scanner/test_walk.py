@@ -124,6 +124,9 @@ def test_a_failing_worker_is_a_scan_error(tmp_path, rng, monkeypatch):
         raise RuntimeError("worker bug")
 
     monkeypatch.setattr(runner, "scan_file", boom)
+    # the patched function exists only in this process: test the fork path, whose children
+    # inherit it (other tests may leave threads running, which would select the spawn path)
+    monkeypatch.setattr(runner, "_fork_is_safe", lambda: True)
     with pytest.raises(ScanError, match="worker"):
         Scanner(jobs=2).scan_files(tmp_path, rels)
 
