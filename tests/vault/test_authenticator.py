@@ -110,13 +110,31 @@ def test_changes_from_another_process_are_seen_after_refresh(
         vault.store, vault._core.server_key, refresh_interval=0.5, monotonic=lambda: ticks[0]
     )
     other = Vault.open(SqliteStore(db_path), master, clock=clock)  # a second connection
-    _, new_token = other.create_key(KeySpec(name="later", upstream="prod"))
     other.revoke_key(parse_virtual_key(token).key_id)
     auth.authenticate(token, clock())  # still within the refresh interval: old snapshot
-    refused(auth, new_token.reveal(), clock)
     ticks[0] = 0.6
     refused(auth, token, clock, "API key revoked")
-    assert auth.authenticate(new_token.reveal(), clock()).name == "later"
+
+
+def test_a_key_made_elsewhere_works_at_once_with_bounded_rechecks(
+    setup: tuple[Vault, str], clock: Clock, db_path: Path, master: MasterKey
+) -> None:
+    """An unknown key makes the authenticator look at the store at once (a key created or
+    rotated in another process a moment ago), at most once per RECHECK_INTERVAL."""
+    from keyguard.vault.auth import RECHECK_INTERVAL
+
+    vault, _ = setup
+    ticks = [0.0]
+    auth = KeyAuthenticator(
+        vault.store, vault._core.server_key, refresh_interval=3600, monotonic=lambda: ticks[0]
+    )
+    other = Vault.open(SqliteStore(db_path), master, clock=clock)
+    _, first = other.create_key(KeySpec(name="first", upstream="prod"))
+    assert auth.authenticate(first.reveal(), clock()).name == "first"  # no wait for the hour
+    _, second = other.create_key(KeySpec(name="second", upstream="prod"))
+    refused(auth, second.reveal(), clock)  # the recheck budget is spent for this interval
+    ticks[0] += RECHECK_INTERVAL
+    assert auth.authenticate(second.reveal(), clock()).name == "second"
 
 
 def test_refresh_on_demand(

@@ -120,6 +120,10 @@ class GenerationWatch:
         self.next_check = float("-inf")
 
 
+#: seconds between forced store checks triggered by keys the snapshot does not know
+RECHECK_INTERVAL = 0.05
+
+
 @dataclass(frozen=True)
 class _Entry:
     key: VirtualKey
@@ -144,6 +148,7 @@ class KeyAuthenticator:
         self._monotonic = monotonic
         self._max_staleness = max_staleness
         self._entries: dict[str, _Entry] = {}
+        self._last_recheck = float("-inf")
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
         self._mac = _KeyedSha256(server_key)
@@ -215,15 +220,32 @@ class KeyAuthenticator:
             raise Unauthenticated(INVALID)
         key_id, secret = parts
         digest = self._mac.digest(secret.encode("ascii"))
+        entry = self._match(key_id, digest, now)
+        # a key created or rotated a moment ago in another process: look at the store now
+        # rather than refuse it until the next periodic check (bounded: see _may_recheck)
+        if entry is None and self._may_recheck() and self.refresh(force=True):
+            entry = self._match(key_id, digest, now)
+        if entry is None:
+            raise Unauthenticated(INVALID)
+        check_key_state(entry.key, now=now)
+        return entry.key
+
+    def _match(self, key_id: str, digest: bytes, now: datetime) -> _Entry | None:
         entry = self._entries.get(key_id)
         if entry is None:
             hmac.compare_digest(digest, self._dummy)  # same work as a known id
-            raise Unauthenticated(INVALID)
+            return None
         matched = False
         for stored, valid_until in entry.digests:
             if hmac.compare_digest(stored, digest) and (valid_until is None or now < valid_until):
                 matched = True
-        if not matched:
-            raise Unauthenticated(INVALID)
-        check_key_state(entry.key, now=now)
-        return entry.key
+        return entry if matched else None
+
+    def _may_recheck(self) -> bool:
+        """At most one forced store check per ``RECHECK_INTERVAL`` for unknown keys, so a
+        flood of bad keys (throttled per IP by the gateway anyway) cannot flood the store."""
+        now = self._monotonic()
+        if now - self._last_recheck < RECHECK_INTERVAL:
+            return False
+        self._last_recheck = now
+        return True
