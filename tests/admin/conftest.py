@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-import trustme
 
+from fakes.fixtures import ca, ca_bundle, real_key, upstream  # noqa: F401 (fixtures)
 from fakes.openai_upstream import FakeOpenAI
 from keyguard.crypto.master import MasterKey
-from keyguard.domain.keys import VIRTUAL_KEY_RE, generate_openai_style_key
+from keyguard.domain.keys import VIRTUAL_KEY_RE
 from keyguard.domain.secret import Secret
 from keyguard.gateway.admin.setup import admin_api
 from keyguard.gateway.config import GatewayConfig
@@ -55,30 +55,6 @@ class Client:
 
     def post(self, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
         return self.request("POST", path, token, **kw)
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def ca_bundle(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-@pytest.fixture(scope="session")
-def real_key() -> str:
-    return generate_openai_style_key("proj")
-
-
-@pytest.fixture(scope="session")
-def upstream(ca: trustme.CA, real_key: str) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(ca, [real_key]) as up:
-        yield up
-    up.assert_clean()
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
+from fakes.fixtures import ca, ca_bundle, real_key, upstream  # noqa: F401 (fixtures)
 from fakes.openai_upstream import FakeOpenAI
 from fakes.rawhttp import Transcript
 from keyguard.crypto.master import MasterKey
-from keyguard.domain.keys import generate_openai_style_key
 from keyguard.domain.records import KeySpec
 from keyguard.domain.secret import Secret
 from keyguard.gateway.config import GatewayConfig
@@ -59,30 +58,6 @@ def log_lines() -> Iterator[list[str]]:
     yield handler.lines
     root.removeHandler(handler)
     root.setLevel(old)
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def ca_bundle(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-@pytest.fixture(scope="session")
-def real_key() -> str:
-    return generate_openai_style_key("proj")
-
-
-@pytest.fixture(scope="session")
-def upstream(ca: trustme.CA, real_key: str) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(ca, [real_key]) as up:
-        yield up
-    up.assert_clean()
 
 
 @pytest.fixture(scope="session")

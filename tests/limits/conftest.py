@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 import redis
-import trustme
 
+from fakes.fixtures import ca, ca_bundle, real_key, upstream  # noqa: F401 (fixtures)
 from fakes.openai_upstream import FakeOpenAI
 from keyguard.crypto.master import MasterKey
-from keyguard.domain.keys import generate_openai_style_key
 from keyguard.domain.records import KeySpec
 from keyguard.domain.secret import Secret
 from keyguard.gateway.config import GatewayConfig
@@ -58,30 +57,6 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
 
 
 # ---- a real vault, the fake upstream and a gateway with limits ----------------------------
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def ca_bundle(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-@pytest.fixture(scope="session")
-def real_key() -> str:
-    return generate_openai_style_key("proj")
-
-
-@pytest.fixture(scope="session")
-def upstream(ca: trustme.CA, real_key: str) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(ca, [real_key]) as up:
-        yield up
-    up.assert_clean()
 
 
 @pytest.fixture(scope="session")
