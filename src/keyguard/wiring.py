@@ -99,13 +99,14 @@ def create_vault(
             create_key_file(path, master)
         else:
             raise ConfigError(f"unknown master key source {master_source!r}")
-        return Vault.create(store, master, kdf=kdf, actor=_actor(env), source="cli")
+        return Vault.create(store, master, kdf=kdf, actor=os_actor(env), source="cli")
     except BaseException:
         store.close()
         raise
 
 
-def _actor(env: Mapping[str, str]) -> str:
+def os_actor(env: Mapping[str, str]) -> str:
+    """Who is acting, for audit records: the OS user running this process."""
     import getpass
 
     try:
@@ -137,7 +138,7 @@ def open_vault(
             settings.home, env, lambda: _passphrase(env, passphrase, False), kdf=kdf
         )
         try:
-            return Vault.open(store, resolved.key, actor=_actor(env), source=source)
+            return Vault.open(store, resolved.key, actor=os_actor(env), source=source)
         except VaultLocked:
             vault = _finish_interrupted_rotation(settings, env, store, source)
             if vault is None:
@@ -160,7 +161,7 @@ def _finish_interrupted_rotation(
     pending = pending_key_file(path)
     if not pending.exists():
         return None
-    vault = Vault.open(store, read_key_file(pending), actor=_actor(env), source=source)
+    vault = Vault.open(store, read_key_file(pending), actor=os_actor(env), source=source)
     install_new_key_file(path)
     return vault
 

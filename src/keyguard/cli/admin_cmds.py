@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import click
 
-from keyguard.cli.common import actor, emit, json_option, kv, open_vault, settings_from, table
+from keyguard.cli.common import (
+    actor,
+    emit,
+    json_option,
+    kv,
+    open_vault,
+    settings_from,
+    show_once,
+    table,
+)
 from keyguard.domain.admin_tokens import AdminScope
 from keyguard.vault.views import admin_token_dict
 
@@ -31,15 +40,8 @@ def create(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
         record, token = vault.create_admin_token(name, scope, actor=actor(), source="cli")
     finally:
         vault.close()
-    if as_json:
-        import json
-
-        # the one place an admin token is shown whole; emit() would redact it
-        click.echo(json.dumps({**admin_token_dict(record), "token": token.reveal()}, indent=2))
-        return
-    click.echo(f"created admin token {record.token_id} ({record.name!r}, scope {scope})")
-    click.echo("This is the only time the token is shown; store it now:", err=True)
-    click.echo(token.reveal())
+    show_once(as_json, admin_token_dict(record), "token", token,
+              f"created admin token {record.token_id} ({record.name!r}, scope {scope})")
 
 
 @admin_token.command("list")

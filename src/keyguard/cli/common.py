@@ -185,9 +185,19 @@ def utcnow() -> datetime:
 
 def actor() -> str:
     """Who is acting, for audit records: the OS user running the CLI."""
-    import getpass
+    from keyguard.wiring import os_actor
 
-    try:
-        return f"user:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "user:unknown"
+    return os_actor(os.environ)
+
+
+def show_once(
+    as_json: bool, data: Mapping[str, Any], field: str, secret: Secret, summary: str
+) -> None:
+    """The one place a new credential is printed whole (``emit`` would redact it): JSON with
+    the value under ``field``, or ``summary`` then the value alone on the last line."""
+    if as_json:
+        click.echo(json.dumps({**data, field: secret.reveal()}, indent=2))
+        return
+    click.echo(summary)
+    click.echo(f"This is the only time the {field} is shown; store it now:", err=True)
+    click.echo(secret.reveal())

@@ -13,6 +13,7 @@ from keyguard.cli.common import (
     parse_duration,
     parse_time,
     settings_from,
+    show_once,
     table,
     utcnow,
 )
@@ -76,16 +77,9 @@ def create(ctx: click.Context, name: str, upstream: str, owner: str, models: tup
         record, token = vault.create_key(spec, actor=actor(), source="cli")
     finally:
         vault.close()
-    if as_json:
-        # the one place a virtual key is shown whole; emit() would redact it
-        import json
-
-        click.echo(json.dumps({**key_dict(record, now), "key": token.reveal()}, indent=2))
-        return
-    click.echo(f"created virtual key {record.key_id} ({record.name!r}) for upstream "
-               f"{record.upstream!r}")
-    click.echo("This is the only time the key is shown; store it now:", err=True)
-    click.echo(token.reveal())
+    show_once(as_json, key_dict(record, now), "key", token,
+              f"created virtual key {record.key_id} ({record.name!r}) for upstream "
+              f"{record.upstream!r}")
 
 
 @key.command("list")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from keyguard.cli.common import actor, open_vault, settings_from, utcnow
+from keyguard.cli.common import actor, open_vault, settings_from, show_once, utcnow
 from keyguard.cli.rotate_cmds import span
 from keyguard.vault.views import iso
 
@@ -32,17 +32,10 @@ def rotate(ctx: click.Context, key_id: str, grace: str, as_json: bool) -> None:
         vault.close()
     announce(settings, "key.rotated", record.key_id)  # replicas reload at once (else: resync)
     until = iso(utcnow() + window)
-    if as_json:
-        import json
-
-        # the one place the rotated key is shown whole
-        click.echo(json.dumps({"key_id": record.key_id, "name": record.name,
-                               "old_key_valid_until": until, "key": token.reveal()}, indent=2))
-        return
-    click.echo(f"rotated virtual key {record.key_id} ({record.name!r}); the old key works until "
-               f"{until}")
-    click.echo("This is the only time the new key is shown; store it now:", err=True)
-    click.echo(token.reveal())
+    show_once(as_json, {"key_id": record.key_id, "name": record.name,
+                        "old_key_valid_until": until}, "key", token,
+              f"rotated virtual key {record.key_id} ({record.name!r}); the old key works until "
+              f"{until}")
 
 
 def register(group: click.Group) -> None:
