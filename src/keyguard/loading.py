@@ -16,7 +16,6 @@ Sources are tried in this order, first hit wins (``sources=`` narrows or reorder
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import ssl
 import threading
@@ -24,9 +23,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from keyguard.domain.keys import VIRTUAL_KEY_PREFIX, openai_key_kind, parse_virtual_key
+from keyguard.domain.records import check_base_url
 from keyguard.domain.secret import Secret
 from keyguard.errors import ConfigError, KeyFormatError, KeyguardError
 
@@ -149,38 +148,6 @@ def load_api_key(
             validate_key(value, origin=origin)
         return Secret(value, name=name)
     raise KeyNotConfigured(_hint(name))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(url: str, *, allow_insecure_loopback: bool = False) -> str:
-    """Return ``url`` if it is safe to send a key to; raise :class:`ConfigError` otherwise.
-
-    ``https://`` always; ``http://`` only to a loopback address and only when
-    ``allow_insecure_loopback`` is set (a local keyguard gateway).
-    """
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and parts.hostname:
-        if not _is_loopback(parts.hostname):
-            raise ConfigError(
-                f"refusing to send an API key over plain http to {parts.hostname}: use https://"
-            )
-        if not allow_insecure_loopback:
-            raise ConfigError(
-                f"base URL {url} is plain http: pass allow_insecure_loopback=True to use a "
-                "local gateway on a loopback address"
-            )
-        return url
-    raise ConfigError(f"invalid base URL {url!r}: expected https://host/...")
 
 
 def _ssl_context(ca_bundle: str | Path | None) -> ssl.SSLContext:

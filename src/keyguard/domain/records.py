@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import Enum
 from functools import cached_property
@@ -69,7 +69,7 @@ def check_header_id(setting: str, value: str | None) -> str | None:
     return value
 
 
-def check_base_url(base_url: str, *, allow_insecure_loopback: bool) -> str:
+def check_base_url(base_url: str, *, allow_insecure_loopback: bool = False) -> str:
     """An upstream base URL must be https, or http to a loopback host with explicit opt-in."""
     try:
         parts = urlsplit(base_url)
@@ -199,23 +199,11 @@ class VirtualKey:
 
     @classmethod
     def from_spec(cls, key_id: str, spec: KeySpec, created_at: datetime) -> VirtualKey:
-        """The record of a new key made from ``spec``."""
+        """The record of a new key made from ``spec`` (every spec field carries over by name)."""
         return cls(
             key_id=key_id,
-            name=spec.name,
-            upstream=spec.upstream,
             created_at=created_at,
-            owner=spec.owner,
-            allowed_models=spec.allowed_models,
-            allowed_endpoints=spec.allowed_endpoints,
-            allowed_cidrs=spec.allowed_cidrs,
-            expires_at=spec.expires_at,
-            rpm=spec.rpm,
-            tpm=spec.tpm,
-            max_concurrency=spec.max_concurrency,
-            budget_usd=spec.budget_usd,
-            budget_period=spec.budget_period,
-            max_age=spec.max_age,
+            **{f.name: getattr(spec, f.name) for f in fields(spec)},
         )
 
     @property
