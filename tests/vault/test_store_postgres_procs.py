@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from psycopg import sql
@@ -21,10 +20,10 @@ from psycopg import sql
 from keyguard.crypto.master import MasterKey
 from keyguard.domain.audit import AuditEvent
 from keyguard.domain.keys import generate_openai_style_key
-from keyguard.domain.records import KeySpec, Label
 from keyguard.domain.secret import Secret
 from keyguard.storage.postgres import PostgresStore
 from keyguard.vault import Vault
+from vault.crash_writer import check_survivor, write_forever
 from vault.pg_fixtures import admin, pg_schema, pg_store_url, pg_url
 
 __all__ = ["pg_schema", "pg_store_url", "pg_url"]  # fixtures: pytest finds them here
@@ -50,32 +49,8 @@ def _append(url: str, writer: str, start_at: float) -> None:
 
 
 def _crash(url: str, seed: str) -> None:
-    """Write forever; print a line after each commit (``token T`` for a created key)."""
     master = MasterKey.from_base64(os.environ["KG_TEST_MASTER"])
-    vault = Vault.open(PostgresStore(url), master, source="crash-writer")
-    rng = random.Random(int(seed))
-    keys: list[str] = []
-    for n in range(1, 10**6):
-        choice = rng.random()
-        if choice < 0.2:
-            vault.add_upstream(f"up-{seed}-{n}", Secret(generate_openai_style_key()))
-        elif choice < 0.4:
-            label = rng.choice([Label.CURRENT, Label.PENDING, None])
-            vault.add_upstream_version("prod", Secret(generate_openai_style_key()), label=label)
-        elif choice < 0.6:
-            key, token = vault.create_key(KeySpec(name=f"k{n}", upstream="prod"))
-            keys.append(key.key_id)
-            print("token", token.reveal(), flush=True)
-            continue
-        elif choice < 0.7 and keys:
-            vault.revoke_key(keys.pop(0))
-        elif choice < 0.9:
-            vault.append_many([AuditEvent("crash.batch", "w", details={"i": i}) for i in range(20)])
-        elif choice < 0.95:
-            vault.rotate_kek()  # one transaction rewrapping every record
-        else:
-            vault.rotate_master_key(master)
-        print("op", n, flush=True)
+    write_forever(Vault.open(PostgresStore(url), master, source="crash-writer"), seed)
 
 
 def _spawn(
@@ -159,15 +134,7 @@ def test_kill_9_mid_write(pg_store_url: str) -> None:
 
         # the server rolls back the dead client's transaction and frees its write lock
         reopened = Vault.open(PostgresStore(pg_store_url), master)
-        assert reopened.check() >= 3  # every sealed record opens, the audit chain verifies
-        assert reopened.upstream_secret("prod", audit=False)[1].reveal().startswith("sk-")
-        auth = reopened.authenticator()
-        now = datetime.now(timezone.utc)
-        for token in tokens:
-            try:
-                auth.authenticate(token, now)
-            except Exception as exc:  # revoked keys are fine; unknown ones are lost writes
-                assert str(exc) == "API key revoked", f"committed key lost: {exc}"
+        check_survivor(reopened, tokens)
         reopened.close()
     assert tokens, "the writer never created a key"
 
