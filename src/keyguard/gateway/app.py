@@ -261,47 +261,39 @@ class Gateway:
             return PreparedBody()
         restricted = not key.policy.models.allow_all
         ctype = req.header(b"content-type") or b""
-        if not restricted and ctype[:16].lower() == b"application/json":
-            # the common case: small JSON, read only to learn the model for the audit record
-            if (
-                req.content_length is None
-                or req.content_length > self.config.audit_json_sniff_limit
-            ):
+        if not restricted:
+            # the common case: a small JSON body is read only to learn the model for the
+            # audit record; anything else streams untouched
+            is_json = ctype.split(b";", 1)[0].strip().lower() == b"application/json"
+            small = req.content_length is not None and (
+                req.content_length <= self.config.audit_json_sniff_limit
+            )
+            if not (is_json and small):
                 return PreparedBody()
-            data = await req.body.read_all(self.config.limits.max_body_bytes)
+            data = await self._read_whole(req)
             _, model, doc = parse_json_model(data)
             return PreparedBody(data=data, model=model, doc=doc)
-        if restricted:
-            enc = (req.header(b"content-encoding") or b"identity").strip().lower()
-            if enc != b"identity":
-                raise ClientError(
-                    415, "encoded request bodies are not accepted for this key", "bad_encoding"
-                )
+        enc = (req.header(b"content-encoding") or b"identity").strip().lower()
+        if enc != b"identity":
+            raise ClientError(
+                415, "encoded request bodies are not accepted for this key", "bad_encoding"
+            )
         boundary = multipart_boundary(ctype)
         if boundary is not None:
-            return (
-                await self._multipart_prefix(req, boundary, restricted)
-                if restricted
-                else (PreparedBody())
-            )
-        is_json = ctype.split(b";", 1)[0].strip().lower() == b"application/json"
-        small = req.content_length is not None and (
-            req.content_length <= self.config.audit_json_sniff_limit
-        )
-        if not restricted and not (is_json and small):
-            return PreparedBody()
-        try:
-            data = await req.body.read_all(self.config.limits.max_body_bytes)
-        except (ValueError, BodyTooLarge):
-            raise ClientError(413, "request body too large", "request_too_large") from None
+            return await self._multipart_prefix(req, boundary)
+        data = await self._read_whole(req)
         parsed, model, doc = parse_json_model(data)
-        if restricted and not parsed:
+        if not parsed:
             raise ClientError(400, "request body is not valid JSON", "invalid_json")
         return PreparedBody(data=data, model=model, doc=doc)
 
-    async def _multipart_prefix(
-        self, req: Request, boundary: bytes, restricted: bool
-    ) -> PreparedBody:
+    async def _read_whole(self, req: Request) -> bytes:
+        try:
+            return await req.body.read_all(self.config.limits.max_body_bytes)
+        except (ValueError, BodyTooLarge):
+            raise ClientError(413, "request body too large", "request_too_large") from None
+
+    async def _multipart_prefix(self, req: Request, boundary: bytes) -> PreparedBody:
         scanner = MultipartScanner(boundary)
         prefix: list[bytes] = []
         size = 0
