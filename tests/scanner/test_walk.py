@@ -114,6 +114,21 @@ def test_parallel_paths_find_the_same_keys(tmp_path, rng, monkeypatch, fork):
     assert report.files_scanned == len(rels)
 
 
+@pytest.mark.parametrize("fork", [True, False])
+def test_parallel_paths_use_the_scanners_detectors(tmp_path, rng, monkeypatch, fork):
+    from keyguard.scanner import runner
+    from keyguard.scanner.detectors import OpenAIKeyDetector
+    from scanner.keygen import virtual_key
+
+    rels, keys = _tree(tmp_path, rng, 6)
+    (tmp_path / "vk.txt").write_text(virtual_key(rng) + "\n")
+    monkeypatch.setattr(runner, "PARALLEL_THRESHOLD", 2)
+    monkeypatch.setattr(runner, "BATCH_FILES", 3)
+    monkeypatch.setattr(runner, "_fork_is_safe", lambda: fork)
+    report = Scanner([OpenAIKeyDetector()], jobs=2).scan_files(tmp_path, [*rels, "vk.txt"])
+    assert sorted(f.secret.reveal() for f in report.findings) == sorted(keys)
+
+
 def test_a_failing_worker_is_a_scan_error(tmp_path, rng, monkeypatch):
     from keyguard.scanner import runner
 

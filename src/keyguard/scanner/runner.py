@@ -129,7 +129,8 @@ class Scanner:
         n = max(1, len(rels) // BATCH_FILES)
         jobs = [(root, rels[i::n], self.max_file_size) for i in range(n)]
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(self.jobs, initializer=_init_worker, initargs=(None,)) as pool:
+        # the workers use this scanner's detectors, as the in-process and forked paths do
+        with ctx.Pool(self.jobs, initializer=_init_worker, initargs=(self.detectors,)) as pool:
             for batch_result in pool.imap_unordered(_scan_batch, jobs):
                 yield from batch_result
 
