@@ -18,7 +18,8 @@ import redis.asyncio as aredis
 from keyguard.domain.limits import DEFAULT_LEASE_S, Limits, Reservation, Usage, period_id
 from keyguard.domain.pricing import Estimate
 from keyguard.limits import redis_lua as lua
-from keyguard.limits.ports import LimiterUnavailable, reservation_ids
+from keyguard.limits.ports import reservation_ids
+from keyguard.limits.redis_sync import unavailable
 
 if sys.version_info >= (3, 11, 3):
     from asyncio import timeout as _timeout  # type: ignore[attr-defined,unused-ignore]
@@ -26,10 +27,6 @@ else:  # pragma: no cover - redis-py depends on async-timeout there
     from async_timeout import timeout as _timeout  # type: ignore[import-not-found,no-redef]
 
 _T = TypeVar("_T")
-
-
-def _unavailable(exc: BaseException) -> LimiterUnavailable:
-    return LimiterUnavailable(f"the limits store (Redis) is unavailable: {type(exc).__name__}")
 
 
 def connect_async(url: str, *, timeout: float = 1.0) -> aredis.Redis:
@@ -70,7 +67,7 @@ class AsyncRedisLimiter:
             async with _timeout(self._timeout):
                 return await call()
         except (redis.RedisError, TimeoutError) as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
 
     async def reserve(
         self, key_id: str, limits: Limits, estimate: Estimate, now: datetime

@@ -20,15 +20,19 @@ from keyguard.limits import redis_lua as lua
 from keyguard.limits.ports import LimiterUnavailable, reservation_ids
 
 
+def unavailable(exc: BaseException) -> LimiterUnavailable:
+    """The :class:`LimiterUnavailable` for a Redis failure: names its type only, never the
+    URL or the server's message."""
+    return LimiterUnavailable(f"the limits store (Redis) is unavailable: {type(exc).__name__}")
+
+
 @contextmanager
 def redis_errors() -> Iterator[None]:
-    """Turn redis-py's errors into :class:`LimiterUnavailable` (never echoing the URL)."""
+    """Turn redis-py's errors into :class:`LimiterUnavailable` (see :func:`unavailable`)."""
     try:
         yield
     except redis.RedisError as exc:
-        raise LimiterUnavailable(
-            f"the limits store (Redis) is unavailable: {type(exc).__name__}"
-        ) from exc
+        raise unavailable(exc) from exc
 
 
 def connect(url: str, *, timeout: float = 1.0) -> redis.Redis:
