@@ -156,6 +156,16 @@ def test_unfixable_python_shapes_get_guidance(rng):
     assert not result.changed
     lines = sorted(line for line, _ in result.unfixable)
     assert lines == [1, 2, 3, 4, 5, 6]
+    assert key not in repr(result)  # the unchanged source still holds the key
+
+
+def test_fix_result_repr_never_shows_a_key_left_in_place(repo, scanner, rng):
+    moved, left = openai_key(rng), openai_key(rng)
+    (repo / "app.py").write_text(f'KEY = "{moved}"\n# old: {left}\n')
+    result = fix_findings(repo, _findings(scanner, repo), dry_run=True)
+    [app] = result.files
+    assert app.new_code is not None and left in app.new_code
+    assert moved not in repr(result) and left not in repr(result)
 
 
 def test_import_os_added_once_after_docstring_when_no_imports(rng):

@@ -48,7 +48,7 @@ class FileFix:
     replaced: list[tuple[int, str]] = field(default_factory=list)  # (line, env var)
     guidance: list[str] = field(default_factory=list)
     diff: str = ""
-    new_code: str | None = None
+    new_code: str | None = field(default=None, repr=False)  # may hold keys left in place
 
 
 @dataclass
@@ -101,7 +101,7 @@ def _plan_python(root: Path, rel: str, found: list[Finding], env: EnvFile, fix: 
                 f"{guidance(f, name, env.path.name)} [not rewritten: {type(exc).__name__}]"
             )
         return
-    fix.replaced = [(line, name) for line, _, name in result.replaced]
+    fix.replaced = result.replaced
     fix.guidance.extend(f"{rel}:{line}: {why}" for line, why in result.unfixable)
     done_lines = {line for line, _ in fix.replaced} | {line for line, _ in result.unfixable}
     for f in found:

@@ -31,8 +31,8 @@ _ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*\Z")
 class PyRewrite:
     """The outcome for one file: new source, what moved where, what could not be moved."""
 
-    code: str
-    replaced: list[tuple[int, str, str]] = field(default_factory=list)  # (line, value, env name)
+    code: str = field(repr=False)  # may still hold keys it could not rewrite
+    replaced: list[tuple[int, str]] = field(default_factory=list)  # (line, env name)
     unfixable: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
 
     @property
@@ -150,7 +150,7 @@ class _Rewriter(cst.CSTTransformer):
         default = _str_value(original_node.args[1].value)
         assert default is not None
         chosen = self.namer(default, name)
-        self.result.replaced.append((self._line(original_node), default, chosen))
+        self.result.replaced.append((self._line(original_node), chosen))
         return _env_lookup(chosen)
 
     def leave_SimpleString(
@@ -169,7 +169,7 @@ class _Rewriter(cst.CSTTransformer):
             )
             return updated_node
         chosen = self.namer(value, self._hints.get(id(original_node)))
-        self.result.replaced.append((line, value, chosen))
+        self.result.replaced.append((line, chosen))
         return _env_lookup(chosen)
 
 
