@@ -110,6 +110,15 @@ def test_upstream_base_url_rules(vault: Vault, kwargs: dict[str, str]) -> None:
         vault.add_upstream("x", fresh_key(), **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "url", ["https://u:sk-urlpass@example.com:port/v1", "https://u:sk-urlpass@[::1/v1"]
+)
+def test_malformed_base_url_error_hides_its_password(vault: Vault, url: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid URL") as info:
+        vault.add_upstream("x", fresh_key(), base_url=url)
+    assert "sk-urlpass" not in str(info.value) and info.value.__cause__ is None
+
+
 def test_loopback_http_with_opt_in(vault: Vault) -> None:
     cred = vault.add_upstream(
         "local", fresh_key(), base_url="http://127.0.0.1:8080/v1/", allow_insecure_loopback=True

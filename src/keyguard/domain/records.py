@@ -24,6 +24,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PROVIDERS = ("openai",)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_USERINFO_RE = re.compile(r"//[^/?#]*@")
 
 
 class Label(str, Enum):
@@ -75,8 +76,9 @@ def check_base_url(base_url: str, *, allow_insecure_loopback: bool = False) -> s
         parts = urlsplit(base_url)
         host = (parts.hostname or "").lower()
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise ConfigError(f"base_url {base_url!r} is not a valid URL") from exc
+    except ValueError:
+        shown = _USERINFO_RE.sub("//***@", base_url)  # never echo a password in the URL
+        raise ConfigError(f"base_url {shown!r} is not a valid URL") from None
     if parts.username or parts.password:
         raise ConfigError("base_url must not contain credentials")
     if not host or parts.query or parts.fragment:
