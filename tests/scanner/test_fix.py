@@ -168,6 +168,18 @@ def test_fix_result_repr_never_shows_a_key_left_in_place(repo, scanner, rng):
     assert moved not in repr(result) and left not in repr(result)
 
 
+def test_guidance_names_the_env_file_alike_for_python_it_cannot_parse(repo, scanner, rng):
+    key = openai_key(rng)
+    (repo / "broken.py").write_text(f'KEY = "{key}"\nif:\n')
+    (repo / "web.js").write_text(f"const k = '{key}';\n")
+    env = repo / "config" / "secrets.env"
+    result = fix_findings(repo, _findings(scanner, repo), env_path=env, dry_run=True)
+    texts = {f.path: f.guidance for f in result.files}
+    assert "not rewritten: ParserSyntaxError" in texts["broken.py"][0]
+    for path in ("broken.py", "web.js"):
+        assert "(the value is in config/secrets.env as OPENAI_API_KEY)" in texts[path][0]
+
+
 def test_import_os_added_once_after_docstring_when_no_imports(rng):
     key = virtual_key(rng)
     src = f'"""Doc."""\n\nKEY = "{key}"\nOPENAI_PROD_KEY = "{key}"\n'

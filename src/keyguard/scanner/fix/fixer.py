@@ -83,7 +83,15 @@ def _redact_all(text: str, values: Sequence[str]) -> str:
     return text
 
 
-def _plan_python(root: Path, rel: str, found: list[Finding], env: EnvFile, fix: FileFix) -> None:
+def _guide(f: Finding, env: EnvFile, env_label: str) -> str:
+    """Guidance for a finding the fixer leaves to the user; its value is still stored."""
+    name = env.name_for(f.secret.reveal(), None, default_env_name(f.format))
+    return guidance(f, name, env_label)
+
+
+def _plan_python(
+    root: Path, rel: str, found: list[Finding], env: EnvFile, env_label: str, fix: FileFix
+) -> None:
     path = root / rel
     try:
         with open(path, encoding="utf-8", newline="") as fh:
@@ -96,9 +104,8 @@ def _plan_python(root: Path, rel: str, found: list[Finding], env: EnvFile, fix: 
         )
     except (UnicodeDecodeError, cst.ParserSyntaxError, OSError) as exc:
         for f in found:
-            name = env.name_for(f.secret.reveal(), None, default_env_name(f.format))
             fix.guidance.append(
-                f"{guidance(f, name, env.path.name)} [not rewritten: {type(exc).__name__}]"
+                f"{_guide(f, env, env_label)} [not rewritten: {type(exc).__name__}]"
             )
         return
     fix.replaced = result.replaced
@@ -152,11 +159,9 @@ def fix_findings(
     for rel, found in sorted(by_file.items()):
         fix = FileFix(rel)
         if rel.endswith(PYTHON_SUFFIXES):
-            _plan_python(root, rel, found, env, fix)
+            _plan_python(root, rel, found, env, env_label, fix)
         else:
-            for f in found:
-                name = env.name_for(f.secret.reveal(), None, default_env_name(f.format))
-                fix.guidance.append(guidance(f, name, env_label))
+            fix.guidance.extend(_guide(f, env, env_label) for f in found)
         result.files.append(fix)
     # only OpenAI keys go to the vault; keyguard's own virtual keys and admin tokens are issued
     # by the vault, not stored in it: they go to .env like any value
