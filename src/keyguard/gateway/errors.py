@@ -44,11 +44,18 @@ class ClientError(Exception):
         self.code = code
 
 
-def error_body(status: int, message: str, code: str | None, type_: str | None = None) -> bytes:
-    """An OpenAI-shaped JSON error body."""
+def error_body(
+    status: int,
+    message: str,
+    code: str | None,
+    type_: str | None = None,
+    *,
+    param: str | None = None,
+) -> bytes:
+    """An OpenAI-shaped JSON error body (``param`` names the offending field, if any)."""
     if type_ is None:
         type_ = "server_error" if status >= 500 else "invalid_request_error"
-    payload = {"error": {"message": redact(message), "type": type_, "code": code, "param": None}}
+    payload = {"error": {"message": redact(message), "type": type_, "code": code, "param": param}}
     return json.dumps(payload).encode("utf-8")
 
 

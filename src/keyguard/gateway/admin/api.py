@@ -165,11 +165,7 @@ class AdminApi:
             if w.started:
                 w.abandon()
                 return fail.status
-            body = error_body(fail.status, str(fail), fail.code)
-            if fail.param is not None:
-                doc = json.loads(body)
-                doc["error"]["param"] = fail.param
-                body = json.dumps(doc).encode()
+            body = error_body(fail.status, str(fail), fail.code, param=fail.param)
             w.send(fail.status, _JSON + fail.headers, body)
             return fail.status
         w.send(status, headers, payload)
