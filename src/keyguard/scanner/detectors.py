@@ -40,8 +40,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
-from keyguard.domain.admin_tokens import is_admin_token
-from keyguard.domain.keys import OPENAI_MARKER, is_virtual_key
+from keyguard.domain.admin_tokens import ADMIN_TOKEN_RE, is_admin_token
+from keyguard.domain.keys import OPENAI_MARKER, VIRTUAL_KEY_RE, is_virtual_key
 from keyguard.scanner.filters import fake_reason
 
 #: what may stand right before a key that starts after an alphanumeric character: an escape
@@ -152,7 +152,7 @@ class VirtualKeyDetector(Detector):
     keywords = (b"kg_", b"kg%5")
     anchors = keywords
     quick = re.compile(rb"kg(?:_|%5[Ff])[0-9a-z]{12}[0-9A-Za-z]")
-    pattern = re.compile(r"kg_[0-9a-z]{12}[0-9A-Za-z]{50}(?![0-9A-Za-z])")
+    pattern = re.compile(VIRTUAL_KEY_RE.pattern + r"(?![0-9A-Za-z])")
 
     def classify(self, value: str) -> tuple[str, str] | None:
         return ("keyguard-virtual-key", "high") if is_virtual_key(value) else None
@@ -177,7 +177,7 @@ class AdminTokenDetector(Detector):
     keywords = (b"kga_", b"kga%5")
     anchors = keywords
     quick = re.compile(rb"kga(?:_|%5[Ff])[0-9a-z]{12}[0-9A-Za-z]")
-    pattern = re.compile(r"kga_[0-9a-z]{12}[0-9A-Za-z]{50}(?![0-9A-Za-z])")
+    pattern = re.compile(ADMIN_TOKEN_RE.pattern + r"(?![0-9A-Za-z])")
 
     def classify(self, value: str) -> tuple[str, str] | None:
         return ("keyguard-admin-token", "high") if is_admin_token(value) else None
