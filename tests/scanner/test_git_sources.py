@@ -77,6 +77,19 @@ def test_staged_scans_the_index_not_the_worktree(repo, scanner, rng):
     assert report.files_scanned == 2
 
 
+def test_staged_skips_large_files_with_the_tree_scans_note(repo, rng):
+    from keyguard.scanner.runner import Scanner
+
+    (repo / "big.txt").write_text(openai_key(rng) + "\n" + "x" * (2 * 1024 * 1024))
+    git(repo, "add", ".")
+    scanner = Scanner(jobs=1, max_file_size=1024 * 1024)
+    staged = scan_staged(scanner, repo)
+    tree = scanner.scan_files(repo, ["big.txt"])
+    assert staged.findings == tree.findings == []
+    assert [s.reason for s in staged.skipped] == [s.reason for s in tree.skipped]
+    assert staged.skipped[0].reason == "larger than 1 MiB"
+
+
 def test_staged_in_a_fresh_repo_and_a_typical_commit_is_fast(repo, scanner, rng):
     for i in range(10):
         (repo / f"m{i}.py").write_text("import os\n" * 300)

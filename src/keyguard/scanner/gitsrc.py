@@ -18,7 +18,7 @@ from typing import IO
 from keyguard.errors import ScanError
 from keyguard.scanner.engine import scan_text
 from keyguard.scanner.model import Finding, ScanReport, Skipped
-from keyguard.scanner.runner import Scanner
+from keyguard.scanner.runner import Scanner, too_large
 from keyguard.scanner.walk import git_toplevel
 
 _COMMIT = b"\x01commit "
@@ -84,7 +84,7 @@ def scan_staged(scanner: Scanner, path: Path) -> ScanReport:
     report = ScanReport()
     for rel, data in staged_blobs(repo):
         if len(data) > scanner.max_file_size:
-            report.skipped.append(Skipped(rel, "too large"))
+            report.skipped.append(Skipped(rel, too_large(scanner.max_file_size)))
             continue
         report.files_scanned += 1
         report.bytes_scanned += len(data)

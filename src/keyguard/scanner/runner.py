@@ -39,6 +39,12 @@ def _init_worker(detectors: list[Detector] | None) -> None:
     _worker_detectors = detectors if detectors is not None else load_detectors()
 
 
+def too_large(max_size: int) -> str:
+    """The skip reason of a file over ``max_size`` bytes (tree and staged scans alike)."""
+    mib, rest = divmod(max_size, 1024 * 1024)
+    return f"larger than {mib} MiB" if mib and not rest else f"larger than {max_size} bytes"
+
+
 def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int) -> FileResult:
     """Read one file and scan it; returns ``(rel, matches, skip reason, bytes read)``."""
     try:
@@ -49,7 +55,7 @@ def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int)
             if not stat.S_ISREG(st.st_mode):
                 return rel, [], GONE, 0
             if st.st_size > max_size:
-                return rel, [], f"larger than {max_size // (1024 * 1024)} MiB", 0
+                return rel, [], too_large(max_size), 0
             data = os.read(fd, st.st_size + 1)
             if len(data) != st.st_size:  # a short read, or the file changed while we read it
                 data += _read_rest(fd)
