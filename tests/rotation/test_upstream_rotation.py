@@ -4,6 +4,7 @@ last-use, failures, resume, abort, concurrency."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,17 @@ S = RotationState
 
 def live_accounts(platform: FakeOpenAIPlatform) -> set[str]:
     return set(platform.projects[PROJECT])
+
+
+def reject_new_key(vault: Vault, platform: FakeOpenAIPlatform) -> Callable[[str], None]:
+    """An ``after_step`` hook: once the new key is created, the platform refuses it (401)."""
+
+    def hook(step: str) -> None:
+        if step == "created":
+            _, pending = vault.upstream_secret("default", Label.PENDING)
+            platform.forced_401.add(pending.reveal())
+
+    return hook
 
 
 def test_full_rotation_switches_and_retires(
@@ -119,12 +131,7 @@ def test_failed_create_is_resumed_without_orphans(
 def test_failed_test_step_keeps_current_then_abort_cleans_up(
     vault: Vault, platform: FakeOpenAIPlatform, connect: Any
 ) -> None:
-    def reject_new_key(step: str) -> None:
-        if step == "created":
-            _, pending = vault.upstream_secret("default", Label.PENDING)
-            platform.forced_401.add(pending.reveal())
-
-    rot = rotator(vault, connect, after_step=reject_new_key)
+    rot = rotator(vault, connect, after_step=reject_new_key(vault, platform))
     before = live_accounts(platform)
     with pytest.raises(UpstreamError):
         rot.start("default")
@@ -173,13 +180,8 @@ def test_emergency_revoke_aborts_an_unswitched_rotation(
 ) -> None:
     from keyguard.rotation.manual import emergency_revoke
 
-    def reject_new_key(step: str) -> None:
-        if step == "created":
-            _, pending = vault.upstream_secret("default", Label.PENDING)
-            platform.forced_401.add(pending.reveal())
-
     with pytest.raises(UpstreamError):
-        rotator(vault, connect, after_step=reject_new_key).start("default")
+        rotator(vault, connect, after_step=reject_new_key(vault, platform)).start("default")
     _, leaked = vault.upstream_secret("default")
     result = emergency_revoke(vault, "default", connect, actor="tester", source="test")
     assert result.account_deleted and result.revoked_version == 1
