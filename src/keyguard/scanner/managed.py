@@ -19,6 +19,10 @@ from keyguard.scanner.model import Finding
 
 ManagedKey = ManagedMatch
 
+#: ``ManagedMatch.kind`` of keyguard admin-API tokens (the domain knows only upstream and
+#: virtual keys; the vault adapter makes these matches and this module describes them)
+ADMIN_TOKEN = "admin_token"
+
 
 class ManagedKeys(Protocol):
     """What the scanner needs from the vault."""
@@ -32,7 +36,7 @@ class ManagedKeys(Protocol):
 
 def describe(match: ManagedMatch) -> str:
     """One line for reports (the domain's description knows upstream and virtual keys)."""
-    if match.kind == "admin_token":
+    if match.kind == ADMIN_TOKEN:
         bits = [repr(match.name)] if match.name else []
         if match.revoked:
             bits.append("revoked")

@@ -22,9 +22,7 @@ from keyguard.domain.keys import VIRTUAL_KEY_PREFIX
 from keyguard.domain.records import ManagedMatch
 from keyguard.domain.secret import Secret
 from keyguard.errors import KeyguardError, KeyNotFound, Unauthenticated
-
-#: ``ManagedMatch.kind`` of keyguard admin-API tokens
-ADMIN_TOKEN = "admin_token"
+from keyguard.scanner.managed import ADMIN_TOKEN
 
 
 class VaultLike(Protocol):
