@@ -23,7 +23,6 @@ from keyguard.errors import (
     AccessDenied,
     KeyFormatError,
     KeyguardError,
-    RateLimited,
     Unauthenticated,
     UpstreamError,
 )
@@ -212,14 +211,10 @@ class Gateway:
 
     def _authenticate(self, req: Request, ip: IPAddress, ctx: _Ctx, now: datetime) -> VirtualKey:
         mono = time.monotonic()
-        wait = self._throttle.retry_after(ip, mono)
-        if wait > 0:
+        refused = self._throttle.refusal(ip, mono)
+        if refused is not None:
             ctx.audit = False  # a brute-force flood must not flood the audit log too
-            raise RateLimited(
-                "too many failed authentication attempts from this address",
-                retry_after=wait,
-                code="auth_throttled",
-            )
+            raise refused
         token = bearer_token(req.headers)
         if not token:
             self._throttle.failure(ip, mono)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from keyguard.errors import RateLimited
 from keyguard.gateway.clientip import IPAddress
 
 
@@ -45,6 +46,18 @@ class FailedAuthThrottle:
             return 0.0
         tokens = self._tokens(self._source(ip), now)
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+
+    def refusal(self, ip: IPAddress, now: float) -> RateLimited | None:
+        """The 429 for ``ip`` while its bucket is empty (proxy and admin API alike), else
+        ``None``."""
+        wait = self.retry_after(ip, now)
+        if wait <= 0:
+            return None
+        return RateLimited(
+            "too many failed authentication attempts from this address",
+            retry_after=wait,
+            code="auth_throttled",
+        )
 
     def failure(self, ip: IPAddress, now: float) -> None:
         """Record one failed authentication from ``ip`` at ``now`` (monotonic seconds)."""

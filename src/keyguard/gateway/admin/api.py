@@ -34,7 +34,6 @@ from keyguard.errors import (
     KeyFormatError,
     KeyguardError,
     KeyNotFound,
-    RateLimited,
     StorageError,
     Unauthenticated,
     UpstreamError,
@@ -222,15 +221,10 @@ class AdminApi:
 
     async def _authenticate(self, req: Request, ip: IPAddress, path: str) -> AdminToken:
         mono = time.monotonic()
-        wait = self._throttle.retry_after(ip, mono)
-        if wait > 0:  # not audited: a brute-force flood must not flood the audit log too
-            exc = RateLimited(
-                "too many failed authentication attempts from this address",
-                retry_after=wait,
-                code="auth_throttled",
-            )
-            _, headers, _ = for_exception(exc)
-            raise Fail(429, str(exc), "auth_throttled", headers=headers)
+        refused = self._throttle.refusal(ip, mono)
+        if refused is not None:  # not audited: a brute-force flood must not flood the audit log
+            _, headers, _ = for_exception(refused)
+            raise Fail(429, str(refused), "auth_throttled", headers=headers)
         token = bearer_token(req.headers)
         try:
             if not token:
