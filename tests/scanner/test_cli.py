@@ -155,6 +155,13 @@ def test_verify_flag_uses_the_configured_upstream(leaky):
     assert states == {"openai-project": "active", "keyguard-virtual-key": None}
 
 
+def test_verify_default_base_url_is_the_verifiers():
+    from keyguard.cli.scan_cmd import DEFAULT_VERIFY_BASE_URL
+    from keyguard.scanner.verify import DEFAULT_BASE_URL
+
+    assert DEFAULT_VERIFY_BASE_URL == DEFAULT_BASE_URL
+
+
 def test_fix_cli_dry_run_then_real(repo, rng):
     key = openai_key(rng)
     (repo / "app.py").write_text(f"from openai import OpenAI\nc = OpenAI(api_key='{key}')\n")

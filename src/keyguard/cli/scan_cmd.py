@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from keyguard.scanner.model import ScanReport
     from keyguard.scanner.runner import Scanner
 
+#: verify.DEFAULT_BASE_URL, repeated so that a plain scan does not import ssl and urllib
+#: (tests/scanner/test_cli.py keeps the two equal)
 DEFAULT_VERIFY_BASE_URL = "https://api.openai.com/v1"
 
 
