@@ -13,7 +13,8 @@ class Secret:
     """Holds a secret value; every way of turning it into text shows only a redacted form.
 
     ``repr``/``str``/``format``/f-strings/``%`` formatting and logging show ``sk-proj-…wxyz``
-    plus a fingerprint; pickling and ``copy`` refuse; ``json.dumps`` fails as for any object.
+    plus a fingerprint; pickling refuses, ``copy`` returns the same object (no second copy of
+    the value); ``json.dumps`` fails as for any object.
     The value comes only from :meth:`reveal`, which is easy to grep for in review.
     Every ``Secret`` registers its value with the process-wide redactor, so
     :func:`keyguard.redact` removes it from any text afterwards.
