@@ -159,3 +159,26 @@ def test_history_finds_keys_in_commit_messages(repo, scanner, rng):
     [f] = scan_history(scanner, repo).findings
     assert (f.path, f.line, f.fingerprint) == ("<commit message>", 3, fingerprint(key))
     assert f.commit == git(repo, "rev-parse", "HEAD")
+
+
+def test_history_runs_detectors_without_keywords(repo):
+    import re
+
+    from keyguard.scanner.detectors import Detector
+    from keyguard.scanner.runner import Scanner
+
+    class Bare(Detector):
+        name = "bare"
+        pattern = re.compile(r"zz-[0-9]{8}")
+
+        def classify(self, value):
+            return ("bare-token", "low")
+
+    (repo / "a.txt").write_text("one\nt = zz-12345678\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "add\n\nold token zz-87654321")
+    report = scan_history(Scanner([Bare()], jobs=1), repo)
+    assert [(f.format, f.path, f.line) for f in report.findings] == [
+        ("bare-token", "<commit message>", 3),
+        ("bare-token", "a.txt", 2),
+    ]

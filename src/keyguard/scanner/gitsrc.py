@@ -107,15 +107,22 @@ class _HistoryParser:
 
     A section without any detector keyword is not parsed line by line: only its last commit
     header (if any) is read. That keeps Python's share of a history scan small next to git's.
+    A detector without keywords (a plugin may have none) makes every added line worth reading,
+    as it always runs in a tree scan (:func:`keyguard.scanner.engine.select`).
     """
 
     def __init__(self, scanner: Scanner, report: ScanReport) -> None:
         self.detectors = scanner.detectors
         self.keywords = [k for d in scanner.detectors for k in d.keywords]
+        self.scan_all = any(not d.keywords for d in scanner.detectors)
         self.report = report
         self.seen: set[str] = set()
         self.commit: str | None = None
         self.date: str | None = None
+
+    def _wanted(self, data: bytes) -> bool:
+        """Could ``data`` hold a key: does it contain a keyword (or is any detector keyless)?"""
+        return self.scan_all or any(k in data for k in self.keywords)
 
     def _header(self, line: bytes) -> None:
         _, commit, date = line.split()[:3]
@@ -129,7 +136,7 @@ class _HistoryParser:
         """
         self.report.bytes_scanned += len(section)
         self.report.files_scanned += section.count(b"\n" + _COMMIT) + section.startswith(_COMMIT)
-        if any(k in section for k in self.keywords):
+        if self._wanted(section):
             self._scan_section(section)
         last = section.rfind(b"\n" + _COMMIT)
         if last >= 0 or section.startswith(_COMMIT):
@@ -149,7 +156,8 @@ class _HistoryParser:
             return  # a deletion adds nothing
         file_path = _unquote_path(raw_path)[2:]
         done: set[int] = set()
-        for keyword in self.keywords:
+        # every added line starts with '+': with scan_all, each one is a hit
+        for keyword in [b"+"] if self.scan_all else self.keywords:
             hit = section.find(keyword, first_hunk)
             while hit >= 0:
                 start = section.rfind(b"\n", 0, hit) + 1
@@ -172,10 +180,10 @@ class _HistoryParser:
         out = _git(repo, "log", "--all", "--reverse", "--format=%x01%H %aI%n%B")
         for record in out.split(b"\x01")[1:]:
             header, _, message = record.partition(b"\n")
-            if any(k in message for k in self.keywords):
+            if self._wanted(message):
                 self._header(_COMMIT + header)
                 for number, line in enumerate(message.split(b"\n"), start=1):
-                    if any(k in line for k in self.keywords):
+                    if self._wanted(line):
                         self._found(line, "<commit message>", number)
 
     def _found(self, raw: bytes, file_path: str, line_no: int) -> None:
