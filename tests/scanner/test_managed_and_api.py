@@ -64,6 +64,7 @@ def test_revoke_all_revokes_virtual_keys_and_flags_upstream_keys(found, vault):
     assert out[1].notes == (f"revoked virtual key {vk.key_id}",)
     assert "keyguard upstream revoke prod --now" in out[0].notes[0]
     assert out[0].notes == out[3].notes and out[2].notes == ()
+    assert out[0].managed == out[3].managed
     again = managed.revoke_all(findings, VaultManagedKeys(vault), actor="user:ci")
     assert again[1].notes == (f"virtual key {vk.key_id} was already revoked",)
 
@@ -103,6 +104,21 @@ def test_admin_tokens_are_found_looked_up_and_revoked(tmp_path, scanner, vault, 
     assert "revoked" in out[1].managed and "already revoked" in out[1].notes[0]
     assert out[2].managed is None
     assert [t.revoked for t in vault.list_admin_tokens()] == [True, True]
+
+
+def test_each_key_is_looked_up_once_and_described_alike(tmp_path, scanner, vault, rng):
+    vault.add_upstream("prod", Secret(openai_key(rng), register=False))
+    vk, token = vault.create_key(KeySpec(name="app", upstream="prod"))
+    (tmp_path / "a.py").write_text(f"A = '{token.reveal()}'\nB = '{token.reveal()}'\n")
+    findings = scanner.scan_files(tmp_path, ["a.py"]).findings
+    keys = VaultManagedKeys(vault)
+    asked = []
+    real_lookup = keys.lookup
+    keys.lookup = lambda secret: asked.append(secret) or real_lookup(secret)  # type: ignore[method-assign]
+    out = managed.revoke_all(findings, keys, actor="user:ci")
+    assert len(asked) == 1 and vault.get_key(vk.key_id).revoked
+    assert out[0].managed == out[1].managed == f"virtual key {vk.key_id} ('app')"
+    assert out[0].notes == out[1].notes == (f"revoked virtual key {vk.key_id}",)
 
 
 def test_vault_sink_stores_new_keys_once(vault, rng):

@@ -44,13 +44,25 @@ def describe(match: ManagedMatch) -> str:
     return match.description
 
 
-def annotate(findings: Iterable[Finding], keys: ManagedKeys) -> list[Finding]:
-    """Set ``managed`` on every finding whose key the vault manages."""
+def _lookup_each_key_once(
+    findings: Iterable[Finding], keys: ManagedKeys
+) -> list[tuple[Finding, ManagedMatch | None]]:
+    """Every finding with its managed key; the vault is asked once per distinct key."""
+    hits: dict[str, ManagedMatch | None] = {}
     out = []
     for f in findings:
-        hit = keys.lookup(f.secret)
-        out.append(replace(f, managed=describe(hit)) if hit else f)
+        if f.fingerprint not in hits:
+            hits[f.fingerprint] = keys.lookup(f.secret)
+        out.append((f, hits[f.fingerprint]))
     return out
+
+
+def annotate(findings: Iterable[Finding], keys: ManagedKeys) -> list[Finding]:
+    """Set ``managed`` on every finding whose key the vault manages."""
+    return [
+        replace(f, managed=describe(hit)) if hit else f
+        for f, hit in _lookup_each_key_once(findings, keys)
+    ]
 
 
 def revoke_all(
@@ -59,8 +71,7 @@ def revoke_all(
     """Revoke every managed key found (each once); the action is added to the finding's notes."""
     done: dict[str, str] = {}
     out = []
-    for f in findings:
-        hit = keys.lookup(f.secret)
+    for f, hit in _lookup_each_key_once(findings, keys):
         if hit is None:
             out.append(f)
             continue
