@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from keyguard.domain.records import Label
 from keyguard.rotation.admin_api import AdminApi, ProjectKey, ServiceAccount
 from keyguard.rotation.upstream import Connect
 from keyguard.vault.vault import Vault
@@ -63,8 +62,8 @@ def reconcile(
         if s.account_id in live and s.account_id not in accounts:
             report.missing.append((s.version, s.account_id))
             label = labels.get(s.version)
-            if label in (Label.CURRENT, Label.PREVIOUS, Label.PENDING):
-                report.missing_labels.append((s.version, label.value if label else ""))
+            if label is not None:  # a labelled version whose account is gone
+                report.missing_labels.append((s.version, label.value))
         if s.account_id not in live and s.account_id in accounts:
             report.undeleted.append((s.version, s.account_id))
     return report
