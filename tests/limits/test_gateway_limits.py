@@ -194,11 +194,35 @@ def test_memory_limiter_in_gateway(
             c.chat.completions.create(model="gpt-4o-mini", messages=MSG)
 
 
+def test_rate_only_key_reserves_nothing_but_charges_the_estimate_without_usage(
+    vault: Vault, make_key: Any
+) -> None:
+    """A key with only a request-rate limit takes no token/cost estimate up front; a response
+    that reports no usage is still charged the estimate when it settles."""
+    from keyguard.gateway.forward import PreparedBody
+
+    mem = MemoryLimiter()
+    key = vault.get_key(make_key(rpm=5)[0])
+    admission = Admission(AsyncMemoryLimiter(mem), shipped_prices())
+    data = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}'
+    body = PreparedBody(data=data, model="gpt-4o-mini")
+    now = _now()
+    ticket = asyncio.run(admission.admit(key, "/v1/chat/completions", body, now))
+    assert ticket.reservation.tokens == 0 and ticket.reservation.cost_nano == 0
+    ticket.tap.start(200, [(b"content-type", b"application/json")], 2)
+    ticket.tap.feed(b"{}")
+    ticket.tap.end()
+    admission.finish(ticket, now, completed=True)
+    usage = mem.usage(key.key_id, Limits.of(key), now)
+    assert usage.in_flight == 0 and usage.requests_last_minute == 1
+    assert usage.tokens_last_minute == ticket.estimate.tokens > 0
+    assert usage.spent_usd == ticket.estimate.cost_usd > 0
+
+
 def _now() -> Any:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc)
-
 
 
 def test_stream_rewrite_keeps_odd_json_intact(
@@ -219,7 +243,9 @@ def test_stream_rewrite_keeps_odd_json_intact(
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
-    assert resp.status == 200 and b"[DONE]" in data and b'"usage"' not in data.replace(
-        b'"usage": null', b""
+    assert (
+        resp.status == 200
+        and b"[DONE]" in data
+        and b'"usage"' not in data.replace(b'"usage": null', b"")
     )
     assert upstream.chat_bodies[-1]["messages"][0]["content"] == odd

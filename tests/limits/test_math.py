@@ -75,6 +75,22 @@ def test_concurrency_and_leases() -> None:
     c.reserve("d", "k", lim, Estimate(), at(31), 30)  # a and b's leases ran out
 
 
+def test_expired_leases_are_charged_whatever_order_they_were_taken_in() -> None:
+    spend: list[tuple[str, int]] = []
+    c = KeyCounters(spend_log=lambda period, nano: spend.append((period, nano)))
+    lim = Limits(rpm=100)
+    c.reserve("long", "k", lim, Estimate(tokens=5, cost_nano=50), at(0), 600)
+    c.reserve("short", "k", lim, Estimate(tokens=7, cost_nano=70), at(1), 10)  # runs out first
+    c.expire(at(5).timestamp())
+    assert set(c.inflight) == {"long", "short"}
+    c.expire(at(12).timestamp())
+    assert set(c.inflight) == {"long"} and spend == [(period_id(lim.period, at(0)), 70)]
+    assert c.next_expiry == at(600).timestamp()
+    c.expire(at(601).timestamp())
+    assert not c.inflight and [n for _, n in spend] == [70, 50]
+    assert c.next_expiry == float("inf")
+
+
 def test_budget_holds_estimates_and_never_overshoots() -> None:
     c = KeyCounters()
     lim = Limits(budget_nano=usd_to_nano(1.0), period=BudgetPeriod.DAILY)

@@ -84,9 +84,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         wait_until(client.ping, 10, "redis-server to start")
@@ -178,10 +190,14 @@ def cluster(
         logs = [tmp / f"replica{i}.log" for i in range(3)]
         for port, log in zip(ports, logs):
             with log.open("wb") as fh:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "keyguard.cli", "serve", "--port", str(port)],
-                    env=env, stdout=fh, stderr=subprocess.STDOUT,
-                ))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "keyguard.cli", "serve", "--port", str(port)],
+                        env=env,
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         c = Cluster(vault, rs, urls, tokens, ids, env, logs)
         try:
@@ -245,7 +261,11 @@ def test_budget_holds_across_replicas(cluster: Cluster) -> None:
     estimate, actual = 0.12, 0.06
     out = subprocess.run(
         [sys.executable, "-m", "keyguard.cli", "key", "usage", cluster.key_ids["budget"], "--json"],
-        env=cluster.env, capture_output=True, text=True, timeout=60, check=True,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     usage = json.loads(out.stdout)
     print(f"\n$1.00 budget over 3 replicas: {ok} admitted, spent ${usage['spent_usd']:.2f}")
@@ -361,6 +381,7 @@ def test_redis_down_fails_closed_and_recovers(cluster: Cluster) -> None:
     finally:
         cluster.redis.start()
     t0 = time.monotonic()
-    wait_until(lambda: [_chat(c) for c in clients + plain] == ["ok"] * 6, 15,
-               "service to come back")
+    wait_until(
+        lambda: [_chat(c) for c in clients + plain] == ["ok"] * 6, 15, "service to come back"
+    )
     print(f"\nRedis restarted: all replicas serving again after {time.monotonic() - t0:.2f} s")

@@ -21,7 +21,9 @@ def kg(home: Path, *args: str, **env: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "keyguard.cli", *args],
         env={**base, "KEYGUARD_HOME": str(home), **env},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
     return proc.stdout
@@ -32,13 +34,15 @@ def test_key_usage_embedded(tmp_path: Path) -> None:
     real = generate_openai_style_key("proj")
     kg(home, "init")
     kg(home, "upstream", "add", "default", "--from-env", "REAL", REAL=real)
-    created = json.loads(kg(home, "key", "create", "app", "--budget-usd", "2", "--budget-period",
-                            "daily", "--json"))
+    created = json.loads(
+        kg(home, "key", "create", "app", "--budget-usd", "2", "--budget-period", "daily", "--json")
+    )
     key_id = created["key_id"]
     now = datetime.now(timezone.utc)
     store = SqliteStore(home / "keyguard.db")
-    SqliteSpendStore(store).add_spend({(key_id, period_id(BudgetPeriod.DAILY, now)): 500_000_000},
-                                      now)
+    SqliteSpendStore(store).add_spend(
+        {(key_id, period_id(BudgetPeriod.DAILY, now)): 500_000_000}, now
+    )
     store.close()
     usage = json.loads(kg(home, "key", "usage", key_id, "--json"))
     assert usage["backend"] == "in-process"

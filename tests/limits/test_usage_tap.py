@@ -48,8 +48,10 @@ def test_client_asked_for_usage_passes_everything() -> None:
 
 
 def test_responses_api_completed_event() -> None:
-    ev = {"type": "response.completed", "response": {"usage": {"input_tokens": 4,
-                                                                "output_tokens": 6}}}
+    ev = {
+        "type": "response.completed",
+        "response": {"usage": {"input_tokens": 4, "output_tokens": 6}},
+    }
     data = b"event: response.completed\ndata: " + json.dumps(ev).encode() + b"\n\n"
     tap = UsageTap()
     tap.start(200, SSE, None)

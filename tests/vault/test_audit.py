@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -220,4 +220,25 @@ def test_any_json_details_survive_storage_and_verify(
     vault: Vault, details: dict[str, object], actor: str
 ) -> None:
     vault.audit.append(AuditEvent("prop.test", actor, details=details))
+    assert vault.audit.verify().ok
+
+
+def test_flat_details_are_redacted_and_times_stored_in_utc(vault: Vault) -> None:
+    """The one-pass path for flat details (every gateway record) redacts keys and values."""
+    raw = generate_openai_style_key()
+    when = datetime(2030, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    vault.audit.append(
+        AuditEvent(
+            "test.flat",
+            "tester",
+            details={"model": f"x {raw}", f"k {raw}": 1, "ms": 0.5, "ok": True, "none": None},
+            time=when,
+        )
+    )
+    rec = vault.audit.list()[-1]
+    assert raw not in json.dumps(rec.details)
+    assert rec.details["ms"] == 0.5 and rec.details["ok"] is True and rec.details["none"] is None
+    assert rec.time == when and rec.time.utcoffset() == timedelta(0)
+    with pytest.raises(ValueError):
+        vault.audit.append(AuditEvent("x", "y", details={"v": float("inf")}))
     assert vault.audit.verify().ok

@@ -15,7 +15,7 @@ per key under a lock, and the Redis Lua scripts implement the same steps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -184,6 +184,9 @@ def deny(reason: str, key_id: str, limits: Limits, retry_after: float) -> RateLi
     return RateLimited(msg, retry_after=retry, code="rate_limit_exceeded")
 
 
+_INF = float("inf")
+
+
 def budget_retry_after(limits: Limits, now: datetime, spent: int, est: int) -> float:
     """Retry-After for a budget denial: the period's end, or soon when only holds block."""
     if limits.budget_nano is not None and spent + est <= limits.budget_nano:
@@ -194,18 +197,27 @@ def budget_retry_after(limits: Limits, now: datetime, spent: int, est: int) -> f
 
 @dataclass
 class KeyCounters:
-    """The counters of one key (in-process limiter); every method takes ``now``."""
+    """The counters of one key (in-process limiter); every method takes ``now``.
+
+    ``spend_log`` (when set) receives ``(period, nano-USD)`` for every increment of ``spent``,
+    so a caller can persist increments without diffing the dict."""
 
     requests: SlidingWindow = field(default_factory=SlidingWindow)
     tokens: SlidingWindow = field(default_factory=SlidingWindow)
     inflight: dict[str, Reservation] = field(default_factory=dict)
     spent: dict[str, int] = field(default_factory=dict)  # period id -> nano-USD
     held: dict[str, int] = field(default_factory=dict)
+    spend_log: Callable[[str, int], None] | None = field(default=None, repr=False)
+    #: no lease in ``inflight`` runs out before this (``expire`` skips the scan until then)
+    next_expiry: float = float("inf")
 
     def expire(self, ts: float) -> None:
         """Drop reservations whose lease ran out, charging their estimate (the safe side)."""
+        if ts < self.next_expiry:
+            return
         for res in [r for r in self.inflight.values() if r.lease_until <= ts]:
             self.settle(res, res.tokens, res.cost_nano)
+        self.next_expiry = min((r.lease_until for r in self.inflight.values()), default=_INF)
 
     def reserve(
         self, rid: str, key_id: str, limits: Limits, est: Estimate, now: datetime, lease_s: float
@@ -230,11 +242,16 @@ class KeyCounters:
             if spent + held + est.cost_nano > limits.budget_nano:
                 wait = budget_retry_after(limits, now, spent, est.cost_nano)
                 raise deny("budget", key_id, limits, wait)
-        res = Reservation(rid, key_id, sec, est.tokens, est.cost_nano, period, ts + lease_s)
+        lease_until = ts + lease_s
+        res = Reservation(rid, key_id, sec, est.tokens, est.cost_nano, period, lease_until)
         self.requests.add(sec, 1)
-        self.tokens.add(sec, est.tokens)
-        self.held[period] = self.held.get(period, 0) + est.cost_nano
+        if est.tokens:
+            self.tokens.add(sec, est.tokens)
+        if est.cost_nano:
+            self.held[period] = self.held.get(period, 0) + est.cost_nano
         self.inflight[rid] = res
+        if lease_until < self.next_expiry:
+            self.next_expiry = lease_until
         return res
 
     def record(self, limits: Limits, tokens: int, cost_nano: int, now: datetime) -> None:
@@ -244,14 +261,20 @@ class KeyCounters:
         self.tokens.prune(sec)
         self.requests.add(sec, 1)
         self.tokens.add(sec, max(tokens, 0))
-        period = period_id(limits.period, now)
-        self.spent[period] = self.spent.get(period, 0) + max(cost_nano, 0)
+        self._spend(period_id(limits.period, now), max(cost_nano, 0))
 
     def settle(self, res: Reservation, tokens: int, cost_nano: int) -> bool:
         """Replace the estimate by the real figures; False when ``res`` was already settled."""
         if self.inflight.pop(res.rid, None) is None:
             return False
-        self.tokens.add(res.second, tokens - res.tokens)
-        self.held[res.period] = max(0, self.held.get(res.period, 0) - res.cost_nano)
-        self.spent[res.period] = self.spent.get(res.period, 0) + max(cost_nano, 0)
+        if tokens != res.tokens:
+            self.tokens.add(res.second, tokens - res.tokens)
+        if res.cost_nano:
+            self.held[res.period] = max(0, self.held.get(res.period, 0) - res.cost_nano)
+        self._spend(res.period, max(cost_nano, 0))
         return True
+
+    def _spend(self, period: str, nano: int) -> None:
+        self.spent[period] = self.spent.get(period, 0) + nano
+        if nano and self.spend_log is not None:
+            self.spend_log(period, nano)

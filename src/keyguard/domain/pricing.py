@@ -72,6 +72,8 @@ class PriceTable:
     models: Mapping[str, ModelPrice]
     default: ModelPrice
     _prefixes: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: model name -> its price, as looked up (bounded; names come from clients)
+    _memo: dict[str, ModelPrice] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_length = tuple(sorted(self.models, key=len, reverse=True))
@@ -106,13 +108,21 @@ class PriceTable:
         """The price of ``model`` (exact name, longest ``prefix-`` match, else ``default``)."""
         if not model:
             return self.default
-        found = self.models.get(model)
+        memo = self._memo
+        found = memo.get(model)
         if found is not None:
             return found
-        for prefix in self._prefixes:
-            if model.startswith(prefix) and model[len(prefix)] == "-":
-                return self.models[prefix]
-        return self.default
+        found = self.models.get(model)
+        if found is None:
+            found = self.default
+            for prefix in self._prefixes:
+                if model.startswith(prefix) and model[len(prefix)] == "-":
+                    found = self.models[prefix]
+                    break
+        if len(memo) >= 1024:  # model names come from clients: keep the memo small
+            memo.clear()
+        memo[model] = found
+        return found
 
     def cost_nano(
         self, model: str | None, input_tokens: int, output_tokens: int, cached_tokens: int = 0

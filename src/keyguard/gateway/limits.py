@@ -38,6 +38,7 @@ from keyguard.limits.ports import AsyncLimiter, LimiterUnavailable
 log = logging.getLogger("keyguard.gateway.limits")
 
 _GENERATING = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
+_NOTHING = Estimate()
 UNAVAILABLE = (
     "rate limits cannot be checked: the limits store (Redis) is unreachable; "
     "the gateway refuses requests until it is back"
@@ -131,21 +132,24 @@ class Admission:
             period = period_id(limits.period, now)
             res = Reservation("", key.key_id, sec, 0, 0, period, 0.0, counted=False)
             return Ticket(res, limiter, body.model, limits, tap, estimator=estimator)
-        est = estimator()
+        # only a token or budget limit reserves the estimate; for request-rate and concurrency
+        # limits it matters only when the response reports no usage (computed then)
+        est = estimator() if limits.tpm is not None or limits.budget_nano is not None else None
+        take = est if est is not None else _NOTHING
         limiter = self._pick()
         if isinstance(limiter, AsyncMemoryLimiter):  # in-process: no I/O, no coroutine
-            res = limiter.limiter.reserve(key.key_id, limits, est, now)
+            res = limiter.limiter.reserve(key.key_id, limits, take, now)
             self._ok(limiter)
-            return Ticket(res, limiter, body.model, limits, tap, est)
+            return Ticket(res, limiter, body.model, limits, tap, est, estimator)
         try:
-            res = await limiter.reserve(key.key_id, limits, est, now)
+            res = await limiter.reserve(key.key_id, limits, take, now)
         except LimiterUnavailable:
             self._failed()
             limiter = self._pick()  # the fallback, or raise 503
-            res = await limiter.reserve(key.key_id, limits, est, now)
+            res = await limiter.reserve(key.key_id, limits, take, now)
         else:
             self._ok(limiter)
-        return Ticket(res, limiter, body.model, limits, tap, est)
+        return Ticket(res, limiter, body.model, limits, tap, est, estimator)
 
     def _limits_of(self, key: VirtualKey) -> tuple[Limits, bool]:
         """``Limits.of(key)`` and whether any is set, remembered per key record (the

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from keyguard.domain.limits import (
@@ -66,6 +67,8 @@ class MemoryLimiter:
         c = self._keys.get(key_id)
         if c is None:
             c = self._keys[key_id] = KeyCounters()
+            if self._store is not None:  # spend increments are queued for the store
+                c.spend_log = partial(self._note, key_id)
         return c
 
     # -- the Limiter port -----------------------------------------------------------------
@@ -75,21 +78,15 @@ class MemoryLimiter:
     ) -> Reservation:
         rid = self._new_id()
         with self._lock:
-            c = self._counters(key_id)
-            before = dict(c.spent)
-            res = c.reserve(rid, key_id, limits, estimate, now, self._lease_s)
-            self._note(key_id, before, c)
-            return res
+            return self._counters(key_id).reserve(rid, key_id, limits, estimate, now, self._lease_s)
 
     def settle(self, reservation: Reservation, tokens: int, cost_nano: int, now: datetime) -> None:
         if not reservation.counted:
             return
         with self._lock:
             c = self._counters(reservation.key_id)
-            before = dict(c.spent)
             c.expire(now.timestamp())
             c.settle(reservation, tokens, cost_nano)
-            self._note(reservation.key_id, before, c)
 
     def release(self, reservation: Reservation, now: datetime) -> None:
         self.settle(reservation, 0, 0, now)
@@ -98,10 +95,7 @@ class MemoryLimiter:
         self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
     ) -> None:
         with self._lock:
-            c = self._counters(key_id)
-            before = dict(c.spent)
-            c.record(limits, tokens, cost_nano, now)
-            self._note(key_id, before, c)
+            self._counters(key_id).record(limits, tokens, cost_nano, now)
 
     def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:
         sec = int(now.timestamp())
@@ -118,7 +112,8 @@ class MemoryLimiter:
                 period=period,
                 spent_usd=nano_to_usd(c.spent.get(period, 0)),
                 held_usd=nano_to_usd(c.held.get(period, 0)),
-                budget_usd=nano_to_usd(limits.budget_nano) if limits.budget_nano is not None
+                budget_usd=nano_to_usd(limits.budget_nano)
+                if limits.budget_nano is not None
                 else None,
                 period_start=start,
                 period_end=end,
@@ -126,14 +121,10 @@ class MemoryLimiter:
 
     # -- persistence ----------------------------------------------------------------------
 
-    def _note(self, key_id: str, before: dict[str, int], c: KeyCounters) -> None:
-        if self._store is None:
-            return
-        for period, value in c.spent.items():
-            delta = value - before.get(period, 0)
-            if delta:
-                row = (key_id, period)
-                self._pending[row] = self._pending.get(row, 0) + delta
+    def _note(self, key_id: str, period: str, nano: int) -> None:
+        """A spend increment to persist (called under the lock, by the key's counters)."""
+        row = (key_id, period)
+        self._pending[row] = self._pending.get(row, 0) + nano
 
     def _apply(self, totals: dict[tuple[str, str], int]) -> None:
         """Take the stored totals as truth, plus what was spent here since they were read."""

@@ -75,6 +75,26 @@ def _clean(value: Any, depth: int = 0) -> Any:
     raise TypeError(f"audit details cannot hold {type(value).__name__} values")
 
 
+def _clean_flat(value: dict[Any, Any]) -> dict[str, Any] | None:
+    """:func:`_clean` of a flat dict (str keys; str, int, float, bool or ``None`` values) in one
+    pass — the shape of nearly every record (a gateway request's); ``None`` for anything else."""
+    out = {}
+    r = redact_cached
+    for k, v in value.items():
+        if type(k) is not str:
+            return None
+        kind = type(v)
+        if kind is str:
+            v = r(v)
+        elif kind is float:
+            if v != v or v in _INF:
+                raise ValueError("audit details must not contain NaN or infinity")
+        elif not (v is None or kind is int or kind is bool):
+            return None
+        out[r(k)] = v
+    return out
+
+
 def _clean_map(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
     out = {}
     for k, v in value.items():
@@ -104,13 +124,25 @@ class AuditLog:
 
     def _prepare(self, event: AuditEvent) -> tuple[datetime, dict[str, Any], tuple[str, ...]]:
         when = event.time if event.time is not None else self._clock()
-        if when.tzinfo is None:
-            raise ValueError("audit times must be timezone-aware")
-        details = _clean(dict(event.details))
-        for name, raw in event.sensitive.items():
-            details[name] = self.pseudonymise(raw)
-        texts = (event.action, event.actor, event.subject, event.source, event.outcome)
-        return when.astimezone(timezone.utc), details, tuple(redact_cached(t) for t in texts)
+        if when.tzinfo is not timezone.utc:
+            if when.tzinfo is None:
+                raise ValueError("audit times must be timezone-aware")
+            when = when.astimezone(timezone.utc)
+        raw = event.details
+        details = _clean_flat(raw) if type(raw) is dict else None
+        if details is None:
+            details = _clean(dict(raw))
+        for name, value in event.sensitive.items():
+            details[name] = self.pseudonymise(value)
+        r = redact_cached
+        texts = (
+            r(event.action),
+            r(event.actor),
+            r(event.subject),
+            r(event.source),
+            r(event.outcome),
+        )
+        return when, details, texts
 
     def append(self, event: AuditEvent) -> AuditRecord:
         """Append one record; returns it as stored."""
