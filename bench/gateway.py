@@ -10,6 +10,8 @@ What it starts (all on loopback, the same cores):
   only the proxy hop is measured), and a small asyncio SSE server (events paced on request);
 * nginx proxy: checks the virtual key (map), an IP allowlist (allow/deny), a rate limit
   (limit_req, set high), swaps Authorization, keep-alive to the upstream;
+* py-hop: keyguard's own wire layer (``gateway/http``) as N processes doing only the hop — no
+  checks, no audit: the ceiling for any keyguard on this machine (``HOP_SCRIPT``);
 * keyguard: ``keyguard serve --workers N`` on a real SQLite vault; the key has a model allowlist
   (so the JSON body is read and checked), an IP allowlist and an rpm limit (set high, so it
   is counted but never denies); audit on (batched, one record per request).
@@ -165,6 +167,43 @@ def start_keyguard(
         stderr=open(work / "keyguard.log", "wb"),  # noqa: SIM115 - lives as long as the process
     )
     return proc, token.reveal(), sse_token.reveal()
+
+
+#: keyguard's wire layer (gateway/http: server + pooled client) doing only the hop: no key, IP,
+#: policy or limit check, no audit. Run as N processes on one port (SO_REUSEPORT), it is the
+#: ceiling for keyguard on this machine: what the wire costs before keyguard does anything.
+HOP_SCRIPT = r"""
+import asyncio, sys, uvloop
+from keyguard.gateway.http.server import HttpServerProtocol, ServerLimits
+from keyguard.gateway.http.tracker import ConnectionTracker
+from keyguard.gateway.http.client import ConnectionPool, Origin
+from keyguard.gateway.headers import request_head, response_headers
+up_port, port, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()
+AUTH = b"authorization: Bearer " + key + b"\r\n"
+async def main():
+    pool = ConnectionPool()
+    origin = Origin("http", "127.0.0.1", up_port)
+    async def handle(req, w):
+        body = await req.body.read_all(1 << 20)
+        head = request_head(req.method, req.target, b"127.0.0.1", req.headers, AUTH,
+                            b"content-length: %d\r\n" % len(body))
+        conn = await pool.acquire(origin)
+        conn.begin(head + body)
+        status = await conn.read_head(60)
+        cl = next((int(v) for k, v in conn.headers if k == b"content-length"), None)
+        w.start(status, response_headers(conn.headers), cl)
+        while chunk := await conn.read(60):
+            w.write(chunk)
+        w.end()
+        pool.release(origin, conn)
+    conns = ConnectionTracker(); conns.start()
+    limits = ServerLimits()
+    srv = await asyncio.get_running_loop().create_server(
+        lambda: HttpServerProtocol(handle, limits, lambda s, m, c: b"{}", conns), "127.0.0.1", port,
+        reuse_port=True, backlog=4096)
+    await srv.serve_forever()
+uvloop.run(main())
+"""
 
 
 SSE_SCRIPT = r"""
@@ -348,12 +387,21 @@ def main() -> None:
             work, up_port, sse_port, kg_port, real_key, args.workers
         )
         procs.append(kg)
-        for p in (up_port, sse_port, ngx_port, kg_port):
+        hop_port = free_port()
+        hops = [
+            subprocess.Popen(
+                [sys.executable, "-c", HOP_SCRIPT, str(up_port), str(hop_port), real_key]
+            )
+            for _ in range(args.workers)
+        ]
+        procs += hops
+        for p in (up_port, sse_port, ngx_port, kg_port, hop_port):
             wait_port(p)
         time.sleep(1.0)
-        targets = {
+        targets: dict[str, tuple[int, str, str, int | list[int] | None]] = {
             "direct": (up_port, "", nginx_vk, None),
             "nginx": (ngx_port, "", nginx_vk, ngx.pid),
+            "py-hop": (hop_port, "", nginx_vk, [h.pid for h in hops]),
             "keyguard": (kg_port, "", kg_token, kg.pid),
         }
         print(
@@ -365,7 +413,7 @@ def main() -> None:
             for name, (port, _, token, pid) in targets.items():
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 run_wrk(url, conns, 1, token, work)  # warm-up (pools, caches)
-                pids = family(pid) if pid else []
+                pids = pid if isinstance(pid, list) else family(pid) if pid else []
                 c0 = cpu_seconds(pids)
                 r = run_wrk(url, conns, args.duration, token, work)
                 r["cpu_us"] = (cpu_seconds(pids) - c0) / max(r["requests"], 1) * 1e6 if pid else 0
@@ -378,15 +426,17 @@ def main() -> None:
                 )
         print()
         for conns in [int(c) for c in args.conns.split(",")]:
-            k, n, d = (
+            k, n, d, h = (
                 results[("keyguard", conns)],
                 results[("nginx", conns)],
                 results[("direct", conns)],
+                results[("py-hop", conns)],
             )
             print(
-                f"c={conns:<4d} keyguard/nginx throughput {k['rps'] / n['rps']:.2f}x   "
-                f"added p50 vs direct: nginx {n['p50'] - d['p50']:+.3f} ms, keyguard "
-                f"{k['p50'] - d['p50']:+.3f} ms"
+                f"c={conns:<4d} keyguard/nginx throughput {k['rps'] / n['rps']:.2f}x "
+                f"(py-hop/nginx {h['rps'] / n['rps']:.2f}x, keyguard/py-hop "
+                f"{k['rps'] / h['rps']:.2f}x)   added p50 vs direct: nginx "
+                f"{n['p50'] - d['p50']:+.3f} ms, keyguard {k['p50'] - d['p50']:+.3f} ms"
             )
         print()
         sse_targets = {

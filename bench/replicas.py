@@ -44,7 +44,9 @@ CHAT_BODY = (
     '{"role":"assistant","content":"Hello from the bench upstream."}}],'
     '"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}'
 )
-REQ_BODY = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
+REQ_BODY = (
+    '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
+)
 
 
 def free_port() -> int:
@@ -105,9 +107,19 @@ def run_wrk(port: int, conns: int, duration: int, token: str, work: Path) -> sub
         "end\n"
     )
     return subprocess.Popen(
-        ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", str(script),
-         f"http://127.0.0.1:{port}/v1/chat/completions"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "BENCH_TOKEN": token},
+        [
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BENCH_TOKEN": token},
     )
 
 
@@ -174,25 +186,34 @@ async def admission_us(redis_url: str | None, n: int = 5000) -> float:
 
     limiter: Any = (
         AsyncRedisLimiter(connect_async(redis_url), prefix=f"bench:{secrets.token_hex(4)}:")
-        if redis_url else AsyncMemoryLimiter(MemoryLimiter())
+        if redis_url
+        else AsyncMemoryLimiter(MemoryLimiter())
     )
     adm = Admission(limiter, shipped_prices())
-    key = VirtualKey(key_id="benchkey", name="b", upstream="default",
-                     created_at=datetime.now(timezone.utc), rpm=10**8, tpm=10**10, budget_usd=1e6)
+    key = VirtualKey(
+        key_id="benchkey",
+        name="b",
+        upstream="default",
+        created_at=datetime.now(timezone.utc),
+        rpm=10**8,
+        tpm=10**10,
+        budget_usd=1e6,
+    )
     req, resp = REQ_BODY.encode(), CHAT_BODY.encode()
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
         now = datetime.now(timezone.utc)
-        ticket = await adm.admit(key, "/v1/chat/completions", PreparedBody(data=req, model="m"),
-                                 now, len(req))
+        ticket = await adm.admit(
+            key, "/v1/chat/completions", PreparedBody(data=req, model="m"), now, len(req)
+        )
         ticket.tap.start(200, [(b"content-type", b"application/json")], len(resp))
         ticket.tap.feed(resp)
         ticket.tap.end()
         await adm._finish(ticket, now, True)
         times.append((time.perf_counter() - t0) * 1e6)
     await adm.aclose()
-    return statistics.median(times[n // 10:])
+    return statistics.median(times[n // 10 :])
 
 
 def main() -> None:
@@ -234,9 +255,22 @@ def main() -> None:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
         procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"]))
-        procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
-             "--dir", str(work)], stdout=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(work),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
         time.sleep(0.5)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGUARD_")}
         env.update(
@@ -247,18 +281,30 @@ def main() -> None:
         )
         vault = create_vault(load_settings(env=env), env)
         real = "sk-bench-" + secrets.token_hex(24)
-        vault.add_upstream("default", Secret(real), base_url=f"http://127.0.0.1:{up_port}/v1",
-                           allow_insecure_loopback=True, validate_key=False)
-        _, token = vault.create_key(KeySpec(
-            name="bench", upstream="default", rpm=10**8, tpm=10**10, budget_usd=10**6))
+        vault.add_upstream(
+            "default",
+            Secret(real),
+            base_url=f"http://127.0.0.1:{up_port}/v1",
+            allow_insecure_loopback=True,
+            validate_key=False,
+        )
+        _, token = vault.create_key(
+            KeySpec(name="bench", upstream="default", rpm=10**8, tpm=10**10, budget_usd=10**6)
+        )
         tok = token.reveal()
         vault.close()
 
         modes = ("off", "memory", "redis")
         ports = {m: [free_port(), free_port()] for m in modes}
-        reps = [subprocess.Popen([sys.executable, __file__, "--replica", m, str(p)],
-                                 env={**os.environ, **env}, stderr=subprocess.DEVNULL)
-                for m in modes for p in ports[m]]
+        reps = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--replica", m, str(p)],
+                env={**os.environ, **env},
+                stderr=subprocess.DEVNULL,
+            )
+            for m in modes
+            for p in ports[m]
+        ]
         rounds: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         try:
             for m in modes:
@@ -270,21 +316,22 @@ def main() -> None:
                 for m in modes:
                     runs = [run_wrk(p, args.conns, args.duration, tok, work) for p in ports[m]]
                     outs = [parse_wrk(r.communicate()[0]) for r in runs]
-                    rounds[m].append({
-                        "rps": sum(o["rps"] for o in outs),
-                        "p50": max(o["p50"] for o in outs),
-                        "p99": max(o["p99"] for o in outs),
-                        "errors": sum(o["errors"] for o in outs),
-                        "seq_p50": sequential_p50(ports[m][0], tok),
-                    })
+                    rounds[m].append(
+                        {
+                            "rps": sum(o["rps"] for o in outs),
+                            "p50": max(o["p50"] for o in outs),
+                            "p99": max(o["p99"] for o in outs),
+                            "errors": sum(o["errors"] for o in outs),
+                            "seq_p50": sequential_p50(ports[m][0], tok),
+                        }
+                    )
         finally:
             for r in reps:
                 r.terminate()
             for r in reps:
                 r.wait(20)
         results = {
-            m: {k: statistics.median(r[k] for r in rounds[m]) for k in rounds[m][0]}
-            for m in modes
+            m: {k: statistics.median(r[k] for r in rounds[m]) for k in rounds[m][0]} for m in modes
         }
         rt = asyncio.run(redis_roundtrip_us(env["KEYGUARD_REDIS_URL"]))
         step_mem = asyncio.run(admission_us(None))
@@ -297,19 +344,29 @@ def main() -> None:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n2 replicas x {args.conns} connections, {args.rounds} interleaved rounds of"
-          f" {args.duration}s per mode (medians), {os.cpu_count()} cores shared")
-    print(f"{'limits':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'1-conn p50 ms':>14}")
+    print(
+        f"\n2 replicas x {args.conns} connections, {args.rounds} interleaved rounds of"
+        f" {args.duration}s per mode (medians), {os.cpu_count()} cores shared"
+    )
+    print(
+        f"{'limits':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'1-conn p50 ms':>14}"
+    )
     for mode, r in results.items():
-        print(f"{mode:8} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['errors']:8.0f}"
-              f" {r['seq_p50']:14.3f}")
+        print(
+            f"{mode:8} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['errors']:8.0f}"
+            f" {r['seq_p50']:14.3f}"
+        )
     off = results["off"]["seq_p50"]
-    print(f"added latency per request (1 connection, p50): memory "
-          f"{(results['memory']['seq_p50'] - off) * 1000:+.0f} µs, redis "
-          f"{(results['redis']['seq_p50'] - off) * 1000:+.0f} µs")
+    print(
+        f"added latency per request (1 connection, p50): memory "
+        f"{(results['memory']['seq_p50'] - off) * 1000:+.0f} µs, redis "
+        f"{(results['redis']['seq_p50'] - off) * 1000:+.0f} µs"
+    )
     print(f"Redis reserve+settle (2 EVALSHA round trips) from asyncio, p50: {rt:.0f} µs")
-    print(f"whole limits step per request (estimate, reserve, usage tap, settle), p50: "
-          f"in-process {step_mem:.0f} µs, Redis {step_redis:.0f} µs")
+    print(
+        f"whole limits step per request (estimate, reserve, usage tap, settle), p50: "
+        f"in-process {step_mem:.0f} µs, Redis {step_redis:.0f} µs"
+    )
     print(json.dumps(results))
 
 

@@ -162,10 +162,7 @@ def timed(
 
 def free_cores() -> float:
     """How many cores this run really gets: two 0.5 CPU-second burners, timed together."""
-    code = (
-        "import time\nt=time.process_time()\n"
-        "while time.process_time()-t<0.5: pass\n"
-    )
+    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass\n"
     start = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
     for p in procs:
@@ -277,19 +274,25 @@ def main() -> None:
             )
         )
     staged = staged_bench(tree, keyguard)
-    print(f"\nload average before the run: {load}; cores actually free: {cores:.1f} of 2; "
-          f"best of {args.repeat} interleaved runs for keyguard and rg")
+    print(
+        f"\nload average before the run: {load}; cores actually free: {cores:.1f} of 2; "
+        f"best of {args.repeat} interleaved runs for keyguard and rg"
+    )
     print(f"\n{'tool':40} {'MB':>7} {'wall s':>7} {'MB/s':>8} {'CPU s':>6} {'MB/CPU-s':>9}  notes")
     for name, size, secs, note, cpu_s in rows:
-        print(f"{name:40} {size:7.1f} {secs:7.2f} {size / secs:8.1f} {cpu_s:6.2f} "
-              f"{size / max(cpu_s, 1e-3):9.1f}  {note}")
+        print(
+            f"{name:40} {size:7.1f} {secs:7.2f} {size / secs:8.1f} {cpu_s:6.2f} "
+            f"{size / max(cpu_s, 1e-3):9.1f}  {note}"
+        )
     speed = {name: size / secs for name, size, secs, _, _ in rows}
     per_cpu = {name: size / max(cpu_s, 1e-3) for name, size, _, _, cpu_s in rows}
     kg = speed["keyguard scan (2 procs)"]
     for name, value in speed.items():
         if not name.startswith("keyguard"):
             ratio_cpu = per_cpu["keyguard scan (2 procs)"] / per_cpu[name]
-            print(f"keyguard / {name}: {kg / value:.2f}x wall-clock, {ratio_cpu:.2f}x per CPU-second")
+            print(
+                f"keyguard / {name}: {kg / value:.2f}x wall-clock, {ratio_cpu:.2f}x per CPU-second"
+            )
     print(
         f"keyguard scan --staged, typical commit (5 edited + 1 new file): "
         f"{staged * 1000:.1f} ms scanning time"

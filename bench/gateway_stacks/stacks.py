@@ -30,37 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import gateway as bench  # noqa: E402  (bench/gateway.py: nginx config, wrk runner)
 
-PROXY_KG = r"""
-import asyncio, sys, uvloop
-from keyguard.gateway.http.server import HttpServerProtocol, ServerLimits
-from keyguard.gateway.http.tracker import ConnectionTracker
-from keyguard.gateway.http.client import ConnectionPool, Origin
-from keyguard.gateway.headers import request_head, response_headers
-up_port, port, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()
-AUTH = b"authorization: Bearer " + key + b"\r\n"
-async def main():
-    pool = ConnectionPool()
-    origin = Origin("http", "127.0.0.1", up_port)
-    async def handle(req, w):
-        body = await req.body.read_all(1 << 20)
-        head = request_head(req.method, req.target, b"127.0.0.1", req.headers, AUTH,
-                            b"content-length: %d\r\n" % len(body))
-        conn = await pool.acquire(origin)
-        conn.begin(head + body)
-        status = await conn.read_head(60)
-        cl = next((int(v) for k, v in conn.headers if k == b"content-length"), None)
-        w.start(status, response_headers(conn.headers), cl)
-        while chunk := await conn.read(60):
-            w.write(chunk)
-        w.end()
-        pool.release(origin, conn)
-    conns = ConnectionTracker(); conns.start()
-    limits = ServerLimits()
-    srv = await asyncio.get_running_loop().create_server(
-        lambda: HttpServerProtocol(handle, limits, lambda s, m, c: b"{}", conns), "127.0.0.1", port)
-    await srv.serve_forever()
-uvloop.run(main())
-"""
+PROXY_KG = bench.HOP_SCRIPT  # the same minimal hop bench/gateway.py measures
 
 PROXY_AIOHTTP = r"""
 import asyncio, sys, uvloop
