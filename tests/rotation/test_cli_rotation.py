@@ -126,9 +126,11 @@ def test_drift_detection(run: Run, platform: FakeOpenAIPlatform) -> None:
     data = json.loads(out.stdout)
     assert [a["id"] for a in data["unknown_accounts"]] == [rogue.id]
     assert {k["id"] for k in data["unknown_keys"]} == {rogue.key.id, user_key.id}
-    assert data["missing"] == [{"version": 1, "service_account": linked}]
+    # version 1 is the CURRENT key: the one the gateway sends, so the report names its label
+    assert data["missing"] == [{"version": 1, "service_account": linked, "label": "CURRENT"}]
     human = run("upstream", "reconcile", "default", expect=1)
     assert "account not created by keyguard" in human.output
+    assert f"{linked}" in human.output and "version 1 (CURRENT)" in human.output
 
 
 def test_admin_key_setup_checks(run: Run, platform: FakeOpenAIPlatform) -> None:

@@ -42,7 +42,6 @@ def gateway_config(settings: Any, **limits: Any) -> Any:
         client_ca=settings.client_ca,
         trusted_proxies=tuple(settings.trusted_proxies),
         upstream_ca_bundle=settings.upstream_ca_bundle,
-        default_upstream=settings.upstream,
         limits=server_limits,
         upstream_timeout=limits["upstream_timeout"],
         upstream_connect_timeout=limits["connect_timeout"],

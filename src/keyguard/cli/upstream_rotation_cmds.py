@@ -109,6 +109,7 @@ def reconcile(ctx: click.Context, name: str, as_json: bool) -> None:
         report = run(vault, name, connector(settings), actor=actor(), source="cli")
     finally:
         vault.close()
+    labels = dict(report.missing_labels)
     data: dict[str, Any] = {
         "upstream": name, "project_id": report.project_id, "clean": report.clean,
         "unknown_accounts": [{"id": a.id, "name": a.name, "created_at": iso(a.created_at)}
@@ -116,7 +117,10 @@ def reconcile(ctx: click.Context, name: str, as_json: bool) -> None:
         "unknown_keys": [{"id": k.id, "name": k.name, "redacted_value": k.redacted_value,
                           "owner_type": k.owner_type, "owner_id": k.owner_id,
                           "last_used_at": iso(k.last_used_at)} for k in report.unknown_keys],
-        "missing": [{"version": v, "service_account": a} for v, a in report.missing],
+        # a missing account behind a labelled (CURRENT, PENDING, PREVIOUS) version is the one
+        # to act on first: the gateway may be sending that key
+        "missing": [{"version": v, "service_account": a, "label": labels.get(v)}
+                    for v, a in report.missing],
         "undeleted": [{"version": v, "service_account": a} for v, a in report.undeleted],
     }
 
@@ -128,7 +132,8 @@ def reconcile(ctx: click.Context, name: str, as_json: bool) -> None:
                 for a in data["unknown_accounts"]]
         rows += [("key not created by keyguard", k["id"], f"{k['owner_type']} {k['owner_id']}")
                  for k in data["unknown_keys"]]
-        rows += [("gone but believed live", m["service_account"], f"version {m['version']}")
+        rows += [("gone but believed live", m["service_account"],
+                  f"version {m['version']}" + (f" ({m['label']})" if m["label"] else ""))
                  for m in data["missing"]]
         rows += [("deleted by keyguard, still exists", m["service_account"],
                   f"version {m['version']}") for m in data["undeleted"]]

@@ -25,8 +25,6 @@ class GatewayConfig:
     client_ca: Path | None = None
     trusted_proxies: tuple[str, ...] = ()
     upstream_ca_bundle: Path | None = None
-    #: upstream credential used by keys that do not name one (keys always do today)
-    default_upstream: str = "default"
     limits: ServerLimits = field(default_factory=ServerLimits)
     #: bytes of a multipart body buffered while looking for its ``model`` field
     max_multipart_prefix: int = 1024 * 1024
