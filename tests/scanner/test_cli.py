@@ -109,6 +109,33 @@ def test_stdin(rng):
     assert (f["path"], f["format"], f["source"]) == ("<stdin>", "openai-admin", "stdin")
 
 
+def test_staged_and_stdin_count_binary_content_as_skipped(repo, rng, monkeypatch):
+    key = openai_key(rng)
+    (repo / "blob.bin").write_bytes(b"\x00\x01\x02" + key.encode() + b"\x00" * 32)
+    (repo / "app.py").write_text(f"K = '{key}'\n")
+    git(repo, "add", ".")
+    monkeypatch.chdir(repo)
+    staged = run("scan", "--staged", "--json")
+    tree = run("scan", "--json")
+    sarif = run("scan", "--staged", "--sarif")
+    text = run("scan", "--staged", "--no-color")
+    for result in (staged, tree):
+        doc = json.loads(result.output)
+        assert doc["skipped"] == [{"path": "blob.bin", "reason": "binary"}]
+        assert doc["summary"]["files_scanned"] == 1
+        assert [f["path"] for f in doc["findings"]] == ["app.py"]
+    [notification] = json.loads(sarif.output)["runs"][0]["invocations"][0][
+        "toolExecutionNotifications"
+    ]
+    assert "blob.bin" in json.dumps(notification)
+    assert "skipped 1 file(s): 1 binary" in text.output and "in 1 files" in text.output
+    _no_keys(staged.output + sarif.output + text.output, [key])
+    binary_stdin = run("scan", "--json", "-", input=b"\x00\x01" + key.encode())
+    doc = json.loads(binary_stdin.output)
+    assert doc["skipped"] == [{"path": "<stdin>", "reason": "binary"}]
+    assert doc["summary"]["files_scanned"] == 0 and doc["findings"] == []
+
+
 def test_errors_exit_2(tmp_path):
     assert run("scan", str(tmp_path / "missing")).exit_code == 2
     assert run("scan", "--staged", str(tmp_path)).exit_code == 2

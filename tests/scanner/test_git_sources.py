@@ -182,3 +182,18 @@ def test_history_runs_detectors_without_keywords(repo):
         ("bare-token", "<commit message>", 3),
         ("bare-token", "a.txt", 2),
     ]
+
+
+def test_staged_binary_blobs_are_skipped_like_in_a_tree_scan(repo, scanner, rng):
+    key = openai_key(rng)
+    # a NUL in the first 8 KiB: binary to the tree scan; the key inside must not count either
+    (repo / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + key.encode() + b"\x00" * 64)
+    (repo / "app.py").write_text(f"K = '{key}'\n")
+    git(repo, "add", ".")
+    staged = scan_staged(scanner, repo)
+    tree = scanner.scan_files(repo, ["app.py", "logo.png"])
+    for report in (staged, tree):
+        assert [(s.path, s.reason) for s in report.skipped] == [("logo.png", "binary")]
+        assert report.files_scanned == 1
+        assert report.bytes_scanned == (repo / "app.py").stat().st_size
+        assert [f.path for f in report.findings] == ["app.py"]

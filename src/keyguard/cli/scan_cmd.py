@@ -45,12 +45,9 @@ def _scan_paths(scanner: Scanner, paths: tuple[str, ...], respect_ignore: bool) 
 
 
 def _scan_stdin(scanner: Scanner) -> ScanReport:
-    from keyguard.scanner.model import ScanReport
-
+    # counted like a file (binary input is skipped, not scanned); stdin has no size limit
     data = sys.stdin.buffer.read()
-    report = ScanReport(files_scanned=1, bytes_scanned=len(data))
-    report.findings = scanner.scan_blob(data, "<stdin>", "stdin")
-    return report
+    return scanner.scan_blobs([("<stdin>", data)], "stdin", size_limit=False)
 
 
 def _managed_keys(ctx: click.Context, *, revoke: bool) -> ManagedKeys | None:

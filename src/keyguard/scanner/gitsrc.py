@@ -17,8 +17,8 @@ from typing import IO
 
 from keyguard.errors import ScanError
 from keyguard.scanner.engine import scan_text
-from keyguard.scanner.model import Finding, ScanReport, Skipped
-from keyguard.scanner.runner import Scanner, too_large
+from keyguard.scanner.model import Finding, ScanReport
+from keyguard.scanner.runner import Scanner
 from keyguard.scanner.walk import git_toplevel
 
 _COMMIT = b"\x01commit "
@@ -81,16 +81,9 @@ def scan_staged(scanner: Scanner, path: Path) -> ScanReport:
     """Scan the staged version of every changed file (what the next commit will contain)."""
     repo = require_repo(path)
     start = time.perf_counter()
-    report = ScanReport()
-    for rel, data in staged_blobs(repo):
-        if len(data) > scanner.max_file_size:
-            report.skipped.append(Skipped(rel, too_large(scanner.max_file_size)))
-            continue
-        report.files_scanned += 1
-        report.bytes_scanned += len(data)
-        report.findings.extend(scanner.scan_blob(data, rel, "staged"))
-    report.seconds = time.perf_counter() - start
-    report.sort()
+    # counted like a tree scan: binary and oversized blobs are skipped (listed), not scanned
+    report = scanner.scan_blobs(staged_blobs(repo), "staged")
+    report.seconds = time.perf_counter() - start  # including git's time
     return report
 
 

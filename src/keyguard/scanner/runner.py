@@ -65,6 +65,16 @@ def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int)
         return rel, [], GONE, 0  # deleted since listing, or a submodule: nothing to report
     except OSError as exc:
         return rel, [], f"unreadable ({exc.strerror or type(exc).__name__})", 0
+    return scan_data(data, rel, detectors)
+
+
+def scan_data(
+    data: bytes, rel: str, detectors: Sequence[Detector], max_size: int | None = None
+) -> FileResult:
+    """Scan one file's content already in memory (a staged blob, stdin), as :func:`scan_file`
+    scans a file: the same skip reasons (too large, binary) and the same byte count."""
+    if max_size is not None and len(data) > max_size:
+        return rel, [], too_large(max_size), 0
     try:
         matches = scan_bytes(data, detectors, notebook=rel.endswith(".ipynb"))
     except Binary:
@@ -106,17 +116,21 @@ class Scanner:
     def scan_files(self, root: Path, rels: Sequence[str]) -> ScanReport:
         """Scan ``rels`` (posix paths relative to ``root``); in parallel for big trees."""
         start = time.perf_counter()
-        report = ScanReport()
-        for rel, matches, reason, nbytes in self._results(str(root), list(rels)):
-            if reason is not None:
-                if reason != GONE:
-                    report.skipped.append(Skipped(rel, reason))
-                continue
-            report.files_scanned += 1
-            report.bytes_scanned += nbytes
-            report.findings.extend(Finding.from_raw(m, rel) for m in matches)
+        report = _collect(self._results(str(root), list(rels)), "file")
         report.seconds = time.perf_counter() - start
-        report.sort()
+        return report
+
+    def scan_blobs(
+        self, blobs: Iterable[tuple[str, bytes]], source: SourceKind, *, size_limit: bool = True
+    ) -> ScanReport:
+        """Scan ``(path, content)`` pairs in-process, counted exactly as :meth:`scan_files`
+        counts files: binary and (with ``size_limit``) oversized blobs are skipped, not scanned.
+        """
+        start = time.perf_counter()
+        limit = self.max_file_size if size_limit else None
+        results = (scan_data(data, rel, self.detectors, limit) for rel, data in blobs)
+        report = _collect(results, source)
+        report.seconds = time.perf_counter() - start
         return report
 
     def _results(self, root: str, rels: list[str]) -> Iterable[FileResult]:
@@ -147,6 +161,23 @@ class Scanner:
         except Binary:
             return []
         return [Finding.from_raw(m, path, source) for m in matches]
+
+
+def _collect(results: Iterable[FileResult], source: SourceKind) -> ScanReport:
+    """One report from per-file results; the only place files are counted as scanned or
+    skipped, so tree, staged and stdin scans report the same statistics for the same content.
+    """
+    report = ScanReport()
+    for rel, matches, reason, nbytes in results:
+        if reason is not None:
+            if reason != GONE:
+                report.skipped.append(Skipped(rel, reason))
+            continue
+        report.files_scanned += 1
+        report.bytes_scanned += nbytes
+        report.findings.extend(Finding.from_raw(m, rel, source) for m in matches)
+    report.sort()
+    return report
 
 
 #: files per work item handed out to forked children
