@@ -206,6 +206,46 @@ def test_fix_cli_dry_run_then_real(repo, rng):
     assert run("scan", str(repo)).exit_code == 0  # .env is git-ignored now
 
 
+def test_fix_cli_notebook_output_key_is_redacted_not_copied_to_dotenv(repo, rng):
+    code_key, output_key = openai_key(rng), openai_key(rng, "svcacct")
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": 1,
+                "metadata": {},
+                "outputs": [],
+                "source": [f"KEY = '{code_key}'"],
+            },
+            {
+                "cell_type": "code",
+                "execution_count": 2,
+                "metadata": {},
+                "outputs": [{"name": "stdout", "output_type": "stream", "text": [output_key]}],
+                "source": ["print(os.environ['OPENAI_API_KEY'])"],
+            },
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path = repo / "demo.ipynb"
+    path.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
+    dry = run("fix", "--dry-run", str(repo))
+    assert "demo.ipynb:" in dry.output and "output would be redacted; rotate this key" in dry.output
+    assert output_key in path.read_text() and not (repo / ".env").exists()
+    real = run("fix", str(repo))
+    assert real.exit_code == 1  # the code cell needs a manual edit
+    assert "cell 2 output redacted; rotate this key" in real.output
+    assert "cell 1" in real.output and "nbconvert" not in real.output
+    env = (repo / ".env").read_text()
+    assert code_key in env and output_key not in env
+    assert output_key not in path.read_text()
+    as_json = run("fix", "--json", "--dry-run", str(repo))  # nothing left in outputs
+    assert json.loads(as_json.output)["files"][0]["redacted_outputs"] == []
+    _no_keys(dry.output + real.output + as_json.output, [code_key, output_key])
+
+
 def test_real_subprocess(leaky):
     root, keys = leaky
     exe = Path(sys.executable).with_name("keyguard")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -203,37 +204,135 @@ def test_file_mode_and_crlf_are_kept(repo, scanner, rng):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o755
 
 
-def test_notebook_gets_guidance_source_vs_output(repo, scanner, rng):
-    import json
-
-    key = openai_key(rng)
-    nb = {
+def _notebook(code_key: str, output_key: str) -> dict:
+    return {
         "cells": [
             {
                 "cell_type": "code",
                 "metadata": {},
                 "execution_count": 1,
-                "source": [f"k = '{key}'"],
+                "source": ["from openai import OpenAI\n", f"c = OpenAI(api_key='{code_key}')"],
                 "outputs": [],
             },
             {
                 "cell_type": "code",
                 "metadata": {},
                 "execution_count": 2,
-                "source": ["print(k)"],
-                "outputs": [{"output_type": "stream", "name": "stdout", "text": [f"{key}\n"]}],
+                "source": ["import os\n", "os.environ['OPENAI_API_KEY']"],
+                "outputs": [
+                    {
+                        "data": {"text/plain": [f"'{output_key}'"]},
+                        "execution_count": 2,
+                        "metadata": {},
+                        "output_type": "execute_result",
+                    },
+                    {"name": "stdout", "output_type": "stream", "text": [f"key={output_key}\n"]},
+                ],
             },
         ],
-        "metadata": {},
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
         "nbformat": 4,
         "nbformat_minor": 5,
     }
+
+
+def _nbformat_text(nb: dict) -> str:
+    """What Jupyter writes (nbformat: sorted keys, indent 1, UTF-8, final newline)."""
+    return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def test_notebook_output_key_is_redacted_not_stored(repo, scanner, rng):
+    code_key, output_key = openai_key(rng), openai_key(rng, "svcacct")
+    nb = _notebook(code_key, output_key)
+    original = _nbformat_text(nb)
+    (repo / "nb.ipynb").write_text(original)
+    findings = _findings(scanner, repo)
+    assert sorted((f.cell, f.part) for f in findings) == [
+        (1, "source"),
+        (2, "output"),
+        (2, "output"),
+    ]
+    result = fix_findings(repo, findings)
+    assert _dotenv(repo / ".env") == {"OPENAI_API_KEY": code_key}
+    text = (repo / "nb.ipynb").read_text()
+    assert output_key not in text and code_key in text  # the code cell is left to the user
+    # only the output strings changed, each to the key's redacted form; the rest byte for byte
+    redacted = Secret(output_key, register=False).redacted
+    assert text == original.replace(output_key, redacted)
+    out = json.loads(text)["cells"][1]["outputs"]
+    assert out[0]["data"]["text/plain"] == [f"'{redacted}'"]
+    assert out[1]["text"] == [f"key={redacted}\n"]
+    [fix] = result.files
+    assert [cell for _, cell in fix.redacted_outputs] == [2, 2]
+    assert len(fix.guidance) == 1 and "cell 1" in fix.guidance[0]
+    assert result.stored == ["OPENAI_API_KEY -> .env"]
+    assert output_key not in repr(result)
+    # a second run finds only the code-cell key and changes nothing
+    again = fix_findings(repo, _findings(scanner, repo))
+    assert (repo / "nb.ipynb").read_text() == text and again.files[0].redacted_outputs == []
+
+
+def test_notebook_output_key_never_goes_to_the_vault(repo, scanner, rng):
+    code_key, output_key = openai_key(rng), openai_key(rng)
+    (repo / "nb.ipynb").write_text(_nbformat_text(_notebook(code_key, output_key)))
+
+    class Sink:
+        def __init__(self):
+            self.stored = {}
+
+        def store(self, name, secret):
+            self.stored[name] = secret.reveal()
+            return f"{name} -> vault"
+
+    sink = Sink()
+    dry = fix_findings(repo, _findings(scanner, repo), sink=sink, dry_run=True)
+    assert (repo / "nb.ipynb").read_text().count(output_key) == 2  # dry run: unchanged
+    assert output_key not in dry.files[0].diff and code_key not in dry.files[0].diff
+    removed = [ln for ln in dry.files[0].diff.splitlines() if ln.startswith("-") and "key=" in ln]
+    assert len(removed) == 1 and len(dry.planned_vault) == 1
+    fix_findings(repo, _findings(scanner, repo), sink=sink)
+    assert list(sink.stored.values()) == [code_key]
+    assert output_key not in (repo / "nb.ipynb").read_text()
+    assert not (repo / ".env").exists()
+
+
+def test_notebook_same_key_in_code_and_output(repo, scanner, rng):
+    key = openai_key(rng)
+    nb = _notebook(key, key)
+    # not Jupyter's layout (json.dumps defaults): the output is still redacted, the source kept
     (repo / "nb.ipynb").write_text(json.dumps(nb, indent=1))
     findings = _findings(scanner, repo)
-    assert sorted((f.cell, f.part) for f in findings) == [(1, "source"), (2, "output")]
-    [out] = [f for f in findings if f.part == "output"]
+    assert sorted((f.cell, f.part) for f in findings) == [
+        (1, "source"),
+        (2, "output"),
+        (2, "output"),
+    ]
+    [out] = [f for f in findings if f.part == "output"][:1]
     assert "clear the output" in out.remedy
     result = fix_findings(repo, findings)
     text = "\n".join(result.files[0].guidance)
-    assert "cell 1" in text and "nbconvert --clear-output" in text
-    assert key not in text
+    assert "cell 1" in text and "nbconvert" not in text and key not in text
+    after = json.loads((repo / "nb.ipynb").read_text())
+    assert key in "".join(after["cells"][0]["source"])
+    assert key not in json.dumps(after["cells"][1])
+    assert _dotenv(repo / ".env") == {"OPENAI_API_KEY": key}  # read by the code cell
+
+
+def test_notebook_output_that_cannot_be_edited_safely_gets_guidance_only(repo, scanner, rng):
+    key, output_only = openai_key(rng), openai_key(rng)
+    nb = _notebook(key, key)
+    nb["cells"][1]["outputs"].append(
+        {"name": "stderr", "output_type": "stream", "text": [f"{output_only}\n"]}
+    )
+    # the key is in code and output, and the layout is not one the fixer can reproduce (CRLF):
+    # editing the output alone is not safe, so nothing in the notebook changes
+    text = _nbformat_text(nb).replace("\n", "\r\n")
+    (repo / "nb.ipynb").write_bytes(text.encode())
+    result = fix_findings(repo, _findings(scanner, repo))
+    [fix] = result.files
+    assert (repo / "nb.ipynb").read_bytes() == text.encode()
+    assert fix.redacted_outputs == [] and fix.new_code is None
+    clear = [g for g in fix.guidance if "nbconvert --clear-output" in g]
+    assert len(clear) == 3 and all("rotate" in g for g in clear)
+    assert _dotenv(repo / ".env") == {"OPENAI_API_KEY": key}  # the code cell's key only
+    assert output_only not in "\n".join(fix.guidance)

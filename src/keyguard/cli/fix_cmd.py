@@ -50,6 +50,9 @@ def _as_dict(result: FixResult) -> dict[str, Any]:
             {
                 "path": f.path,
                 "rewritten": [{"line": line, "env": name} for line, name in f.replaced],
+                "redacted_outputs": [
+                    {"line": line, "cell": cell} for line, cell in f.redacted_outputs
+                ],
                 "guidance": f.guidance,
             }
             for f in result.files
@@ -64,6 +67,10 @@ def _print_human(result: FixResult) -> None:
         for line, name in f.replaced:
             verb = "would read" if result.dry_run else "now reads"
             click.echo(f"{f.path}:{line}: {verb} os.environ[{name!r}]")
+        for line, cell in f.redacted_outputs:
+            what = f"cell {cell} output" if cell is not None else "output"
+            verb = "would be redacted" if result.dry_run else "redacted"
+            click.echo(f"{f.path}:{line}: {what} {verb}; rotate this key")
         for text in f.guidance:
             click.echo(f"manual: {text}")
     if result.dry_run:
@@ -104,6 +111,7 @@ def fix_cmd(
     """Rewrite hardcoded keys in PATH to read the environment; store the values safely.
 
     Python files are rewritten (libcst; formatting and comments kept, `import os` added);
+    a key in a notebook cell output is redacted there and not stored (rotate it);
     other files get exact instructions. Each value is stored in .env (mode 0600, added to
     .gitignore) or the vault before any source file changes; each file is replaced atomically.
     """

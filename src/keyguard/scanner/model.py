@@ -88,7 +88,10 @@ class Finding:
                 "and rotate it if it was ever pushed or shared"
             )
         if self.part == "output":
-            return "the key is in a cell output: clear the output and rotate the key"
+            return (
+                "the key is in a cell output: clear the output (keyguard fix redacts the key "
+                "there) and rotate the key"
+            )
         return "move the key out of the code (keyguard fix) and rotate it"
 
     @classmethod

@@ -9,6 +9,11 @@ Order of operations, so that the key is never lost:
 4. make sure ``.env`` is ignored by git.
 
 ``dry_run`` stops after 1 and returns unified diffs in which every key is redacted.
+
+A key found in a notebook cell *output* is never stored: no code reads it, and it has been
+shown to whoever saw the notebook, so it must be rotated. The fixer replaces it in the output by
+its redacted form instead (:func:`~keyguard.scanner.notebook.redact_outputs`) and says to
+rotate it. Keys in notebook code get guidance, with the value stored, as in other files.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from keyguard.scanner.fix.envfile import EnvFile, ensure_ignored
 from keyguard.scanner.fix.guidance import guidance
 from keyguard.scanner.fix.pyrewrite import rewrite_python
 from keyguard.scanner.model import Finding
+from keyguard.scanner.notebook import redact_outputs
 
 PYTHON_SUFFIXES = (".py", ".pyw")
+NOTEBOOK_SUFFIX = ".ipynb"
 
 
 class SecretSink(Protocol):
@@ -46,6 +53,7 @@ class FileFix:
 
     path: str
     replaced: list[tuple[int, str]] = field(default_factory=list)  # (line, env var)
+    redacted_outputs: list[tuple[int, int | None]] = field(default_factory=list)  # (line, cell)
     guidance: list[str] = field(default_factory=list)
     diff: str = ""
     new_code: str | None = field(default=None, repr=False)  # may hold keys left in place
@@ -125,6 +133,38 @@ def _plan_python(
         fix.diff = _redact_all("".join(diff), list(formats))
 
 
+def _plan_notebook(
+    root: Path, rel: str, found: list[Finding], env: EnvFile, env_label: str, fix: FileFix
+) -> None:
+    """Code cells: guidance (value stored). Outputs: redact the key there, store nothing."""
+    outputs = [f for f in found if f.part == "output"]
+    fix.guidance.extend(_guide(f, env, env_label) for f in found if f.part != "output")
+    if not outputs:
+        return
+    values = {f.secret.reveal() for f in outputs}
+    try:
+        with open(root / rel, encoding="utf-8", newline="") as fh:
+            source = fh.read()
+        planned = redact_outputs(source, values)
+    except (UnicodeDecodeError, OSError):
+        planned = None
+    done: set[str] = set()
+    if planned is not None:
+        fix.new_code, done = planned
+        diff = difflib.unified_diff(
+            source.splitlines(keepends=True),
+            fix.new_code.splitlines(keepends=True),
+            fromfile=f"a/{rel}",
+            tofile=f"b/{rel}",
+        )
+        fix.diff = _redact_all("".join(diff), [f.secret.reveal() for f in found])
+    for f in outputs:
+        if f.secret.reveal() in done:
+            fix.redacted_outputs.append((f.line, f.cell))
+        else:  # not in the output text as such (escaped, ...) or the file cannot be edited
+            fix.guidance.append(guidance(f, default_env_name(f.format), env_label))
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one rename; keeps the file's mode."""
     mode = os.stat(path).st_mode & 0o7777
@@ -160,6 +200,8 @@ def fix_findings(
         fix = FileFix(rel)
         if rel.endswith(PYTHON_SUFFIXES):
             _plan_python(root, rel, found, env, env_label, fix)
+        elif rel.endswith(NOTEBOOK_SUFFIX):
+            _plan_notebook(root, rel, found, env, env_label, fix)
         else:
             fix.guidance.extend(_guide(f, env, env_label) for f in found)
         result.files.append(fix)
