@@ -197,3 +197,26 @@ def test_staged_binary_blobs_are_skipped_like_in_a_tree_scan(repo, scanner, rng)
         assert report.files_scanned == 1
         assert report.bytes_scanned == (repo / "app.py").stat().st_size
         assert [f.path for f in report.findings] == ["app.py"]
+
+
+def test_history_lists_binary_files_as_skipped_once(repo, scanner, rng):
+    key = openai_key(rng)
+    (repo / "logo.png").write_bytes(b"\x89PNG\x00\x00" + key.encode())
+    (repo / "dir with spaces").mkdir()
+    (repo / "dir with spaces" / "a and b.bin").write_bytes(b"\x00\x01")
+    (repo / "tab\tname.bin").write_bytes(b"\x00\x02")
+    (repo / "app.py").write_text(f"K = '{key}'\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "one")
+    (repo / "logo.png").write_bytes(b"\x89PNG\x00\x01" + key.encode())
+    (repo / "tab\tname.bin").unlink()
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "two")
+    report = scan_history(scanner, repo)
+    assert [(s.path, s.reason) for s in report.skipped] == [
+        ("dir with spaces/a and b.bin", "binary"),
+        ("logo.png", "binary"),
+        ("tab\tname.bin", "binary"),
+    ]
+    assert [f.path for f in report.findings] == ["app.py"]
+    assert report.unit == "commits" and report.files_scanned == 2

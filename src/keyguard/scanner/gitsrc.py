@@ -17,11 +17,12 @@ from typing import IO
 
 from keyguard.errors import ScanError
 from keyguard.scanner.engine import scan_text
-from keyguard.scanner.model import Finding, ScanReport
+from keyguard.scanner.model import Finding, ScanReport, Skipped
 from keyguard.scanner.runner import Scanner
 from keyguard.scanner.walk import git_toplevel
 
 _COMMIT = b"\x01commit "
+_BINARY = b"\nBinary files "
 
 
 def _git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
@@ -110,6 +111,7 @@ class _HistoryParser:
         self.scan_all = any(not d.keywords for d in scanner.detectors)
         self.report = report
         self.seen: set[str] = set()
+        self.binary: set[str] = set()
         self.commit: str | None = None
         self.date: str | None = None
 
@@ -131,11 +133,33 @@ class _HistoryParser:
         self.report.files_scanned += section.count(b"\n" + _COMMIT) + section.startswith(_COMMIT)
         if self._wanted(section):
             self._scan_section(section)
+        self._note_binary(section)
         last = section.rfind(b"\n" + _COMMIT)
         if last >= 0 or section.startswith(_COMMIT):
             begin = last + 1 if last >= 0 else 0
             end = section.find(b"\n", begin)
             self._header(section[begin : end if end >= 0 else len(section)])
+
+    def _note_binary(self, section: bytes) -> None:
+        """List a binary file git shows no text for as skipped (once per path), as a tree scan
+        lists the binary files it does not read. Deletions add nothing and are not listed."""
+        hunk = section.find(b"\n@@ ")
+        at = section.find(_BINARY, 0, hunk if hunk >= 0 else len(section))
+        if at < 0:
+            return
+        end = section.find(b"\n", at + 1)
+        line = section[at + len(_BINARY) : end if end >= 0 else len(section)]
+        if not line.endswith(b" differ") or line.endswith(b" and /dev/null differ"):
+            return
+        pair = line[: -len(b" differ")]
+        if pair.startswith(b"/dev/null and "):
+            raw = pair[len(b"/dev/null and ") :]
+        else:  # "a/P and b/P": the same path twice (--no-renames), quoted alike
+            raw = pair[len(pair) - (len(pair) - len(b" and ")) // 2 :]
+        path = _unquote_path(raw)[2:]
+        if path not in self.binary:
+            self.binary.add(path)
+            self.report.skipped.append(Skipped(path, "binary"))
 
     def _scan_section(self, section: bytes) -> None:
         """Look only at the added lines that contain a keyword; locate them by counting."""
