@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
+import pytest
 
 from admin.conftest import Client
 from fakes.openai_upstream import FakeOpenAI
@@ -192,6 +194,57 @@ def test_revoked_admin_token_is_401(client: Client, vault: Vault) -> None:
     assert client.get(KEYS, token).status_code == 200
     vault.revoke_admin_token(record.token_id, actor="user:tester")
     assert error_of(client.get(KEYS, token), 401)["code"] == "revoked_admin_token"
+
+
+def test_expired_admin_token_is_401_like_a_revoked_one(client: Client, vault: Vault) -> None:
+    until = datetime.now(timezone.utc) + timedelta(seconds=1)
+    record, secret = vault.create_admin_token("brief", "admin", expires_at=until)
+    token = secret.reveal()
+    time.sleep(max((until - datetime.now(timezone.utc)).total_seconds(), 0) + 0.05)
+    missing = error_of(client.get(KEYS), 401)
+    start = head_seq(vault)
+    r = client.get(KEYS, token)
+    err = error_of(r, 401)  # the same shape as every other refusal
+    assert err == {
+        "message": "admin token expired",
+        "type": missing["type"],
+        "code": "expired_admin_token",
+        "param": None,
+    }
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert token not in r.text and record.token_id not in r.text
+    denied = [r for r in audit_actions(vault, start) if r.action == "admin.auth"]
+    assert [(d.actor, d.details["reason"]) for d in denied] == [
+        (f"admin-token:{record.token_id}", "expired_admin_token")
+    ]
+    assert vault.list_admin_tokens()[-1].last_used_at is None  # a refusal is not a use
+    # a mutating call is refused the same way, before its body is looked at
+    error_of(client.post(KEYS, token, json={"name": "x"}), 401)
+
+
+def test_token_with_future_expiry_works_and_last_use_is_written_once_a_minute(
+    client: Client, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    until = datetime.now(timezone.utc) + timedelta(days=30)
+    record, secret = vault.create_admin_token("dash", "read", expires_at=until)
+    token = secret.reveal()
+    writes: list[str] = []
+    touch = vault.store.touch_admin_token
+
+    def counting(token_id: str, at: datetime, *, unless_after: datetime) -> bool:
+        writes.append(token_id)
+        return touch(token_id, at, unless_after=unless_after)
+
+    monkeypatch.setattr(vault.store, "touch_admin_token", counting)
+    before = datetime.now(timezone.utc)
+    assert client.get(KEYS, token).status_code == 200
+    first = next(t for t in vault.list_admin_tokens() if t.token_id == record.token_id)
+    assert first.last_used_at is not None and first.last_used_at >= before
+    for _ in range(5):
+        assert client.get(KEYS, token).status_code == 200
+    again = next(t for t in vault.list_admin_tokens() if t.token_id == record.token_id)
+    assert again.last_used_at == first.last_used_at  # not rewritten within the minute
+    assert writes == [record.token_id]  # one write for six authenticated requests
 
 
 def test_admin_requests_are_served_while_the_proxy_streams(

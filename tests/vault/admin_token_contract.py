@@ -51,3 +51,53 @@ class AdminTokenStoreContract:
         store.add_admin_token(token(), os.urandom(32))
         store.revoke_admin_token("tok000000001", T)
         assert store.generation() == before
+
+    def test_admin_token_expiry_and_last_use_roundtrip(self, store: Any) -> None:
+        expiring = AdminToken(
+            "tok000000003",
+            "ci",
+            AdminScope.ADMIN,
+            T,
+            created_by="user:tester",
+            expires_at=T + timedelta(days=30),
+        )
+        digest = os.urandom(32)
+        store.add_admin_token(expiring, digest)
+        store.add_admin_token(token(), os.urandom(32))  # no expiry: None both ways
+        assert store.get_admin_token("tok000000003") == (expiring, digest)
+        assert store.get_admin_token("tok000000001")[0].expires_at is None
+        assert store.get_admin_token("tok000000001")[0].last_used_at is None
+        listed = {t.token_id: t for t in store.list_admin_tokens()}
+        assert listed["tok000000003"].expires_at == T + timedelta(days=30)
+
+    def test_admin_token_touch_writes_once_per_interval_and_never_goes_back(
+        self, store: Any, second_store: Any
+    ) -> None:
+        store.add_admin_token(token(), os.urandom(32))
+        minute = timedelta(minutes=1)
+        used = T + timedelta(hours=1)
+        assert store.touch_admin_token("tok000000001", used, unless_after=used - minute)
+        assert store.get_admin_token("tok000000001")[0].last_used_at == used
+        # another worker that read the old record a moment later: nothing to write
+        later = used + timedelta(seconds=20)
+        assert not second_store.touch_admin_token(
+            "tok000000001", later, unless_after=later - minute
+        )
+        assert store.get_admin_token("tok000000001")[0].last_used_at == used
+        # an older time never replaces a newer one
+        assert not store.touch_admin_token("tok000000001", T, unless_after=T - minute)
+        # a minute on, it moves
+        again = used + minute
+        assert second_store.touch_admin_token("tok000000001", again, unless_after=again - minute)
+        assert store.get_admin_token("tok000000001")[0].last_used_at == again
+        assert not store.touch_admin_token("tok000000009", again, unless_after=again - minute)
+
+    def test_admin_token_touch_does_not_bump_generation_or_change_state(self, store: Any) -> None:
+        store.add_admin_token(token(), os.urandom(32))
+        store.revoke_admin_token("tok000000001", T + timedelta(hours=1))
+        before = store.generation()
+        at = T + timedelta(hours=2)
+        store.touch_admin_token("tok000000001", at, unless_after=at - timedelta(minutes=1))
+        assert store.generation() == before
+        record = store.get_admin_token("tok000000001")[0]
+        assert record.revoked_at == T + timedelta(hours=1) and record.last_used_at == at

@@ -235,3 +235,46 @@ def test_many_threads_share_one_store(pg_store_url: str) -> None:
     assert errors == []
     assert [r.seq for r in s.list_audit()] == list(range(1, 61))
     s.close()
+
+
+def test_version_4_schema_upgrades_admin_tokens(pg_url: str, pg_schema: str) -> None:
+    """A schema as keyguard left it before admin tokens had expiry and last use (steps 1-4
+    exactly, one token row written the way version 4 wrote it) upgrades in place."""
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    from vault.pg_fixtures import with_search_path
+
+    url = with_search_path(pg_url, pg_schema)
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (4)")
+        for step in MIGRATIONS[:4]:
+            for statement in step:
+                conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute(
+            "INSERT INTO admin_tokens (token_id, name, scope, digest, created_at, created_by,"
+            " revoked_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                "tok000000001",
+                "old",
+                "admin",
+                os.urandom(32),
+                "2030-01-02T03:04:05+00:00",
+                "u",
+                None,
+            ),
+        )
+    s = PostgresStore(url)
+    try:
+        assert s.migrated_from == 4
+        found = s.get_admin_token("tok000000001")
+        assert found is not None
+        assert found[0].name == "old"
+        assert found[0].expires_at is None and found[0].last_used_at is None
+        at = datetime(2030, 1, 3, tzinfo=timezone.utc)
+        assert s.touch_admin_token("tok000000001", at, unless_after=at - timedelta(minutes=1))
+        assert s.list_admin_tokens()[0].last_used_at == at
+    finally:
+        s.close()
+    assert _version(pg_schema) == SCHEMA_VERSION

@@ -129,3 +129,45 @@ def test_open_store_urls(tmp_path: Path) -> None:
     open_store("sqlite:///:memory:").close()
     with pytest.raises(ConfigError, match="not supported"):
         open_store("mysql://localhost/x")
+
+
+def _database_at_version_4(path: Path) -> None:
+    """A database as keyguard left it before admin tokens had expiry and last use: steps 1-4
+    exactly, with one token row written the way version 4 wrote it."""
+    from keyguard.storage.sqlite_schema import MIGRATIONS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (4)")
+    for step in MIGRATIONS[:4]:
+        for statement in step:
+            conn.execute(statement)
+    conn.execute(
+        "INSERT INTO admin_tokens (token_id, name, scope, digest, created_at, created_by,"
+        " revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ("tok000000001", "old", "admin", os.urandom(32), "2030-01-02T03:04:05+00:00", "u", None),
+    )
+    conn.execute("COMMIT")
+    conn.close()
+    path.chmod(0o600)
+
+
+def test_version_4_database_upgrades_admin_tokens(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    path = tmp_path / "v4.db"
+    _database_at_version_4(path)
+    s = SqliteStore(path)
+    found = s.get_admin_token("tok000000001")
+    assert found is not None
+    old = found[0]
+    assert old.name == "old" and old.expires_at is None and old.last_used_at is None
+    at = datetime(2030, 1, 3, tzinfo=timezone.utc)
+    assert s.touch_admin_token("tok000000001", at, unless_after=at - timedelta(minutes=1))
+    s.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(admin_tokens)")}
+    assert {"expires_at", "last_used_at"} <= columns
+    conn.close()

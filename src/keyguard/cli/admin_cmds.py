@@ -2,6 +2,8 @@
 
 A token is printed once, at creation; the vault keeps only a keyed hash of it. Scopes:
 ``read`` (GET routes only) and ``admin`` (everything, including creating and revoking keys).
+A token may expire (``--expires-in 30d`` / ``--expires-at``); ``list`` shows when, and when it
+was last used (recorded at most once a minute).
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from keyguard.cli.common import (
     json_option,
     kv,
     open_vault,
+    parse_duration,
+    parse_time,
     settings_from,
     show_once,
     table,
+    utcnow,
 )
 from keyguard.domain.admin_tokens import AdminScope
+from keyguard.errors import ConfigError
 from keyguard.vault.views import admin_token_dict
 
 
@@ -31,39 +37,59 @@ def admin_token() -> None:
 @click.argument("name")
 @click.option("--scope", type=click.Choice([s.value for s in AdminScope]), default="read",
               show_default=True, help="read: GET routes only; admin: may also change things.")
+@click.option("--expires-in", help="Lifetime, e.g. 30d, 12h (default: until revoked).")
+@click.option("--expires-at", help="Expiry as ISO 8601 time (UTC if no offset).")
 @json_option
 @click.pass_context
-def create(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
+def create(ctx: click.Context, name: str, scope: str, expires_in: str | None,
+           expires_at: str | None, as_json: bool) -> None:
     """Create an admin token NAME. It is printed once, here; keyguard keeps only a hash."""
+    now = utcnow()
+    if expires_in and expires_at:
+        raise ConfigError("give --expires-in or --expires-at, not both")
+    expiry = None
+    if expires_in:
+        expiry = now + parse_duration(expires_in, setting="--expires-in")
+    elif expires_at:
+        expiry = parse_time(expires_at, setting="--expires-at")
+        if expiry <= now:
+            raise ConfigError("--expires-at is in the past")
     vault = open_vault(settings_from(ctx))
     try:
-        record, token = vault.create_admin_token(name, scope, actor=actor(), source="cli")
+        record, token = vault.create_admin_token(
+            name, scope, expires_at=expiry, actor=actor(), source="cli"
+        )
     finally:
         vault.close()
-    show_once(as_json, admin_token_dict(record), "token", token,
-              f"created admin token {record.token_id} ({record.name!r}, scope {scope})")
+    until = f", expires {expiry.isoformat(timespec='seconds')}" if expiry else ""
+    show_once(as_json, admin_token_dict(record, now), "token", token,
+              f"created admin token {record.token_id} ({record.name!r}, scope {scope}{until})")
 
 
 @admin_token.command("list")
-@click.option("--all", "show_all", is_flag=True, help="Include revoked tokens.")
+@click.option("--all", "show_all", is_flag=True, help="Include revoked and expired tokens.")
 @json_option
 @click.pass_context
 def list_(ctx: click.Context, show_all: bool, as_json: bool) -> None:
-    """List admin tokens (ids, names, scopes; never the tokens)."""
+    """List admin tokens (ids, names, scopes, expiry, last use; never the tokens)."""
     vault = open_vault(settings_from(ctx))
     try:
         tokens = vault.list_admin_tokens()
     finally:
         vault.close()
-    data = [admin_token_dict(t) for t in tokens if show_all or not t.revoked]
+    now = utcnow()
+    data = [admin_token_dict(t, now) for t in tokens]
+    if not show_all:
+        data = [d for d in data if d["status"] == "active"]
 
     def human() -> None:
         if not data:
             click.echo("no admin tokens: create one with 'keyguard admin-token create NAME'")
             return
-        table(("ID", "NAME", "SCOPE", "STATUS", "CREATED", "BY"),
+        table(("ID", "NAME", "SCOPE", "STATUS", "CREATED", "BY", "EXPIRES", "LAST USED"),
               [(d["token_id"], d["name"], d["scope"], d["status"], d["created_at"],
-                d["created_by"]) for d in data])
+                d["created_by"], d["expires_at"] or "never", d["last_used_at"] or "never")
+               for d in data])
 
     emit(as_json, data, human)
 
@@ -79,5 +105,5 @@ def revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
         record = vault.revoke_admin_token(token_id, actor=actor(), source="cli")
     finally:
         vault.close()
-    data = admin_token_dict(record)
+    data = admin_token_dict(record, utcnow())
     emit(as_json, data, lambda: kv(data))

@@ -8,6 +8,11 @@ to keyguard. Its format mirrors virtual keys: ``kga_`` + 12-character public tok
 The vault stores only a keyed hash of the secret part.
 
 Scopes: ``read`` may call every ``GET`` route; ``admin`` may also change things.
+
+A token may carry an expiry (``expires_at``); :func:`check_admin_token_state` refuses an expired
+token exactly like a revoked one, at the ``now`` it is given. ``last_used_at`` is recorded at
+most once per :data:`LAST_USED_INTERVAL` per token (:func:`last_used_due`), so authenticating
+stays a read.
 """
 
 from __future__ import annotations
@@ -15,17 +20,19 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
 from keyguard.domain.keys import BASE62, CHECKSUM_LENGTH, KEY_ID_LENGTH, checksum, new_key_id
-from keyguard.errors import KeyFormatError
+from keyguard.errors import KeyFormatError, Unauthenticated
 
 ADMIN_TOKEN_PREFIX = "kga_"
 ADMIN_SECRET_LENGTH = 44
 ADMIN_TOKEN_LENGTH = len(ADMIN_TOKEN_PREFIX) + KEY_ID_LENGTH + ADMIN_SECRET_LENGTH + CHECKSUM_LENGTH
 ADMIN_TOKEN_RE = re.compile(r"kga_[0-9a-z]{12}[0-9A-Za-z]{50}")
 TOKEN_ID_RE = re.compile(r"[0-9a-z]{12}")
+#: ``last_used_at`` is written at most this often per token (a read otherwise)
+LAST_USED_INTERVAL = timedelta(minutes=1)
 
 
 class AdminScope(str, Enum):
@@ -41,7 +48,12 @@ class AdminScope(str, Enum):
 
 @dataclass(frozen=True)
 class AdminToken:
-    """An admin token's record (never its secret): id, name, scope, who made it, state."""
+    """An admin token's record (never its secret): id, name, scope, who made it, state.
+
+    ``expires_at`` is ``None`` for a token that never expires (every token made before expiry
+    existed); ``last_used_at`` is the last recorded successful authentication, to within
+    :data:`LAST_USED_INTERVAL`.
+    """
 
     token_id: str
     name: str
@@ -49,10 +61,42 @@ class AdminToken:
     created_at: datetime
     created_by: str = ""
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def expired(self, now: datetime) -> bool:
+        """True when ``now`` is at or past ``expires_at``."""
+        return self.expires_at is not None and now >= self.expires_at
+
+    def status(self, now: datetime) -> str:
+        """``revoked``, ``expired`` or ``active`` at ``now``."""
+        if self.revoked:
+            return "revoked"
+        return "expired" if self.expired(now) else "active"
+
+
+def check_admin_token_state(token: AdminToken, *, now: datetime) -> None:
+    """Raise :class:`Unauthenticated` when ``token`` is revoked or expired at ``now``.
+
+    Call it only for a caller that presented the token's right secret: the message says which
+    (as for virtual keys), never anything of the token itself.
+    """
+    if token.revoked_at is not None:
+        raise Unauthenticated("admin token revoked", code="revoked_admin_token")
+    if token.expired(now):
+        raise Unauthenticated("admin token expired", code="expired_admin_token")
+
+
+def last_used_due(
+    token: AdminToken, now: datetime, interval: timedelta = LAST_USED_INTERVAL
+) -> bool:
+    """True when a use at ``now`` should be written: never recorded, or recorded at least
+    ``interval`` before ``now`` (a clock that went back writes nothing)."""
+    return token.last_used_at is None or now - token.last_used_at >= interval
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
-"""Schema step 4: admin tokens of keyguard's admin API (``admin_tokens``).
+"""Schema steps 4 and 5: admin tokens of keyguard's admin API (``admin_tokens``).
 
 One row per token: its public id, name, scope, who created it, and HMAC-SHA256 of its secret
 part under the vault's server key (never the token). Revocation is permanent, as for virtual
 keys. Writes do not bump the generation counter: nothing caches admin tokens.
+
+Step 5 adds ``expires_at`` (NULL: never expires, so tokens made before it keep working) and
+``last_used_at`` (NULL until the first recorded use).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from keyguard.domain.admin_tokens import AdminScope, AdminToken
 from keyguard.storage import codec as c
@@ -35,8 +39,23 @@ ADMIN_TOKENS_V4_POSTGRES = [
         revoked_at TEXT COLLATE "C")""",
 ]
 
+ADMIN_TOKENS_V5 = [
+    "ALTER TABLE admin_tokens ADD COLUMN expires_at TEXT",
+    "ALTER TABLE admin_tokens ADD COLUMN last_used_at TEXT",
+]
+
+#: the PostgreSQL twin (for keyguard.storage.postgres_schema)
+ADMIN_TOKENS_V5_POSTGRES = [
+    'ALTER TABLE admin_tokens ADD COLUMN expires_at TEXT COLLATE "C"',
+    'ALTER TABLE admin_tokens ADD COLUMN last_used_at TEXT COLLATE "C"',
+]
+
 #: columns read back, in the order :func:`token_from_row` expects
-TOKEN_COLUMNS = "token_id, name, scope, created_at, created_by, revoked_at"
+TOKEN_COLUMNS = (
+    "token_id, name, scope, created_at, created_by, revoked_at, expires_at, last_used_at"
+)
+#: index of ``digest`` in a row of ``SELECT {TOKEN_COLUMNS}, digest``
+DIGEST_INDEX = len(TOKEN_COLUMNS.split(","))
 
 
 def token_from_row(row: Sequence[object]) -> AdminToken:
@@ -47,16 +66,26 @@ def token_from_row(row: Sequence[object]) -> AdminToken:
         scope=AdminScope(str(row[2])),
         created_at=c.dt_req(str(row[3])),
         created_by=str(row[4]),
-        revoked_at=c.dt(None if row[5] is None else str(row[5])),
+        revoked_at=_dt(row[5]),
+        expires_at=_dt(row[6]),
+        last_used_at=_dt(row[7]),
     )
 
 
+def _dt(value: object) -> datetime | None:
+    return c.dt(None if value is None else str(value))
+
+
 #: columns written, in the order :func:`token_params` gives them
-INSERT_COLUMNS = "token_id, name, scope, digest, created_at, created_by, revoked_at"
+INSERT_COLUMNS = (
+    "token_id, name, scope, digest, created_at, created_by, revoked_at, expires_at, last_used_at"
+)
+#: how many values an insert takes
+INSERT_ARITY = len(INSERT_COLUMNS.split(","))
 
 
 def token_params(token: AdminToken, digest: bytes) -> tuple[object, ...]:
-    """Insert parameters: token_id, name, scope, digest, created_at, created_by, revoked_at."""
+    """Insert parameters, in the order of :data:`INSERT_COLUMNS`."""
     return (
         token.token_id,
         token.name,
@@ -65,4 +94,6 @@ def token_params(token: AdminToken, digest: bytes) -> tuple[object, ...]:
         c.iso(token.created_at),
         token.created_by,
         c.iso(token.revoked_at),
+        c.iso(token.expires_at),
+        c.iso(token.last_used_at),
     )

@@ -218,6 +218,11 @@ class AdminTokenStore(Protocol):
     def revoke_admin_token(self, token_id: str, at: datetime) -> AdminToken:
         """Revoke (idempotent); :class:`KeyNotFound` for an unknown id."""
 
+    def touch_admin_token(self, token_id: str, at: datetime, *, unless_after: datetime) -> bool:
+        """Set ``last_used_at`` to ``at`` unless it is already later than ``unless_after``
+        (so concurrent workers write it once per interval and it never goes back); True when
+        a row changed. Unknown ids change nothing."""
+
 
 class VaultStore(
     Transactional,

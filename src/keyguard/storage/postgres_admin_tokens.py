@@ -1,4 +1,4 @@
-"""PostgreSQL table of admin tokens (schema step 4): twin of
+"""PostgreSQL table of admin tokens (schema steps 4-5): twin of
 :mod:`keyguard.storage.sqlite_admin_tokens` (no write bumps the generation counter)."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from keyguard.domain.admin_tokens import AdminToken
 from keyguard.errors import AlreadyExists, KeyNotFound
 from keyguard.storage import codec as c
 from keyguard.storage.admin_token_schema import (
+    DIGEST_INDEX,
+    INSERT_ARITY,
     INSERT_COLUMNS,
     TOKEN_COLUMNS,
     token_from_row,
@@ -16,6 +18,8 @@ from keyguard.storage.admin_token_schema import (
 )
 from keyguard.storage.postgres_base import PgBase
 from keyguard.storage.sqlite_base import decodes
+
+_PLACES = ", ".join(["%s"] * INSERT_ARITY)
 
 
 class PgAdminTokenTables(PgBase):
@@ -27,7 +31,7 @@ class PgAdminTokenTables(PgBase):
                 raise AlreadyExists(f"admin token {token.token_id} already exists")
             self._run(
                 f"INSERT INTO admin_tokens ({INSERT_COLUMNS})"  # noqa: S608 - constant column list
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                f" VALUES ({_PLACES})",
                 token_params(token, digest),
             )
 
@@ -37,7 +41,7 @@ class PgAdminTokenTables(PgBase):
             f"SELECT {TOKEN_COLUMNS}, digest FROM admin_tokens WHERE token_id = %s",  # noqa: S608 - constant column list
             (token_id,),
         )
-        return None if row is None else (token_from_row(row), c.blob(row[6]))
+        return None if row is None else (token_from_row(row), c.blob(row[DIGEST_INDEX]))
 
     @decodes
     def list_admin_tokens(self) -> list[AdminToken]:
@@ -57,3 +61,12 @@ class PgAdminTokenTables(PgBase):
         if found is None:
             raise KeyNotFound(f"no admin token {token_id}")
         return found[0]
+
+    def touch_admin_token(self, token_id: str, at: datetime, *, unless_after: datetime) -> bool:
+        with self.transaction():
+            n = self._run(
+                "UPDATE admin_tokens SET last_used_at = %s WHERE token_id = %s"
+                " AND (last_used_at IS NULL OR last_used_at <= %s)",
+                (c.iso(at), token_id, c.iso(unless_after)),
+            )
+        return bool(n)

@@ -19,7 +19,10 @@ import psycopg
 from psycopg import sql
 
 from keyguard.errors import StorageError
-from keyguard.storage.admin_token_schema import ADMIN_TOKENS_V4_POSTGRES
+from keyguard.storage.admin_token_schema import (
+    ADMIN_TOKENS_V4_POSTGRES,
+    ADMIN_TOKENS_V5_POSTGRES,
+)
 from keyguard.storage.usage_schema import LIMITS_V3_POSTGRES
 
 #: high bits of keyguard's advisory lock keys ("kg"); the low 32 bits: 0 = migrations,
@@ -151,7 +154,13 @@ _V2_ROTATION = [
 ]
 
 #: MIGRATIONS[i] takes the schema from version i to version i + 1
-MIGRATIONS: list[list[str]] = [_V1, _V2_ROTATION, LIMITS_V3_POSTGRES, ADMIN_TOKENS_V4_POSTGRES]
+MIGRATIONS: list[list[str]] = [
+    _V1,
+    _V2_ROTATION,
+    LIMITS_V3_POSTGRES,
+    ADMIN_TOKENS_V4_POSTGRES,
+    ADMIN_TOKENS_V5_POSTGRES,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

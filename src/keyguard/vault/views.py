@@ -137,14 +137,17 @@ def usage_dict(
     }
 
 
-def admin_token_dict(token: AdminToken) -> dict[str, Any]:
-    """An admin token's record as JSON-ready data (never the token)."""
+def admin_token_dict(token: AdminToken, now: datetime) -> dict[str, Any]:
+    """An admin token's record as JSON-ready data (never the token); ``status`` is
+    ``active``, ``expired`` or ``revoked`` at ``now``."""
     return {
         "token_id": token.token_id,
         "name": token.name,
         "scope": token.scope.value,
-        "status": "revoked" if token.revoked else "active",
+        "status": token.status(now),
         "created_at": iso(token.created_at),
         "created_by": token.created_by,
+        "expires_at": iso(token.expires_at),
+        "last_used_at": iso(token.last_used_at),
         "revoked_at": iso(token.revoked_at),
     }

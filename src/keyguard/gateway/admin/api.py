@@ -234,7 +234,9 @@ class AdminApi:
                 )
             if len(token) > 200:
                 raise Unauthenticated("invalid admin token", code="invalid_admin_token")
-            return await asyncio.to_thread(self._vault.authenticate_admin, token)
+            # expiry is checked at this request's time; last_used_at is written at most once a
+            # minute per token (see keyguard.vault.admin_tokens), not on every call
+            return await asyncio.to_thread(self._vault.authenticate_admin, token, record_use=True)
         except Unauthenticated as exc:
             self._throttle.failure(ip, mono)
             claimed = _claimed_id(token)

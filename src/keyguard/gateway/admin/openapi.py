@@ -17,7 +17,7 @@ from keyguard.gateway.admin.schemas import SCHEMAS, ref
 
 _ERRORS = {
     400: "Invalid request (body, query or parameter)",
-    401: "Missing, malformed, unknown or revoked admin token",
+    401: "Missing, malformed, unknown, revoked or expired admin token",
     403: "The token's scope does not allow this, or the client address is not allowed",
     404: "No such key or upstream",
     409: "The change conflicts with the current state (e.g. the key is revoked)",
