@@ -3,6 +3,7 @@ plugins through entry points, and the scanner's public surface."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from importlib import metadata
 
 import pytest
@@ -21,6 +22,7 @@ from keyguard.scanner.vault_port import VaultManagedKeys, VaultSink
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault
 from scanner.keygen import admin_token, openai_key
+from vault.helpers import Clock
 
 
 @pytest.fixture
@@ -104,6 +106,24 @@ def test_admin_tokens_are_found_looked_up_and_revoked(tmp_path, scanner, vault, 
     assert "revoked" in out[1].managed and "already revoked" in out[1].notes[0]
     assert out[2].managed is None
     assert [t.revoked for t in vault.list_admin_tokens()] == [True, True]
+
+
+def test_a_leaked_expired_admin_token_is_recognised_and_revoked(tmp_path, scanner, rng):
+    clock = Clock()
+    store = SqliteStore(tmp_path / "clocked.db")
+    v = Vault.create(store, MasterKey.generate(), actor="tester", source="test", clock=clock)
+    try:
+        ends = clock.now + timedelta(hours=1)
+        record, token = v.create_admin_token("ci", "read", expires_at=ends)
+        clock.advance(hours=2)
+        (tmp_path / "ci.env").write_text(f"KG_ADMIN={token.reveal()}\n")
+        findings = scanner.scan_files(tmp_path, ["ci.env"]).findings
+        out = managed.revoke_all(findings, VaultManagedKeys(v), actor="user:ci")
+        assert out[0].managed is not None and record.token_id in out[0].managed
+        assert out[0].notes == (f"revoked admin token {record.token_id}",)
+        assert [t.revoked for t in v.list_admin_tokens()] == [True]
+    finally:
+        v.close()
 
 
 def test_each_key_is_looked_up_once_and_described_alike(tmp_path, scanner, vault, rng):

@@ -78,10 +78,13 @@ class VaultManagedKeys:
         try:
             record = self.vault.authenticate_admin(token)
         except Unauthenticated as exc:
-            if exc.code != "revoked_admin_token":
+            # a revoked or expired token has verified first: it is this vault's (an expired one
+            # is still revoked when found leaked, like an expired virtual key)
+            if exc.code not in ("revoked_admin_token", "expired_admin_token"):
                 return None  # not one of this vault's tokens
             token_id = parse_admin_token(token).token_id
-            return ManagedMatch(kind=ADMIN_TOKEN, name="", key_id=token_id, revoked=True)
+            revoked = exc.code == "revoked_admin_token"
+            return ManagedMatch(kind=ADMIN_TOKEN, name="", key_id=token_id, revoked=revoked)
         return ManagedMatch(kind=ADMIN_TOKEN, name=record.name, key_id=record.token_id)
 
     def revoke(self, key: ManagedMatch, *, actor: str, reason: str) -> str:
