@@ -201,6 +201,44 @@ class StoreContract(RotationStoreContract, AdminTokenStoreContract):
         assert store.find_upstream_versions("sha256:none") == []
         assert [c.name for c in store.list_upstreams()] == ["a", "b"]
 
+    def test_mark_upstream_compromised_roundtrip(self, store: Any) -> None:
+        store.add_upstream(cred())
+        store.add_upstream_version(version(1, Label.CURRENT), b"s1")
+        store.add_upstream_version(version(2, Label.PENDING), b"s2")
+        assert not store.get_upstream("prod").versions[0].compromised
+        g = store.generation()
+        at = T + timedelta(hours=1)
+        marked = store.mark_upstream_compromised("prod", 1, at, "found in a.py:3", "scan")
+        assert marked.compromised_at == at
+        assert (marked.compromised_reason, marked.compromised_source) == ("found in a.py:3", "scan")
+        assert marked.label is Label.CURRENT and marked.fingerprint == version(1).fingerprint
+        assert store.generation() > g
+        got = store.get_upstream("prod")
+        assert got.versions[0] == marked
+        assert got.versions[1].compromised_at is None
+        assert [c.versions for c in store.list_upstreams()] == [got.versions]
+        assert store.find_upstream_versions(version(1).fingerprint) == [marked]
+        # idempotent: the first time, reason and source are kept; nothing changes
+        g = store.generation()
+        again = store.mark_upstream_compromised("prod", 1, at + timedelta(days=1), "other", "cli")
+        assert again == marked and store.generation() == g
+        # labels move, the mark stays with the version
+        store.set_upstream_labels("prod", {2: Label.CURRENT, 1: Label.PREVIOUS})
+        moved = store.get_upstream("prod").versions[0]
+        assert moved.label is Label.PREVIOUS and moved.compromised_at == at
+        with pytest.raises(KeyNotFound):
+            store.mark_upstream_compromised("prod", 9, at, "r", "s")
+        with pytest.raises(KeyNotFound):
+            store.mark_upstream_compromised("nope", 1, at, "r", "s")
+
+    def test_mark_upstream_compromised_rolls_back_with_its_transaction(self, store: Any) -> None:
+        store.add_upstream(cred())
+        store.add_upstream_version(version(1, Label.CURRENT), b"s1")
+        with pytest.raises(RuntimeError), store.transaction():
+            store.mark_upstream_compromised("prod", 1, T, "leak", "scan")
+            raise RuntimeError("boom")
+        assert not store.get_upstream("prod").versions[0].compromised
+
     # -- virtual keys ------------------------------------------------------------------
 
     def test_virtual_key_roundtrip(self, store: Any) -> None:

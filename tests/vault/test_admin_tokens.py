@@ -187,6 +187,8 @@ def test_vault_from_before_expiry_upgrades_and_its_tokens_still_work(
     conn = sqlite3.connect(db_path)
     conn.execute("ALTER TABLE admin_tokens DROP COLUMN expires_at")
     conn.execute("ALTER TABLE admin_tokens DROP COLUMN last_used_at")
+    for column in ("compromised_at", "compromised_reason", "compromised_source"):  # step 6
+        conn.execute(f"ALTER TABLE upstream_versions DROP COLUMN {column}")
     conn.execute("UPDATE schema_version SET version = 4")
     conn.commit()
     conn.close()

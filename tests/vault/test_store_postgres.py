@@ -278,3 +278,52 @@ def test_version_4_schema_upgrades_admin_tokens(pg_url: str, pg_schema: str) -> 
     finally:
         s.close()
     assert _version(pg_schema) == SCHEMA_VERSION
+
+
+def test_version_5_schema_upgrades_upstream_versions(pg_url: str, pg_schema: str) -> None:
+    """A schema as keyguard left it before versions could be marked compromised (steps 1-5
+    exactly, a credential and two versions written the way version 5 wrote them) upgrades in
+    place."""
+    import os
+    from datetime import datetime, timezone
+
+    from vault.pg_fixtures import with_search_path
+
+    url = with_search_path(pg_url, pg_schema)
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (5)")
+        for step in MIGRATIONS[:5]:
+            for statement in step:
+                conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute(
+            "INSERT INTO upstreams (name, provider, base_url, allow_insecure_loopback,"
+            " created_at) VALUES (%s, %s, %s, %s, %s)",
+            ("prod", "openai", "https://api.openai.com/v1", 0, "2030-01-02T03:04:05+00:00"),
+        )
+        for n, label in ((1, "PREVIOUS"), (2, "CURRENT")):
+            conn.execute(
+                "INSERT INTO upstream_versions (upstream, version, label, fingerprint, sealed,"
+                " created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    "prod",
+                    n,
+                    label,
+                    f"sha256:{n:016x}",
+                    os.urandom(40),
+                    "2030-01-02T03:04:05+00:00",
+                ),
+            )
+    s = PostgresStore(url)
+    try:
+        assert s.migrated_from == 5
+        old = s.get_upstream("prod")
+        assert old is not None
+        assert [(v.version, v.compromised_at) for v in old.versions] == [(1, None), (2, None)]
+        at = datetime(2030, 1, 3, tzinfo=timezone.utc)
+        marked = s.mark_upstream_compromised("prod", 2, at, "leaked", "scan")
+        assert marked.compromised_at == at and marked.label is not None
+        assert s.list_upstreams()[0].versions[1] == marked
+    finally:
+        s.close()
+    assert _version(pg_schema) == SCHEMA_VERSION

@@ -171,3 +171,55 @@ def test_version_4_database_upgrades_admin_tokens(tmp_path: Path) -> None:
     columns = {r[1] for r in conn.execute("PRAGMA table_info(admin_tokens)")}
     assert {"expires_at", "last_used_at"} <= columns
     conn.close()
+
+
+def _database_at_version_5(path: Path) -> None:
+    """A database as keyguard left it before versions could be marked compromised: steps 1-5
+    exactly, with one credential and two versions written the way version 5 wrote them."""
+    from keyguard.storage.sqlite_schema import MIGRATIONS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (5)")
+    for step in MIGRATIONS[:5]:
+        for statement in step:
+            conn.execute(statement)
+    conn.execute(
+        "INSERT INTO upstreams (name, provider, base_url, allow_insecure_loopback, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        ("prod", "openai", "https://api.openai.com/v1", 0, "2030-01-02T03:04:05+00:00"),
+    )
+    for n, label in ((1, "PREVIOUS"), (2, "CURRENT")):
+        conn.execute(
+            "INSERT INTO upstream_versions (upstream, version, label, fingerprint, sealed,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            ("prod", n, label, f"sha256:{n:016x}", os.urandom(40), "2030-01-02T03:04:05+00:00"),
+        )
+    conn.execute("COMMIT")
+    conn.close()
+    path.chmod(0o600)
+
+
+def test_version_5_database_upgrades_upstream_versions(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    path = tmp_path / "v5.db"
+    _database_at_version_5(path)
+    s = SqliteStore(path)
+    old = s.get_upstream("prod")
+    assert old is not None
+    assert [(v.version, v.compromised_at) for v in old.versions] == [(1, None), (2, None)]
+    at = datetime(2030, 1, 3, tzinfo=timezone.utc)
+    marked = s.mark_upstream_compromised("prod", 2, at, "leaked", "scan")
+    assert marked.compromised_at == at and marked.fingerprint == "sha256:0000000000000002"
+    s.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(upstream_versions)")}
+    assert {"compromised_at", "compromised_reason", "compromised_source"} <= columns
+    conn.close()
+    reopened = SqliteStore(path)  # nothing left to migrate; the mark survived
+    got = reopened.get_upstream("prod")
+    assert got is not None and got.versions[1].compromised_reason == "leaked"
+    reopened.close()

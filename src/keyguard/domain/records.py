@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from functools import cached_property
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from keyguard.domain.keys import ANY_KEY_RE, redacted_form
 from keyguard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -96,15 +97,69 @@ def check_base_url(base_url: str, *, allow_insecure_loopback: bool = False) -> s
     raise ConfigError(f"base_url {base_url!r} must use https")
 
 
+#: the longest reason kept with a compromised version (longer ones are cut)
+COMPROMISE_REASON_MAX = 200
+#: the longest source kept with a compromised version (``scan``, ``cli``, ...)
+COMPROMISE_SOURCE_MAX = 64
+#: labels that put a compromised version in use (the gateway sends CURRENT; PENDING is next)
+IN_USE_LABELS = (Label.CURRENT, Label.PENDING)
+
+
 @dataclass(frozen=True)
 class UpstreamVersion:
-    """One version of an upstream key: its fingerprint and label, never its value."""
+    """One version of an upstream key: its fingerprint and label, never its value.
+
+    ``compromised_at`` is set (once, for good) when the key is known to have leaked, with a
+    short ``compromised_reason`` and the ``compromised_source`` that reported it (never any key
+    material: see :func:`compromise_reason`).
+    """
 
     upstream: str
     version: int
     fingerprint: str
     created_at: datetime
     label: Label | None = None
+    compromised_at: datetime | None = None
+    compromised_reason: str | None = None
+    compromised_source: str | None = None
+
+    @property
+    def compromised(self) -> bool:
+        """True once the version has been marked compromised (permanent)."""
+        return self.compromised_at is not None
+
+    def mark_compromised(self, now: datetime, reason: str, source: str) -> UpstreamVersion:
+        """This version marked compromised at ``now``; one already marked keeps its first
+        time, reason and source (marking is idempotent)."""
+        if self.compromised:
+            return self
+        if now.tzinfo is None:
+            raise ConfigError("the time a version was compromised must be timezone-aware")
+        return replace(
+            self,
+            compromised_at=now,
+            compromised_reason=compromise_reason(reason),
+            compromised_source=compromise_reason(source, limit=COMPROMISE_SOURCE_MAX),
+        )
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def compromise_reason(text: str, *, limit: int = COMPROMISE_REASON_MAX) -> str:
+    """A reason (or source) fit to keep with a compromised version and show in listings.
+
+    Control characters become spaces, anything shaped like a key keyguard knows is replaced by
+    its redacted form (an operator who pastes the leaked key into ``--reason`` does not store
+    it), and the text is cut to ``limit`` characters. Empty text is refused.
+    """
+    cleaned = " ".join(_CONTROL_RE.sub(" ", text).split())
+    cleaned = ANY_KEY_RE.sub(lambda m: redacted_form(m.group(0)), cleaned)
+    if not cleaned:
+        raise ConfigError("a reason is required to mark a version compromised")
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1].rstrip() + "…"
+    return cleaned
 
 
 @dataclass(frozen=True)
@@ -128,6 +183,23 @@ class UpstreamCredential:
             if v.label is label:
                 return v
         return None
+
+    def version_number(self, version: int) -> UpstreamVersion | None:
+        """Version number ``version``, if the credential has it."""
+        for v in self.versions:
+            if v.version == version:
+                return v
+        return None
+
+    def compromised_in_use(self) -> tuple[UpstreamVersion, ...]:
+        """The CURRENT or PENDING versions marked compromised (CURRENT first): while any is
+        left, the credential needs rotating at once."""
+        return tuple(
+            v
+            for label in IN_USE_LABELS
+            for v in self.versions
+            if v.label is label and v.compromised
+        )
 
 
 def _tuple(values: Sequence[str] | str) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from keyguard.domain.records import UpstreamCredential, VirtualKey
+from keyguard.domain.records import Label, UpstreamCredential, VirtualKey
 
 ROTATION_FORMAT = 1
 #: ``last_used_at`` is coarse (whole seconds or worse, updated lazily): a use this close to the
@@ -171,6 +171,10 @@ class DueItem:
     due_at: datetime
     automatic: bool  # an upstream with an admin key, or any virtual key
     reason: str = ""
+    #: the label of the compromised version that makes an upstream due at once (CURRENT
+    #: before PENDING), ``None`` when it is due by age only
+    compromised: Label | None = None
+    compromised_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -185,15 +189,22 @@ class RotationInputs:
 
 
 def plan_rotation(inputs: RotationInputs, now: datetime) -> list[DueItem]:
-    """Every upstream credential and active virtual key whose ``max_age`` has run out.
+    """Every upstream credential and active virtual key whose ``max_age`` has run out, and
+    every upstream whose CURRENT or PENDING version is marked compromised.
 
     An upstream's age counts from its last rotation (or creation); a virtual key's from its
-    newest secret. Upstreams with a rotation already in flight are left to ``--resume``.
+    newest secret. Upstreams with a rotation already in flight are left to ``--resume``, unless
+    a version in use is compromised (:func:`compromised_due`): that is due at once, whatever
+    the age, the ``max_age`` or a rotation in flight.
     """
     admin = set(inputs.admin_upstreams)
     busy = set(inputs.in_flight)
     due: list[DueItem] = []
     for cred in inputs.upstreams:
+        leaked = compromised_due(cred, cred.name in admin)
+        if leaked is not None:
+            due.append(leaked)
+            continue
         since = cred.last_rotated_at or cred.created_at
         if cred.max_age is None or since is None or cred.name in busy:
             continue
@@ -209,6 +220,39 @@ def plan_rotation(inputs: RotationInputs, now: datetime) -> list[DueItem]:
         if at <= now:
             due.append(DueItem("virtual_key", key.key_id, at, True, key.name))
     return sorted(due, key=lambda d: (d.due_at, d.kind, d.name))
+
+
+def compromised_due(cred: UpstreamCredential, automatic: bool) -> DueItem | None:
+    """The due item of ``cred`` when a CURRENT or PENDING version is marked compromised (due
+    since it was marked), else ``None``. ``automatic``: an admin key is configured."""
+    leaked = cred.compromised_in_use()
+    if not leaked:
+        return None
+    first = leaked[0]
+    assert first.label is not None and first.compromised_at is not None
+    label = first.label.value
+    if automatic:
+        how = "emergency rotation" if first.label is Label.CURRENT else "new rotation"
+        why = f"version {first.version} ({label}) is compromised: {how}"
+    elif first.label is Label.CURRENT:
+        why = (
+            f"version {first.version} (CURRENT) is compromised and there is no admin key:"
+            f" replace it now with 'keyguard upstream revoke {cred.name} --now --from-env VAR'"
+        )
+    else:
+        why = (
+            f"version {first.version} (PENDING) is compromised and there is no admin key:"
+            f" never promote it; abort its rotation ('keyguard rotate {cred.name} --abort')"
+        )
+    return DueItem(
+        "upstream",
+        cred.name,
+        min(v.compromised_at for v in leaked if v.compromised_at is not None),
+        automatic,
+        why,
+        compromised=first.label,
+        compromised_version=first.version,
+    )
 
 
 def next_due(max_age: timedelta | None, since: datetime | None) -> datetime | None:

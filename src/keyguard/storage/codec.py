@@ -97,7 +97,10 @@ def upstream_from_row(
     )
 
 
-VERSION_COLUMNS = "upstream, version, fingerprint, created_at, label"
+VERSION_COLUMNS = (
+    "upstream, version, fingerprint, created_at, label,"
+    " compromised_at, compromised_reason, compromised_source"
+)
 
 
 def version_from_row(row: Sequence[Any]) -> UpstreamVersion:
@@ -107,6 +110,9 @@ def version_from_row(row: Sequence[Any]) -> UpstreamVersion:
         fingerprint=row[2],
         created_at=dt_req(row[3]),
         label=Label(row[4]) if row[4] is not None else None,
+        compromised_at=dt(row[5]),
+        compromised_reason=row[6],
+        compromised_source=row[7],
     )
 
 

@@ -122,6 +122,13 @@ class UpstreamStore(Protocol):
 
     def find_upstream_versions(self, fingerprint: str) -> list[UpstreamVersion]: ...
 
+    def mark_upstream_compromised(
+        self, name: str, version: int, at: datetime, reason: str, source: str
+    ) -> UpstreamVersion:
+        """Mark a version compromised (idempotent: a marked version keeps its first time,
+        reason and source) and return it as stored; :class:`KeyNotFound` for an unknown
+        version. Bumps the generation when it changes a row."""
+
 
 class VirtualKeyStore(Protocol):
     def add_virtual_key(self, key: VirtualKey, secret: KeySecretHash) -> None:

@@ -163,8 +163,19 @@ class PostgresStore(PgAuditTables, PgRotationTables, PgAdminTokenTables):
                 raise ConcurrentUpdate(f"{what} of {v.upstream!r} is already taken")
             self._run(
                 "INSERT INTO upstream_versions (upstream, version, label, fingerprint, sealed,"
-                " created_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                (v.upstream, v.version, label, v.fingerprint, sealed, c.iso(v.created_at)),
+                " created_at, compromised_at, compromised_reason, compromised_source)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    v.upstream,
+                    v.version,
+                    label,
+                    v.fingerprint,
+                    sealed,
+                    c.iso(v.created_at),
+                    c.iso(v.compromised_at),
+                    v.compromised_reason,
+                    v.compromised_source,
+                ),
             )
             self._write(
                 "UPDATE upstreams SET last_rotated_at = %s WHERE name = %s",
@@ -227,6 +238,28 @@ class PostgresStore(PgAuditTables, PgRotationTables, PgAdminTokenTables):
             (fingerprint,),
         )
         return [c.version_from_row(r) for r in rows]
+
+    @decodes
+    def mark_upstream_compromised(
+        self, name: str, version: int, at: datetime, reason: str, source: str
+    ) -> UpstreamVersion:
+        with self.transaction():
+            changed = self._run(
+                "UPDATE upstream_versions SET compromised_at = %s, compromised_reason = %s,"
+                " compromised_source = %s WHERE upstream = %s AND version = %s"
+                " AND compromised_at IS NULL",
+                (c.iso(at), reason, source, name, version),
+            )
+            row = self._one(
+                f"SELECT {c.VERSION_COLUMNS} FROM upstream_versions"  # noqa: S608 - constant column lists
+                " WHERE upstream = %s AND version = %s",
+                (name, version),
+            )
+            if row is None:
+                raise KeyNotFound(f"upstream credential {name!r} has no version {version}")
+            if changed:
+                self._bump()
+            return c.version_from_row(row)
 
     # -- virtual keys ---------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from keyguard.storage.admin_token_schema import (
     ADMIN_TOKENS_V4_POSTGRES,
     ADMIN_TOKENS_V5_POSTGRES,
 )
+from keyguard.storage.compromise_schema import COMPROMISE_V6_POSTGRES
 from keyguard.storage.usage_schema import LIMITS_V3_POSTGRES
 
 #: high bits of keyguard's advisory lock keys ("kg"); the low 32 bits: 0 = migrations,
@@ -160,6 +161,7 @@ MIGRATIONS: list[list[str]] = [
     LIMITS_V3_POSTGRES,
     ADMIN_TOKENS_V4_POSTGRES,
     ADMIN_TOKENS_V5_POSTGRES,
+    COMPROMISE_V6_POSTGRES,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -129,7 +129,8 @@ class SqliteStore(SqliteAuditTables, SqliteRotationTables, SqliteAdminTokenTable
                 raise ConcurrentUpdate(f"{what} of {v.upstream!r} is already taken")
             self._run(
                 "INSERT INTO upstream_versions (upstream, version, label, fingerprint, sealed,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                " created_at, compromised_at, compromised_reason, compromised_source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     v.upstream,
                     v.version,
@@ -137,6 +138,9 @@ class SqliteStore(SqliteAuditTables, SqliteRotationTables, SqliteAdminTokenTable
                     v.fingerprint,
                     sealed,
                     c.iso(v.created_at),
+                    c.iso(v.compromised_at),
+                    v.compromised_reason,
+                    v.compromised_source,
                 ),
             )
             self._write(
@@ -210,6 +214,28 @@ class SqliteStore(SqliteAuditTables, SqliteRotationTables, SqliteAdminTokenTable
                 (fingerprint,),
             ).fetchall()
         return [c.version_from_row(r) for r in rows]
+
+    @decodes
+    def mark_upstream_compromised(
+        self, name: str, version: int, at: datetime, reason: str, source: str
+    ) -> UpstreamVersion:
+        with self.transaction():
+            changed = self._run(
+                "UPDATE upstream_versions SET compromised_at = ?, compromised_reason = ?,"
+                " compromised_source = ? WHERE upstream = ? AND version = ?"
+                " AND compromised_at IS NULL",
+                (c.iso(at), reason, source, name, version),
+            ).rowcount
+            row = self._run(
+                f"SELECT {c.VERSION_COLUMNS} FROM upstream_versions"  # noqa: S608 - constant column lists
+                " WHERE upstream = ? AND version = ?",
+                (name, version),
+            ).fetchone()
+            if row is None:
+                raise KeyNotFound(f"upstream credential {name!r} has no version {version}")
+            if changed:
+                self._run("UPDATE generation SET value = value + 1 WHERE id = 1")
+            return c.version_from_row(row)
 
     # -- virtual keys ---------------------------------------------------------------------
 

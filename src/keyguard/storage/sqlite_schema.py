@@ -11,6 +11,7 @@ import sqlite3
 
 from keyguard.errors import StorageError
 from keyguard.storage.admin_token_schema import ADMIN_TOKENS_V4, ADMIN_TOKENS_V5
+from keyguard.storage.compromise_schema import COMPROMISE_V6
 from keyguard.storage.rotation_schema import ROTATION_V2
 from keyguard.storage.usage_schema import LIMITS_V3
 
@@ -99,7 +100,14 @@ _V1 = [
 ]
 
 #: MIGRATIONS[i] takes the schema from version i to version i + 1
-MIGRATIONS: list[list[str]] = [_V1, ROTATION_V2, LIMITS_V3, ADMIN_TOKENS_V4, ADMIN_TOKENS_V5]
+MIGRATIONS: list[list[str]] = [
+    _V1,
+    ROTATION_V2,
+    LIMITS_V3,
+    ADMIN_TOKENS_V4,
+    ADMIN_TOKENS_V5,
+    COMPROMISE_V6,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

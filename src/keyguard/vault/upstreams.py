@@ -20,6 +20,7 @@ from keyguard.domain.records import (
     check_base_url,
     check_header_id,
     check_name,
+    compromise_reason,
 )
 from keyguard.domain.secret import Secret
 from keyguard.errors import KeyNotFound, VaultError
@@ -151,6 +152,48 @@ class UpstreamService:
                 "upstream.set_label", name, actor, source, version=version, label=label.value
             )
         self.clear_cache()
+
+    def mark_compromised(
+        self, name: str, version: int, reason: str, *, actor: str, source: str
+    ) -> UpstreamVersion:
+        """Mark ``version`` of ``name`` compromised (idempotent: the first mark is kept), with
+        an ``upstream.compromised`` audit record (``priority: high``) either way."""
+        store = self._core.store
+        with store.transaction():
+            found = self.get(name).version_number(version)
+            if found is None:
+                raise KeyNotFound(f"upstream credential {name!r} has no version {version}")
+            cleaned = compromise_reason(reason)  # this call's reason, for the audit record
+            wanted = found.mark_compromised(self._core.now(), cleaned, source)
+            assert wanted.compromised_at is not None
+            stored = store.mark_upstream_compromised(
+                name,
+                version,
+                wanted.compromised_at,
+                wanted.compromised_reason or "",
+                wanted.compromised_source or "",
+            )
+            self._core.audit.append(
+                AuditEvent(
+                    action="upstream.compromised",
+                    actor=actor,
+                    subject=name,
+                    source=source,
+                    outcome="already_flagged" if found.compromised else "flagged",
+                    details={
+                        "priority": "high",
+                        "version": version,
+                        "label": found.label.value if found.label else None,
+                        "fingerprint": found.fingerprint,
+                        "reason": cleaned,
+                        "compromised_at": stored.compromised_at.isoformat()
+                        if stored.compromised_at
+                        else None,
+                    },
+                )
+            )
+        self.clear_cache()
+        return stored
 
     def get(self, name: str) -> UpstreamCredential:
         cred = self._core.store.get_upstream(name)

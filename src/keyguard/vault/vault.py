@@ -202,6 +202,26 @@ class Vault(RotationFacade, AdminTokenFacade):
         """Move ``label`` to ``version`` (CURRENT demotes the old CURRENT to PREVIOUS)."""
         self._upstreams.set_label(name, version, label, actor=actor, source=self._src(source))
 
+    def mark_upstream_compromised(
+        self,
+        name: str,
+        version: int,
+        reason: str,
+        *,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> UpstreamVersion:
+        """Mark a version's key compromised (it leaked): for good, idempotent (marking again
+        keeps the first time, reason and source), audited as ``upstream.compromised``.
+
+        ``reason`` is kept short and any key-shaped text in it is redacted. A CURRENT or
+        PENDING version marked compromised makes the credential due for rotation at once
+        (:func:`keyguard.domain.rotation.plan_rotation`). Returns the version as stored.
+        """
+        return self._upstreams.mark_compromised(
+            name, version, reason, actor=actor, source=self._src(source)
+        )
+
     def list_upstreams(self) -> list[UpstreamCredential]:
         return self._upstreams.list()
 
