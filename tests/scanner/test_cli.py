@@ -280,6 +280,10 @@ def test_scan_reports_managed_keys_and_revokes_them(tmp_path, managed_vault, iso
     try:
         assert vault.get_key(key_id).revoked
         assert any(r.action == "upstream.compromised" for r in vault.audit.list())
+        # no admin key: nothing rotated, but the version is marked compromised in the vault
+        (version,) = vault.get_upstream("default").versions
+        assert version.compromised and version.compromised_source == "scan"
+        assert "app.py:1" in (version.compromised_reason or "")
     finally:
         vault.close()
 

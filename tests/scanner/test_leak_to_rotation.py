@@ -71,6 +71,13 @@ def test_revoke_managed_rotates_a_leaked_current_key(tmp_path: Path, ca, platfor
     try:
         cred = vault.get_upstream("default")
         assert [(v.version, v.label) for v in cred.versions] == [(1, None), (2, Label.CURRENT)]
+        # the leaked version is marked compromised (by the scan, before it was replaced)
+        old, new = cred.versions
+        assert old.compromised and old.compromised_source == "scan" and not new.compromised
+        assert "settings.py:1" in (old.compromised_reason or "")
+        actions = [r.action for r in vault.audit.list()]
+        assert actions.index("upstream.compromised") < actions.index("upstream.emergency_revoke")
+        assert leaked not in repr(vault.audit.list())
         endpoint = Endpoint(cred.base_url, ssl_context=tls_context(bundle), timeout=5.0)
         with pytest.raises(AdminApiError):
             check_key(endpoint, Secret(leaked, register=False))

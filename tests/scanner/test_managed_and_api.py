@@ -89,6 +89,33 @@ def test_emergency_hook_runs_for_current_keys_and_falls_back(found, vault):
     assert "emergency rotation not possible" in out[0].notes[0]
 
 
+def test_revoke_marks_a_leaked_upstream_version_compromised_in_the_vault(found, vault):
+    _, findings = found
+    managed.revoke_all(findings, VaultManagedKeys(vault), actor="user:ci")
+    (version,) = vault.get_upstream("prod").versions
+    assert version.compromised and version.compromised_source == "scan"
+    assert "a.py:1" in version.compromised_reason  # where it was found, never the key
+    assert version.fingerprint in version.compromised_reason
+    assert vault.get_upstream("prod").compromised_in_use() == (version,)
+    # found again by a later scan: the first mark is kept
+    managed.revoke_all(findings, VaultManagedKeys(vault), actor="user:ci")
+    assert vault.get_upstream("prod").versions[0].compromised_at == version.compromised_at
+    text = repr(vault.audit.list()) + repr(vault.get_upstream("prod"))
+    assert not [f for f in findings if f.secret.reveal() in text]
+
+
+def test_the_version_is_marked_before_the_emergency_rotation_runs(found, vault):
+    _, findings = found
+    seen = []
+
+    def emergency(name):
+        seen.append(vault.get_upstream(name).versions[0].compromised)
+        return f"rotated {name}"
+
+    out = managed.revoke_all(findings[:1], VaultManagedKeys(vault, emergency=emergency))
+    assert seen == [True] and out[0].notes == ("rotated prod",)
+
+
 def test_admin_tokens_are_found_looked_up_and_revoked(tmp_path, scanner, vault, rng):
     record, token = vault.create_admin_token("ops", "admin")
     other, stranger = vault.create_admin_token("other", "read")

@@ -147,6 +147,7 @@ def rotate_cmd(ctx: click.Context, names: tuple[str, ...], resume: bool, due: bo
     vault = open_vault(settings)
     tokens: list[dict[str, Any]] = []
     problems: list[tuple[str, str]] = []
+    compromised: list[dict[str, Any]] = []
     try:
         rotator = make_rotator(settings, vault, grace=grace, max_grace=max_grace)
         results: list[UpstreamRotation] = []
@@ -155,9 +156,23 @@ def rotate_cmd(ctx: click.Context, names: tuple[str, ...], resume: bool, due: bo
 
             outcome = run_due(rotator, key_grace=span(key_grace, setting="--key-grace"),
                               actor=actor(), source="cli")
-            results = outcome.resumed + outcome.started
+            results = outcome.aborted + outcome.resumed + outcome.started
             problems = outcome.errors
-            problems += [(m.name, "due: " + m.reason) for m in outcome.manual]
+            problems += [(m.name, "due: " + m.reason) for m in outcome.manual
+                         if m.compromised is None]
+            problems += [(m.name, "COMPROMISED: " + m.reason)
+                         for m in outcome.compromised_manual]
+            compromised = [
+                {"upstream": m.name, "version": m.compromised_version,
+                 "label": m.compromised.value if m.compromised else None,
+                 "compromised_at": iso(m.due_at), "action": "manual", "detail": m.reason}
+                for m in outcome.compromised_manual
+            ] + [
+                {"upstream": name, "version": e.revoked_version, "label": "CURRENT",
+                 "compromised_at": None, "action": "emergency_revoke",
+                 "detail": f"version {e.new_version} is CURRENT; {e.reminder}"}
+                for name, e in outcome.emergency
+            ]
             tokens = [{"key_id": k.key_id, "name": k.name, "key": s.reveal()}
                       for k, s in outcome.keys]
         elif abort:
@@ -177,15 +192,22 @@ def rotate_cmd(ctx: click.Context, names: tuple[str, ...], resume: bool, due: bo
 
         # new virtual-key tokens are shown whole, once, like 'key create --json'
         click.echo(json.dumps({"rotations": rows, "keys": tokens,
-                               "problems": [list(p) for p in problems]}, indent=2))
+                               "problems": [list(p) for p in problems],
+                               "compromised": compromised}, indent=2))
     else:
-        emit(False, rows, lambda: _show(rows))
+        if rows or not compromised:
+            emit(False, rows, lambda: _show(rows))
+        for c in compromised:
+            if c["action"] == "emergency_revoke":
+                click.echo(f"{c['upstream']}: compromised version {c['version']} replaced"
+                           f" (emergency revoke): {c['detail']}")
         for t in tokens:
             click.echo(f"virtual key {t['key_id']} ({t['name']!r}) rotated; new key (shown once):",
                        err=True)
             click.echo(t["key"])
         for name, message in problems:
             click.echo(f"{name}: {message}", err=True)
+    # errors, and compromised keys still in use that keyguard could not replace, fail the run
     if any(p for p in problems if not p[1].startswith("due: ")):
         ctx.exit(1)
 

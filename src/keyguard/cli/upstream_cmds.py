@@ -16,7 +16,7 @@ from keyguard.cli.common import (
     table,
 )
 from keyguard.domain.records import DEFAULT_BASE_URL
-from keyguard.vault.views import iso, upstream_dict
+from keyguard.vault.views import compromised_warnings, iso, upstream_dict
 
 
 @click.group("upstream")
@@ -81,9 +81,14 @@ def list_(ctx: click.Context, as_json: bool) -> None:
         rows = []
         for c in creds:
             cur = next((v for v in c.versions if v.label and v.label.value == "CURRENT"), None)
+            leaked = c.compromised_in_use()
+            state = ("COMPROMISED " + ",".join(f"v{v.version}" for v in leaked)) if leaked else ""
             rows.append((c.name, c.base_url, cur.version if cur else "-",
-                         cur.fingerprint if cur else "-", iso(c.last_rotated_at or c.created_at)))
-        table(("NAME", "BASE URL", "VERSION", "FINGERPRINT", "ROTATED"), rows)
+                         cur.fingerprint if cur else "-", iso(c.last_rotated_at or c.created_at),
+                         state))
+        table(("NAME", "BASE URL", "VERSION", "FINGERPRINT", "ROTATED", "STATE"), rows)
+        for line in compromised_warnings(creds):
+            click.echo(f"WARNING: {line}", err=True)
 
     emit(as_json, [upstream_dict(c) for c in creds], human)
 
@@ -102,10 +107,53 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
     data = upstream_dict(cred)
 
     def human() -> None:
-        kv({k: v for k, v in data.items() if k != "versions"})
-        table(("VERSION", "LABEL", "FINGERPRINT", "CREATED"),
-              [(v["version"], v["label"] or "", v["fingerprint"], v["created_at"])
+        kv({k: v for k, v in data.items() if k not in ("versions", "compromised_in_use")})
+        table(("VERSION", "LABEL", "FINGERPRINT", "CREATED", "STATE", "COMPROMISED AT", "REASON"),
+              [(v["version"], v["label"] or "", v["fingerprint"], v["created_at"],
+                "COMPROMISED" if v["compromised"] else "", v["compromised_at"] or "",
+                v["compromised_reason"] or "")
                for v in data["versions"]])
+        for line in compromised_warnings([cred]):
+            click.echo(f"WARNING: {line}", err=True)
+
+    emit(as_json, data, human)
+
+
+@upstream.command("mark-compromised")
+@click.argument("name")
+@click.option("--version", "version", type=int, required=True,
+              help="The version whose key leaked (see 'keyguard upstream show NAME').")
+@click.option("--reason", required=True,
+              help="Where or how it leaked, in a few words (never the key itself).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_context
+def mark_compromised(ctx: click.Context, name: str, version: int, reason: str, yes: bool,
+                     as_json: bool) -> None:
+    """Record that version N of NAME leaked (for a leak learnt of some other way than
+    'keyguard scan --revoke-managed').
+
+    Permanent and audited; marking again keeps the first time. A CURRENT or PENDING version
+    marked compromised makes NAME due for rotation at once ('keyguard rotate --due').
+    """
+    if not yes:
+        click.confirm(f"Mark version {version} of upstream credential {name!r} compromised?"
+                      " This cannot be undone", abort=True, err=True)
+    vault = open_vault(settings_from(ctx))
+    try:
+        marked = vault.mark_upstream_compromised(name, version, reason, actor=actor(),
+                                                 source="cli")
+        cred = vault.get_upstream(name)
+    finally:
+        vault.close()
+    data = upstream_dict(cred)
+
+    def human() -> None:
+        label = f" ({marked.label.value})" if marked.label else ""
+        click.echo(f"upstream {name!r} version {version}{label} is marked COMPROMISED since"
+                   f" {iso(marked.compromised_at)}: {marked.compromised_reason}")
+        for line in compromised_warnings([cred]):
+            click.echo(f"WARNING: {line}", err=True)
 
     emit(as_json, data, human)
 

@@ -18,6 +18,7 @@ from keyguard.cli.common import (
 )
 from keyguard.domain.secret import Secret
 from keyguard.errors import ConfigError, KeyNotFound
+from keyguard.vault.views import compromised_warnings
 
 MASTER_SOURCES = ("file", "passphrase", "keyring")
 
@@ -136,12 +137,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
     settings = settings_from(ctx)
     v = open_vault(settings)
     try:
+        creds = v.list_upstreams()
         data = {"vault_id": v.vault_id, "database_url": settings.safe_database_url,
-                "upstreams": len(v.list_upstreams()), "virtual_keys": len(v.list_keys()),
+                "upstreams": len(creds), "virtual_keys": len(v.list_keys()),
                 "audit_records": v.audit.verify().count}
     finally:
         v.close()
-    emit(as_json, data, lambda: kv(data))
+    warnings = compromised_warnings(creds)
+    data["warnings"] = warnings
+
+    def human() -> None:
+        kv({k: val for k, val in data.items() if k != "warnings"})
+        for line in warnings:
+            click.echo(f"WARNING: {line}", err=True)
+
+    emit(as_json, data, human)
 
 
 @vault.command("rewrap")

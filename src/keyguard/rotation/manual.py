@@ -3,9 +3,10 @@
 * :func:`rotate_manually` — the user brings the new key (no admin key configured): test it with
   a cheap call, store it as CURRENT (the old one becomes PREVIOUS, the gateway's fallback), and
   remind the user to revoke the old key in the OpenAI dashboard.
-* :func:`emergency_revoke` — the CURRENT key leaked: promote a fresh key in one step (created
-  through the Admin API, or brought by the user), drop the leaked version from every label (no
-  fallback to it), delete its service account when keyguard created it, audit with high priority.
+* :func:`emergency_revoke` — the CURRENT key leaked: mark it compromised, promote a fresh key in
+  one step (created through the Admin API, or brought by the user), drop the leaked version from
+  every label (no fallback to it), delete its service account when keyguard created it, audit
+  with high priority.
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ def _emergency(
     leaked = cred.version_with(Label.CURRENT)
     if leaked is None:
         raise KeyNotFound(f"upstream credential {name!r} has no CURRENT version")
+    # recorded before anything else (a first mark, e.g. the scanner's, is kept): should the
+    # replacement fail, the version still shows as compromised and stays due
+    vault.mark_upstream_compromised(
+        name, leaked.version, "emergency revoke", actor=actor, source=source
+    )
     admin = vault.admin_key_record(name)
     api: AdminApi | None = None
     link = None

@@ -1,5 +1,9 @@
 """Scheduled rotation: resume what a crash interrupted, then rotate what is due.
 
+A credential whose CURRENT or PENDING key is marked compromised is due at once: with an admin
+key it is replaced (emergency revoke for CURRENT; a fresh rotation for PENDING), without one it
+is reported in ``manual`` (and logged as a warning) for a human to replace.
+
 :func:`run_due` is what ``keyguard rotate --due`` runs and what a long-running server runs
 periodically (:class:`PeriodicRotation`). It holds the ``rotation:scheduler`` lease, so with
 several replicas only one does the work at a time.
@@ -12,11 +16,12 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from keyguard.domain.records import VirtualKey
+from keyguard.domain.records import Label, VirtualKey
 from keyguard.domain.rotation import DueItem, RotationInputs, UpstreamRotation, plan_rotation
 from keyguard.domain.secret import Secret
 from keyguard.errors import ConcurrentUpdate, KeyguardError
 from keyguard.rotation.lease import hold
+from keyguard.rotation.manual import EmergencyResult, emergency_revoke
 from keyguard.rotation.upstream import UpstreamRotator
 
 log = logging.getLogger("keyguard.rotation")
@@ -24,13 +29,27 @@ log = logging.getLogger("keyguard.rotation")
 
 @dataclass
 class DueResult:
-    """What one scheduler pass did."""
+    """What one scheduler pass did.
+
+    ``manual`` holds what needs a human: upstreams due without an admin key, among them those
+    whose CURRENT or PENDING version is compromised (``item.compromised`` set; see
+    :attr:`compromised_manual`). ``emergency`` holds the compromised CURRENT keys replaced by
+    an emergency revoke; ``aborted`` the rotations given up because their new key was marked
+    compromised (a new rotation is started for each, in ``started``).
+    """
 
     resumed: list[UpstreamRotation] = field(default_factory=list)
     started: list[UpstreamRotation] = field(default_factory=list)
     manual: list[DueItem] = field(default_factory=list)
     keys: list[tuple[VirtualKey, Secret]] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    emergency: list[tuple[str, EmergencyResult]] = field(default_factory=list)
+    aborted: list[UpstreamRotation] = field(default_factory=list)
+
+    @property
+    def compromised_manual(self) -> list[DueItem]:
+        """Compromised keys still in use that keyguard could not replace (no admin key)."""
+        return [item for item in self.manual if item.compromised is not None]
 
 
 def run_due(
@@ -58,7 +77,13 @@ def run_due(
         rotator.policy.lease_ttl,
         what="the rotation scheduler",
     ):
+        # a credential with a compromised key in use is handled below, not resumed blindly:
+        # resuming could promote a compromised PENDING key, or keep a compromised CURRENT one
+        # as the fallback
+        urgent = {c.name for c in vault.list_upstreams() if c.compromised_in_use()}
         for r in rotator.in_flight():
+            if r.upstream in urgent:
+                continue
             try:
                 done = rotator.resume(r.upstream)
                 if done is not None:
@@ -74,7 +99,9 @@ def run_due(
         )
         for item in plan_rotation(inputs, vault.now()):
             try:
-                if item.kind == "upstream" and item.automatic:
+                if item.kind == "upstream" and item.automatic and item.compromised is not None:
+                    _replace_compromised(rotator, item, result, actor=actor, source=source)
+                elif item.kind == "upstream" and item.automatic:
                     result.started.append(rotator.start(item.name))
                 elif item.kind == "upstream":
                     result.manual.append(item)
@@ -85,6 +112,24 @@ def run_due(
             except KeyguardError as exc:
                 result.errors.append((item.name, str(exc)))
     return result
+
+
+def _replace_compromised(
+    rotator: UpstreamRotator, item: DueItem, result: DueResult, *, actor: str, source: str
+) -> None:
+    """A compromised key in use, with an admin key: a compromised CURRENT gets an emergency
+    revoke (fresh key promoted, the leaked one loses every label and its service account);
+    a compromised PENDING one is never promoted: its rotation is aborted and a new one
+    started."""
+    name = item.name
+    if item.compromised is Label.CURRENT:
+        done = emergency_revoke(rotator.vault, name, rotator.connect, actor=actor, source=source)
+        result.emergency.append((name, done))
+        return
+    r = rotator.vault.store.get_rotation(name)
+    if r is not None and not r.state.terminal and r.new_version == item.compromised_version:
+        result.aborted.append(rotator.abort(name))
+    result.started.append(rotator.start(name))
 
 
 class PeriodicRotation:
@@ -111,6 +156,15 @@ class PeriodicRotation:
                 result = run_due(self._rotator, rotate_keys=False)
                 for name, message in result.errors:
                     log.warning("rotation of %s failed: %s", name, message)
+                for item in result.compromised_manual:  # every pass, until it is replaced
+                    log.warning("upstream %s: %s", item.name, item.reason)
+                for name, done in result.emergency:
+                    log.warning(
+                        "upstream %s: compromised version %d replaced by version %d",
+                        name,
+                        done.revoked_version,
+                        done.new_version,
+                    )
             except ConcurrentUpdate:
                 pass  # another replica runs the scheduler now
             except Exception as exc:

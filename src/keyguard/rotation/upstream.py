@@ -71,6 +71,11 @@ class UpstreamRotator:
         self._renew: Callable[[], None] = lambda: None
 
     @property
+    def connect(self) -> Connect:
+        """How this rotator reaches an upstream (emergency revoke uses the same)."""
+        return self._connect
+
+    @property
     def holder(self) -> str:
         """This process's lease holder id (``host:pid:nonce``)."""
         return self._holder
@@ -172,6 +177,7 @@ class UpstreamRotator:
     def _drive(self, r: UpstreamRotation) -> UpstreamRotation:
         steps = {S.CREATING: self._create, S.CREATED: self._test, S.TESTED: self._finish}
         while r.state in steps:
+            self._refuse_compromised(r)
             r = steps[r.state](r)
             self._renew()
             self._hook(r.state.value)
@@ -180,6 +186,17 @@ class UpstreamRotator:
             if r.state is S.RETIRED:
                 self._hook(r.state.value)
         return r
+
+    def _refuse_compromised(self, r: UpstreamRotation) -> None:
+        """Never test or promote a new key that was marked compromised meanwhile."""
+        if r.new_version is None:
+            return
+        new = self.vault.get_upstream(r.upstream).version_number(r.new_version)
+        if new is not None and new.compromised:
+            raise VaultError(
+                f"the new key of {r.upstream!r} (version {r.new_version}) is marked compromised:"
+                f" abort this rotation ('keyguard rotate {r.upstream} --abort') and start again"
+            )
 
     def _create(self, r: UpstreamRotation) -> UpstreamRotation:
         name = r.upstream

@@ -5,9 +5,11 @@ the scanner keeps its layering; the CLI edge opens the real vault and passes it 
 
 * :class:`VaultManagedKeys` — :class:`~keyguard.scanner.managed.ManagedKeys`: upstream keys are
   looked up by fingerprint, virtual keys by their token (verified against the keyed hash).
-  ``revoke`` revokes a virtual key at once. For a leaked upstream key it runs the emergency
-  rotation hook when the edge supplies one (``emergency(name)``), else marks the version
-  compromised in the audit log and says which command rotates it.
+  ``revoke`` revokes a virtual key at once. A leaked upstream key's version is first marked
+  compromised in the vault (``mark_upstream_compromised``: persistent, audited as
+  ``upstream.compromised``); then, for a CURRENT version, the emergency rotation hook runs when
+  the edge supplies one (``emergency(name)``); when it cannot rotate at once, the report says
+  which command does.
 * :class:`VaultSink` — :class:`~keyguard.scanner.fix.fixer.SecretSink` for ``fix --to-vault``.
 """
 
@@ -45,6 +47,16 @@ class VaultLike(Protocol):
     ) -> Any: ...
 
     def get_upstream(self, name: str) -> Any: ...
+
+    def mark_upstream_compromised(
+        self,
+        name: str,
+        version: int,
+        reason: str,
+        *,
+        actor: str = ...,
+        source: str | None = ...,
+    ) -> Any: ...
 
     def add_upstream(
         self, name: str, api_key: Secret, *, actor: str = ..., source: str | None = ...
@@ -101,27 +113,22 @@ class VaultManagedKeys:
             assert key.key_id is not None
             self.vault.revoke_key(key.key_id, reason=reason, actor=actor, source=self.source)
             return f"revoked virtual key {key.key_id}"
+        assert key.version is not None
         label = key.label.value if key.label is not None else None
+        # marked first, in every case: the version's history says why it was replaced
+        self.vault.mark_upstream_compromised(
+            key.name, key.version, reason, actor=actor, source=self.source
+        )
         why_not = ""
         if self.emergency is not None and label == "CURRENT":
             try:
                 return self.emergency(key.name)
             except KeyguardError as exc:  # e.g. no admin key: fall back to flagging it
                 why_not = f" (emergency rotation not possible: {exc})"
-        self.vault.append(
-            AuditEvent(
-                "upstream.compromised",
-                actor,
-                key.name,
-                self.source,
-                outcome="flagged",
-                details={"version": key.version, "label": label, "reason": reason},
-            )
-        )
         return (
             f"marked upstream credential {key.name!r} version {key.version} compromised "
-            f"(audited){why_not}; replace it now: keyguard upstream revoke {key.name} --now "
-            "[--from-env VAR]"
+            f"(recorded in the vault and audited){why_not}; replace it now: keyguard upstream"
+            f" revoke {key.name} --now [--from-env VAR]"
         )
 
 

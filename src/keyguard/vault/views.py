@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,10 +88,27 @@ def upstream_dict(cred: UpstreamCredential) -> dict[str, Any]:
                 "label": v.label.value if v.label else None,
                 "fingerprint": v.fingerprint,
                 "created_at": iso(v.created_at),
+                "compromised": v.compromised,
+                "compromised_at": iso(v.compromised_at),
+                "compromised_reason": v.compromised_reason,
+                "compromised_source": v.compromised_source,
             }
             for v in cred.versions
         ],
+        "compromised_in_use": [v.version for v in cred.compromised_in_use()],
     }
+
+
+def compromised_warnings(creds: Iterable[UpstreamCredential]) -> list[str]:
+    """One line per CURRENT or PENDING version marked compromised (empty when none)."""
+    return [
+        f"upstream {c.name!r} version {v.version} ({v.label.value if v.label else '-'}) is"
+        f" COMPROMISED since {iso(v.compromised_at)} ({v.compromised_reason}): replace it now"
+        f" ('keyguard rotate --due', or 'keyguard upstream revoke {c.name} --now"
+        " --from-env VAR' without an admin key)"
+        for c in creds
+        for v in c.compromised_in_use()
+    ]
 
 
 def record_dict(r: AuditRecord) -> dict[str, Any]:
