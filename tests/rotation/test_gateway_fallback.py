@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,9 +41,15 @@ def test_401_for_current_falls_back_to_previous_with_alert(
     broken = platform.add_service_account("revoked-too-early").key.value
     platform.forced_401.add(broken)  # e.g. a new key OpenAI has not activated yet
     vault.add_upstream_version("default", Secret(broken), label=Label.CURRENT)
+    # the gateway caches routes for credential_ttl (0.1 s): keep asking until it has picked up
+    # the new CURRENT (every answer must still succeed, through the fallback)
+    deadline = time.monotonic() + 5.0
+    while not platform.rejected and time.monotonic() < deadline:
+        assert chat(gateway, token.reveal()) == "Hello from fake"
+        time.sleep(0.02)
+    assert platform.rejected, "CURRENT was never tried"
     for _ in range(3):
         assert chat(gateway, token.reveal()) == "Hello from fake"
-    assert platform.rejected, "CURRENT was never tried"
     gateway.flush_audit()
     records = vault.audit.list()
     alerts = [r for r in records if r.action == "upstream.fallback"]
