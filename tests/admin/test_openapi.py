@@ -63,9 +63,34 @@ def test_every_reference_resolves(served: dict[str, Any]) -> None:
             node = node[part]
 
 
+def _undocumented(schema: Any, value: Any, comps: dict[str, Any], at: str = "$") -> list[str]:
+    """Paths of fields in ``value`` that ``schema`` does not list (``$ref`` and ``allOf``
+    followed): the API must not return anything its document does not describe."""
+    while "$ref" in schema:
+        schema = comps[schema["$ref"].rsplit("/", 1)[1]]
+    props: dict[str, Any] = dict(schema.get("properties", {}))
+    for part in schema.get("allOf", []):
+        while "$ref" in part:
+            part = comps[part["$ref"].rsplit("/", 1)[1]]
+        props.update(part.get("properties", {}))
+    found: list[str] = []
+    if isinstance(value, dict) and props:
+        for k, v in value.items():
+            if k not in props:
+                found.append(f"{at}.{k}")
+            else:
+                found += _undocumented(props[k], v, comps, f"{at}.{k}")
+    elif isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            found += _undocumented(schema["items"], v, comps, f"{at}[{i}]")
+    return found
+
+
 def _check(served: dict[str, Any], name: str, value: Any) -> None:
     schema = {"$ref": f"#/components/schemas/{name}", "components": served["components"]}
     jsonschema.Draft202012Validator(schema).validate(value)
+    comps = served["components"]["schemas"]
+    assert _undocumented(comps[name], value, comps) == [], name
 
 
 def test_responses_match_their_schemas(

@@ -142,6 +142,13 @@ SCHEMAS: dict[str, Schema] = {
             "label": {"enum": ["CURRENT", "PENDING", "PREVIOUS", None]},
             "fingerprint": STR,
             "created_at": {"type": "string", "format": "date-time"},
+            "compromised": {
+                "type": "boolean",
+                "description": "marked compromised (found leaked, or by an operator)",
+            },
+            "compromised_at": NTIME,
+            "compromised_reason": NSTR,
+            "compromised_source": NSTR,
         }
     ),
     "Upstream": obj(
@@ -157,6 +164,11 @@ SCHEMAS: dict[str, Schema] = {
             "max_age": NSTR,
             "rotation_due_at": NTIME,
             "versions": {"type": "array", "items": ref("UpstreamVersion")},
+            "compromised_in_use": {
+                "type": "array",
+                "items": INT,
+                "description": "CURRENT or PENDING versions marked compromised: replace them now",
+            },
         }
     ),
     "UpstreamList": listing("Upstream"),
