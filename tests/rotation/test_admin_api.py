@@ -125,6 +125,11 @@ def test_retire_rule() -> None:
     assert not retire_decision(seen, used + timedelta(minutes=1), T + timedelta(hours=3)).retire
     assert retire_decision(seen, T + timedelta(hours=23), T + timedelta(hours=24)).retire
     assert not retire_decision(_rotation(finished_at=None), None, T).retire
+    # a compromised old key does not wait for the grace window, nor for its use to stop
+    used_now = T + timedelta(minutes=1)
+    hot = retire_decision(r, used_now, T + timedelta(minutes=2), old_compromised=True)
+    assert hot.retire and "compromised" in hot.reason
+    assert not retire_decision(_rotation(finished_at=None), None, T, old_compromised=True).retire
 
 
 @given(

@@ -103,6 +103,25 @@ def test_a_compromised_pending_key_is_never_promoted(
     assert len(platform.projects[PROJECT]) == 2  # the old one (in its grace window), the new
 
 
+def test_a_compromised_previous_key_is_retired_without_waiting_for_its_grace(
+    vault: Vault, platform: FakeOpenAIPlatform, connect: Any
+) -> None:
+    _, old_key = vault.upstream_secret("default")
+    done = rotator(vault, connect, grace=3600.0).start("default")
+    assert done.state is S.FINISHED  # switched; the old key waits out its hour of grace
+    assert run_due(rotator(vault, connect, grace=3600.0)).resumed[0].state is S.FINISHED
+    assert len(platform.projects[PROJECT]) == 2
+    vault.mark_upstream_compromised("default", 1, "found in a pastebin", source="cli")
+    result = run_due(rotator(vault, connect, grace=3600.0))
+    assert [r.state for r in result.resumed] == [S.RETIRED] and result.errors == []
+    assert "compromised" in (result.resumed[0].detail or "")
+    cred = vault.get_upstream("default")
+    assert {v.version: v.label for v in cred.versions} == {1: None, 2: Label.CURRENT}
+    assert len(platform.projects[PROJECT]) == 1  # the leaked key's account is deleted
+    with pytest.raises(AdminApiError):
+        check_key(connect(cred), old_key)
+
+
 # -- the commands ------------------------------------------------------------------------------
 
 

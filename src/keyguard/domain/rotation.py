@@ -138,18 +138,25 @@ class RetireCheck:
 
 
 def retire_decision(
-    rotation: UpstreamRotation, last_used: datetime | None, now: datetime
+    rotation: UpstreamRotation,
+    last_used: datetime | None,
+    now: datetime,
+    *,
+    old_compromised: bool = False,
 ) -> RetireCheck:
     """May the old key be retired now?
 
-    Never before the grace window has passed since the switch. After it: retire when the old key
-    has not been used since the switch (allowing :data:`LAST_USED_SLACK`), when its
-    ``last_used_at`` did not move since the previous check, or when the hard window
-    (``max_grace``) has expired.
+    Never before the grace window has passed since the switch — unless the old key is marked
+    compromised: a leaked key still works at OpenAI until it is deleted, so it goes at once.
+    After the window: retire when the old key has not been used since the switch (allowing
+    :data:`LAST_USED_SLACK`), when its ``last_used_at`` did not move since the previous check,
+    or when the hard window (``max_grace``) has expired.
     """
     finished = rotation.finished_at
     if finished is None:
         return RetireCheck(False, "the rotation has not switched yet")
+    if old_compromised:
+        return RetireCheck(True, "the old key is marked compromised: retired at once", last_used)
     if now < finished + rotation.grace:
         left = finished + rotation.grace - now
         return RetireCheck(False, f"grace window: {int(left.total_seconds())}s left", last_used)

@@ -277,7 +277,13 @@ class UpstreamRotator:
             gone = old_key is None
             last_used = old_key.last_used_at if old_key is not None else None
         now = self.vault.now()
-        check = retire_decision(r, last_used, now)
+        old = next(
+            (v for v in self.vault.get_upstream(name).versions if v.version == r.old_version),
+            None,
+        )
+        check = retire_decision(
+            r, last_used, now, old_compromised=old is not None and old.compromised
+        )
         if not check.retire and not gone:
             waiting = r.advance(
                 S.FINISHED, now, old_last_used=last_used, old_observed=True, detail=check.reason
