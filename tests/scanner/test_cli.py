@@ -288,6 +288,45 @@ def test_scan_reports_managed_keys_and_revokes_them(tmp_path, managed_vault, iso
         vault.close()
 
 
+def test_revoke_managed_works_on_base64_encoded_keys(tmp_path, managed_vault, isolated_home):
+    """A Kubernetes Secret holding the managed keys base64-encoded: found, looked up in the
+    vault by the decoded key, the virtual key revoked and the upstream version marked."""
+    import base64
+
+    up, key_id, token = managed_vault
+    tree = tmp_path / "k8s"
+    tree.mkdir()
+    up_b64, token_b64 = (base64.b64encode(v.encode()).decode() for v in (up, token))
+    (tree / "secret.yaml").write_text(
+        f"apiVersion: v1\nkind: Secret\ndata:\n  OPENAI_API_KEY: {up_b64}\n"
+        f"  KEYGUARD_KEY: {token_b64}\n"
+    )
+    shown = run("scan", "--json", str(tree))
+    findings = json.loads(shown.output)["findings"]
+    assert [(f["line"], f["column"], f["encoding"]) for f in findings] == [
+        (4, 19, "base64"),
+        (5, 17, "base64"),
+    ]
+    managed_by = {f["format"]: f.get("managed") for f in findings}
+    assert managed_by["openai-project"] == "upstream credential 'default' version 1, CURRENT"
+    assert managed_by["keyguard-virtual-key"].startswith(f"virtual key {key_id}")
+    sarif_file = tmp_path / "k8s.sarif"
+    assert run("scan", "--sarif", "-o", str(sarif_file), str(tree)).exit_code == 1
+    jsonschema.validate(json.loads(sarif_file.read_text()), SCHEMA)
+    revoked = run("scan", "--revoke-managed", str(tree))
+    assert revoked.exit_code == 1
+    assert f"revoked virtual key {key_id}" in revoked.output
+    assert "marked upstream credential 'default' version 1 compromised" in revoked.output
+    _no_keys(shown.output + revoked.output + sarif_file.read_text(), [up, token, up_b64, token_b64])
+    vault = _vault(isolated_home)
+    try:
+        assert vault.get_key(key_id).revoked
+        (version,) = vault.get_upstream("default").versions
+        assert version.compromised and "secret.yaml:4" in (version.compromised_reason or "")
+    finally:
+        vault.close()
+
+
 def test_revoke_managed_without_a_vault_is_an_error(leaky):
     root, _ = leaky
     assert run("scan", "--revoke-managed", str(root)).exit_code == 3

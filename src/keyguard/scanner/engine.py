@@ -2,8 +2,9 @@
 
 The hot path is :func:`scan_bytes`. For the vast majority of files it costs a BOM check, a
 NUL search over the first 8 KiB and one pass of a bytes regex over the detectors' anchors
-(:func:`~keyguard.scanner.detectors.first_pass`); only blobs that contain a keyword are
-decoded and matched.
+(:func:`~keyguard.scanner.detectors.first_pass`) plus the base64 prefilter
+(:func:`~keyguard.scanner.encoded.might_hold`); only blobs that contain a keyword or an anchor
+of a base64-encoded key are decoded and matched.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from keyguard.scanner.detectors import Detector, first_pass
+from keyguard.scanner.encoded import decoded_windows, might_hold
 from keyguard.scanner.model import RawMatch
 
 ALLOW_MARKER = "keyguard: allow"
@@ -51,15 +53,23 @@ def scan_bytes(
     encoding = sniff_encoding(data)
     if encoding == "utf-8":
         active = select(detectors, data)
-        if not active:
+        b64 = might_hold(data)
+        if not active and not b64:
             return []
         text = data.decode("utf-8", "surrogateescape")
     else:
         text = data.decode(encoding, "replace").lstrip("\ufeff")
-        active = select(detectors, text.encode("utf-8", "surrogatepass"))
-        if not active:
+        raw = text.encode("utf-8", "surrogatepass")
+        active = select(detectors, raw)
+        b64 = might_hold(raw)
+        if not active and not b64:
             return []
-    matches = scan_text(text, active, encoding="utf-16" if encoding != "utf-8" else "utf-8")
+    matches = scan_text(
+        text,
+        active,
+        encoding="utf-16" if encoding != "utf-8" else "utf-8",
+        base64_detectors=detectors if b64 else (),
+    )
     if notebook and matches:
         from keyguard.scanner.notebook import annotate_notebook  # json only when needed
 
@@ -67,34 +77,63 @@ def scan_bytes(
     return matches
 
 
+#: near-misses of a detector's ``quick`` regex ("pkg_…" for ``kg_``) checked one at a time
+#: before :func:`select` lets the regex search the rest of the blob
+NEAR_MISSES = 32
+
+
 def select(detectors: Sequence[Detector], data: bytes) -> list[Detector]:
     """The detectors worth running on ``data``, found with as few passes as possible.
 
-    One first-pass regex over every detector's anchors; each hit settles the detectors that
-    own that anchor, and the search goes on (from the hit) only for the others. A file with
-    no anchor costs one pass; a file full of ``pkg_`` costs two, not one per keyword.
+    One first-pass regex over every detector's anchors; a hit settles the detectors that own
+    that anchor, and the search goes on (from the hit) only for the others. An owner with a
+    ``quick`` regex is settled only if the quick regex matches right there; a near miss
+    (``pkg_resources`` for ``kg_``) just lets the search go on, so a file with a few of them
+    costs one pass, not three. A file with no anchor costs one pass.
     """
     # a detector without anchors or keywords cannot be prefiltered: it always runs
     chosen = [d for d in detectors if not (d.anchors or d.keywords)]
-    remaining, pos = [d for d in detectors if d not in chosen], 0
+    confirmed: list[Detector] = []  # quick regex matched: wanted() is settled
+    remaining, pos, misses = [d for d in detectors if d not in chosen], 0, 0
     while remaining:
         m = first_pass(remaining).search(data, pos)
         if m is None:
             break
-        hit = m.group(0)
+        hit, start = m.group(0), m.start()
         owners = [d for d in remaining if hit in (d.anchors or d.keywords)]
         if not owners:  # cannot happen with non-empty anchors; never loop forever
             break
-        chosen += owners
-        remaining = [d for d in remaining if d not in owners]
-        pos = m.start()
-    return [d for d in chosen if d.wanted(data)]
+        settled = []
+        for d in owners:
+            if d.quick is None:
+                chosen.append(d)
+            elif d.quick.match(data, start) is not None:
+                confirmed.append(d)
+            elif misses >= NEAR_MISSES:  # many near misses: one regex pass settles it
+                if d.quick.search(data, start) is not None:
+                    confirmed.append(d)
+            else:
+                misses += 1
+                continue
+            settled.append(d)
+        remaining = [d for d in remaining if d not in settled]
+        pos = start if settled else start + 1
+    return confirmed + [d for d in chosen if d.wanted(data)]
 
 
 def scan_text(
-    text: str, detectors: Sequence[Detector], *, encoding: str = "utf-8"
+    text: str,
+    detectors: Sequence[Detector],
+    *,
+    encoding: str = "utf-8",
+    base64_detectors: Sequence[Detector] | None = None,
 ) -> list[RawMatch]:
-    """Every key in ``text`` that no ``keyguard: allow`` marker on its line exempts."""
+    """Every key in ``text`` that no ``keyguard: allow`` marker on its line exempts.
+
+    Base64-encoded keys are looked for with ``base64_detectors`` (all of them: the decoded
+    text may hold a key of any kind); ``None`` runs the cheap prefilter on ``text`` first and
+    then uses ``detectors``, ``()`` skips them (the caller's prefilter found no anchor).
+    """
     found: dict[tuple[int, str], RawMatch] = {}
     lines = _LineIndex(text)
     for detector in detectors:
@@ -111,7 +150,27 @@ def scan_text(
             for detector in detectors:
                 for _, value in detector.candidates(decoded):
                     _add(found, detector, value, run.start(), lines, "percent-encoded")
+    if base64_detectors is None:
+        base64_detectors = detectors if might_hold(text.encode("utf-8", "surrogatepass")) else ()
+    if base64_detectors:
+        _scan_base64(text, base64_detectors, found, lines)
     return sorted(found.values(), key=lambda m: (m.line, m.column))
+
+
+def _scan_base64(
+    text: str,
+    detectors: Sequence[Detector],
+    found: dict[tuple[int, str], RawMatch],
+    lines: _LineIndex,
+) -> None:
+    """Keys inside base64 runs, reported where their encoded form starts."""
+    for offset, decoded, alphabet in decoded_windows(text):
+        data = decoded.encode("latin-1")  # the detectors' own prefilters, on the decoded bytes
+        for detector in detectors:
+            if (detector.anchors or detector.keywords) and not detector.wanted(data):
+                continue
+            for index, value in detector.candidates(decoded):
+                _add(found, detector, value, offset + 4 * index // 3, lines, alphabet)
 
 
 def _add(

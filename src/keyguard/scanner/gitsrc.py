@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from keyguard.errors import ScanError
+from keyguard.scanner.encoded import ANCHORS, might_hold
 from keyguard.scanner.engine import scan_text
 from keyguard.scanner.model import Finding, ScanReport, Skipped
 from keyguard.scanner.runner import Scanner
@@ -132,7 +133,9 @@ class _HistoryParser:
         self.report.bytes_scanned += len(section)
         self.report.files_scanned += section.count(b"\n" + _COMMIT) + section.startswith(_COMMIT)
         if self._wanted(section):
-            self._scan_section(section)
+            self._scan_section(section, encoded=might_hold(section))
+        elif might_hold(section):  # a base64-encoded key: look at the lines with an anchor
+            self._scan_section(section, encoded=True)
         self._note_binary(section)
         last = section.rfind(b"\n" + _COMMIT)
         if last >= 0 or section.startswith(_COMMIT):
@@ -161,8 +164,9 @@ class _HistoryParser:
             self.binary.add(path)
             self.report.skipped.append(Skipped(path, "binary"))
 
-    def _scan_section(self, section: bytes) -> None:
-        """Look only at the added lines that contain a keyword; locate them by counting."""
+    def _scan_section(self, section: bytes, *, encoded: bool = False) -> None:
+        """Look only at the added lines that contain a keyword (or, when ``encoded``, an
+        anchor of a base64-encoded key); locate them by counting."""
         first_hunk = section.find(b"\n@@ ")
         target = section.find(b"\n+++ ", 0, first_hunk)
         if first_hunk < 0 or target < 0:
@@ -174,7 +178,8 @@ class _HistoryParser:
         file_path = _unquote_path(raw_path)[2:]
         done: set[int] = set()
         # every added line starts with '+': with scan_all, each one is a hit
-        for keyword in [b"+"] if self.scan_all else self.keywords:
+        keywords = [b"+"] if self.scan_all else self.keywords + list(ANCHORS if encoded else ())
+        for keyword in keywords:
             hit = section.find(keyword, first_hunk)
             while hit >= 0:
                 start = section.rfind(b"\n", 0, hit) + 1

@@ -65,11 +65,14 @@ def _rule(rule_id: str) -> dict[str, Any]:
 def _result(f: Finding, rule_index: int) -> dict[str, Any]:
     where = f" in cell {f.cell} {f.part}" if f.cell is not None else ""
     name = _RULE_TEXT.get(f.format, f.format)
+    if f.encoding.startswith("base64"):
+        name += f" ({f.encoding}-encoded)"
     text = f"{name} {f.redacted} ({f.fingerprint}){where}: {f.remedy}."
     props: dict[str, Any] = {
         "confidence": f.confidence,
         "source": f.source,
         "fingerprint": f.fingerprint,
+        "encoding": f.encoding,
     }
     for key in ("commit", "author_date", "verification", "managed", "cell", "part"):
         value = getattr(f, key)

@@ -120,7 +120,9 @@ def _plan_python(
     fix.guidance.extend(f"{rel}:{line}: {why}" for line, why in result.unfixable)
     done_lines = {line for line, _ in fix.replaced} | {line for line, _ in result.unfixable}
     for f in found:
-        if f.line not in done_lines:
+        if f.encoding.startswith("base64"):  # the literal is the encoded form: not rewritten
+            fix.guidance.append(_guide(f, env, env_label))
+        elif f.line not in done_lines:
             fix.guidance.append(f"{rel}:{f.line}: key left in place: edit by hand")
     if result.changed:
         fix.new_code = result.code

@@ -23,6 +23,13 @@ def guidance(finding: Finding, env_name: str, env_file: str) -> str:
             f"(`jupyter nbconvert --clear-output --inplace {finding.path}`, or Cell > "
             f"All Output > Clear, then save) and rotate the key"
         )
+    if finding.encoding.startswith("base64"):
+        return (
+            f"{at}: the key is stored {finding.encoding}-encoded (a Kubernetes Secret's data:, a "
+            f"CI variable): base64 is not encryption. Remove the encoded value from the file and "
+            f"create it at deploy time from the environment (`kubectl create secret generic NAME "
+            f"--from-env-file={env_file}`) or a secret manager, then rotate the key {stored}"
+        )
     if suffix == ".ipynb":
         return (
             f"{at}: in cell {finding.cell or '?'}, replace the literal with "

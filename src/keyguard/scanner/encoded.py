@@ -1,0 +1,139 @@
+"""Keys stored base64-encoded: a Kubernetes Secret's ``data:``, a CI variable, a ``.env`` value.
+
+``base64(key)`` hides every literal the detectors anchor on, but a key's fixed parts survive as
+fixed base64 characters. A byte string that starts ``a`` bytes into a 3-byte group (``a`` = 0, 1
+or 2, its *alignment*) always encodes to the same characters, apart from the one or two at each
+end that share bits with the neighbouring bytes (:func:`stable_chars`):
+
+* every OpenAI key holds the marker ``T3BlbkFJ``, which encodes to ``VDNCbGJrRk`` (alignment 0),
+  ``QzQmxia0ZK`` (1) or ``UM0JsYmtGS`` (2): every OpenAI format at every alignment, as the
+  whole value or anywhere inside a larger encoded blob;
+* ``kg_`` / ``kga_`` encode to ``a2df`` / ``a2dhX`` at alignment 0: a keyguard key that is the
+  whole value (or starts a multiple of 3 bytes into a blob). At alignments 1 and 2 they keep
+  only 3-4 fixed characters (``tnX``, ``rZ1``…); those are searched inside blobs that pass the
+  prefilter, but do not make a blob pass it.
+
+The prefilter (:func:`might_hold`) must cost little next to the scan itself. The marker forms
+contain letters that are rare in source code (``J`` in two of them, ``Z`` in the third):
+``bytes.find`` of one character is a ``memchr``, and each occurrence is checked with
+``startswith`` (after 64 occurrences in one blob, ``find`` of the anchors takes over).
+``a2df``/``a2dh`` have no rare letter: one regex pass whose literal prefix is ``2d`` finds them.
+
+Only blobs that pass are decoded, and then only a window around each anchor: the base64 run
+around it (the characters of both alphabets, so URL-safe base64 works too) is decoded at each
+of the four possible character phases, and the detectors and fake filters run on the decoded
+text. A key is reported at the position of its first encoded character.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import re
+from collections.abc import Iterator
+
+from keyguard.domain.keys import OPENAI_MARKER
+
+#: decoded bytes kept on each side of an anchor (an OpenAI key is at most ~620 bytes long)
+WINDOW = 640
+#: occurrences of one pivot letter checked one by one before falling back to ``find``
+_PIVOT_LIMIT = 64
+
+_TO_STANDARD = str.maketrans("-_", "+/")
+
+
+def stable_chars(prefix: bytes, align: int) -> bytes:
+    """The base64 characters fixed by ``prefix`` when it starts ``align`` bytes into a group."""
+    encoded = binascii.b2a_base64(b"\x00" * align + prefix + b"\x00\x00", newline=False)
+    return encoded[(0, 2, 3)[align] : 8 * (align + len(prefix)) // 6]
+
+
+_MARKER = OPENAI_MARKER.encode()
+#: every anchor: the marker and ``kg_``/``kga_`` at alignments 0, 1 and 2, in that order
+ANCHORS: tuple[bytes, ...] = tuple(
+    stable_chars(p, a) for p in (_MARKER, b"kg_", b"kga_") for a in range(3)
+)
+
+
+#: rare letter -> (anchor, index of the letter in it): the marker at every alignment
+_PIVOTS: tuple[tuple[bytes, tuple[tuple[bytes, int], ...]], ...] = (
+    (b"J", ((ANCHORS[0], 6), (ANCHORS[2], 3))),  # VDNCbGJrRk, UM0JsYmtGS
+    (b"Z", ((ANCHORS[1], 8), (ANCHORS[5], 1), (ANCHORS[8], 1))),  # QzQmxia0ZK, rZ1, rZ2Ff
+)
+#: ``kg_``/``kga_`` at alignment 0 (``a2df``, ``a2dhX``) have no rare letter: one regex pass
+#: whose literal prefix is their rarest character
+# the literal prefix "2d" keeps the regex engine in its scanning loop at every other "2"
+_KEYGUARD_PASS = re.compile(rb"2d(?<=a2d)[fh]")
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(any anchor, a run of base64 characters): compiled only when a blob passes."""
+    anchors = "|".join(re.escape(a.decode()) for a in sorted(ANCHORS, key=len, reverse=True))
+    return re.compile(anchors), re.compile(r"[A-Za-z0-9+/_-]+")
+
+
+def might_hold(data: bytes) -> bool:
+    """Cheap test on raw bytes: could ``data`` hold a base64-encoded OpenAI or keyguard key?"""
+    if _KEYGUARD_PASS.search(data) is not None:
+        return True
+    find, startswith = data.find, data.startswith
+    for letter, anchors in _PIVOTS:
+        pos, left = find(letter), _PIVOT_LIMIT
+        while pos >= 0:
+            for anchor, index in anchors:
+                if pos >= index and startswith(anchor, pos - index):
+                    return True
+            left -= 1
+            if not left:  # a letter this common here: let find() do the rest
+                if any(find(a, pos) >= 0 for a, _ in anchors):
+                    return True
+                break
+            pos = find(letter, pos + 1)
+    return False
+
+
+def decoded_windows(text: str) -> Iterator[tuple[int, str, str]]:
+    """Yield ``(offset, decoded, alphabet)`` for the base64 around each anchor in ``text``.
+
+    ``decoded`` is the decoded bytes as Latin-1 text (one character per byte); a key found at
+    index ``i`` of it starts at character ``offset + 4 * i // 3`` of ``text``. ``alphabet`` is
+    ``base64`` or ``base64url`` (the run holds ``-`` or ``_``).
+    """
+    done: set[tuple[int, int]] = set()
+    for hit in _patterns()[0].finditer(text):
+        start, end = _run_around(text, hit.start(), hit.end())
+        # decode up to WINDOW bytes either side of the anchor: enough for any key around it
+        lo = max(start, hit.start() - WINDOW * 4 // 3)
+        hi = min(end, hit.end() + WINDOW * 4 // 3)
+        if (lo, hi) in done:
+            continue
+        done.add((lo, hi))
+        chunk = text[lo:hi]
+        alphabet = "base64url" if ("-" in chunk or "_" in chunk) else "base64"
+        chunk = chunk.translate(_TO_STANDARD)
+        for phase in range(4):  # the run may start mid-group (a cut window, a glued prefix)
+            part = chunk[phase:]
+            rest = len(part) % 4  # the last group: 2 or 3 characters are 1 or 2 bytes
+            part = part[:-1] if rest == 1 else part + "=" * (-len(part) % 4)
+            if not part:
+                continue
+            try:
+                raw = binascii.a2b_base64(part)
+            except (binascii.Error, ValueError):
+                continue
+            yield lo + phase, raw.decode("latin-1"), alphabet
+
+
+def _run_around(text: str, start: int, end: int) -> tuple[int, int]:
+    """The run of base64 characters (either alphabet) that contains ``text[start:end]``."""
+    line_start = text.rfind("\n", 0, start) + 1
+    lo = max(line_start, start - 2 * WINDOW)
+    best = (start, end)
+    for run in _patterns()[1].finditer(text, lo, min(len(text), end + 2 * WINDOW)):
+        if run.start() <= start and run.end() >= end:
+            best = (run.start(), run.end())
+            break
+        if run.start() > start:
+            break
+    return best
