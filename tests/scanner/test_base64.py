@@ -296,3 +296,18 @@ def test_scanning_anchor_noise_never_crashes(text):
         assert m.line >= 1 and m.column >= 1
     with contextlib.suppress(Binary):
         scan_bytes(text.encode("utf-8", "surrogatepass"), _all())
+
+
+def test_prefilter_after_many_pivot_letters(rng):
+    """Past the per-letter limit the anchors are searched with find()."""
+    from keyguard.scanner.encoded import _PIVOT_LIMIT
+
+    for anchor in (b"QzQmxia0ZK", b"VDNCbGJrRk", b"UM0JsYmtGS"):
+        for gap in range(12):
+            filler = b"Z J " * (_PIVOT_LIMIT - 1) + b"Z" * 2 + b"J" * 2
+            assert might_hold(filler[: len(filler) - gap] + anchor + b" "), (anchor, gap)
+            assert not might_hold(filler[: len(filler) - gap] + anchor[:-1] + b" ")
+    key = openai_key(rng)
+    text = "Z J " * 500 + "\nsecret: " + b64(key) + "\n"
+    [m] = scan_bytes(text.encode(), _all())
+    assert fp(m.value) == fp(key)

@@ -61,8 +61,7 @@ _PIVOTS: tuple[tuple[bytes, tuple[tuple[bytes, int], ...]], ...] = (
     (b"Z", ((ANCHORS[1], 8), (ANCHORS[5], 1), (ANCHORS[8], 1))),  # QzQmxia0ZK, rZ1, rZ2Ff
 )
 #: ``kg_``/``kga_`` at alignment 0 (``a2df``, ``a2dhX``) have no rare letter: one regex pass
-#: whose literal prefix is their rarest character
-# the literal prefix "2d" keeps the regex engine in its scanning loop at every other "2"
+#: whose literal prefix "2d" keeps the regex engine in its fast scanning loop until a "2d"
 _KEYGUARD_PASS = re.compile(rb"2d(?<=a2d)[fh]")
 
 
@@ -86,6 +85,7 @@ def might_hold(data: bytes) -> bool:
                     return True
             left -= 1
             if not left:  # a letter this common here: let find() do the rest
+                # (an anchor starting before ``pos`` would hold this letter before its own)
                 if any(find(a, pos) >= 0 for a, _ in anchors):
                     return True
                 break
