@@ -13,18 +13,16 @@ import click
 from keyguard.cli.common import (
     actor,
     emit,
+    expiry_from,
     json_option,
     kv,
     open_vault,
-    parse_duration,
-    parse_time,
     settings_from,
     show_once,
     table,
     utcnow,
 )
 from keyguard.domain.admin_tokens import AdminScope
-from keyguard.errors import ConfigError
 from keyguard.vault.views import admin_token_dict
 
 
@@ -45,15 +43,7 @@ def create(ctx: click.Context, name: str, scope: str, expires_in: str | None,
            expires_at: str | None, as_json: bool) -> None:
     """Create an admin token NAME. It is printed once, here; keyguard keeps only a hash."""
     now = utcnow()
-    if expires_in and expires_at:
-        raise ConfigError("give --expires-in or --expires-at, not both")
-    expiry = None
-    if expires_in:
-        expiry = now + parse_duration(expires_in, setting="--expires-in")
-    elif expires_at:
-        expiry = parse_time(expires_at, setting="--expires-at")
-        if expiry <= now:
-            raise ConfigError("--expires-at is in the past")
+    expiry = expiry_from(expires_in, expires_at, now)
     vault = open_vault(settings_from(ctx))
     try:
         record, token = vault.create_admin_token(

@@ -178,6 +178,20 @@ def parse_time(text: str, *, setting: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def expiry_from(expires_in: str | None, expires_at: str | None, now: datetime) -> datetime | None:
+    """The expiry of ``--expires-in D`` or ``--expires-at TIME`` (not both; not in the past)."""
+    if expires_in and expires_at:
+        raise ConfigError("give --expires-in or --expires-at, not both")
+    if expires_in:
+        return now + parse_duration(expires_in, setting="--expires-in")
+    if not expires_at:
+        return None
+    expiry = parse_time(expires_at, setting="--expires-at")
+    if expiry <= now:
+        raise ConfigError("--expires-at is in the past")
+    return expiry
+
+
 def utcnow() -> datetime:
     """Now, UTC, aware."""
     return datetime.now(timezone.utc)

@@ -7,18 +7,17 @@ import click
 from keyguard.cli.common import (
     actor,
     emit,
+    expiry_from,
     json_option,
     kv,
     open_vault,
     parse_duration,
-    parse_time,
     settings_from,
     show_once,
     table,
     utcnow,
 )
 from keyguard.domain.records import BudgetPeriod, KeySpec
-from keyguard.errors import ConfigError
 from keyguard.vault.views import key_dict
 
 
@@ -56,15 +55,7 @@ def create(ctx: click.Context, name: str, upstream: str, owner: str, models: tup
            max_age: str | None, as_json: bool) -> None:
     """Create a virtual key NAME. The key is printed once, here; keyguard keeps only a hash."""
     now = utcnow()
-    if expires_in and expires_at:
-        raise ConfigError("give --expires-in or --expires-at, not both")
-    expiry = None
-    if expires_in:
-        expiry = now + parse_duration(expires_in, setting="--expires-in")
-    elif expires_at:
-        expiry = parse_time(expires_at, setting="--expires-at")
-        if expiry <= now:
-            raise ConfigError("--expires-at is in the past")
+    expiry = expiry_from(expires_in, expires_at, now)
     spec = KeySpec(
         name=name, upstream=upstream, owner=owner, allowed_models=models,
         allowed_endpoints=endpoints, allowed_cidrs=cidrs, expires_at=expiry, rpm=rpm, tpm=tpm,
