@@ -277,9 +277,10 @@ class UpstreamRotator:
             gone = old_key is None
             last_used = old_key.last_used_at if old_key is not None else None
         now = self.vault.now()
-        old = next(
-            (v for v in self.vault.get_upstream(name).versions if v.version == r.old_version),
-            None,
+        old = (
+            self.vault.get_upstream(name).version_number(r.old_version)
+            if r.old_version is not None
+            else None
         )
         check = retire_decision(
             r, last_used, now, old_compromised=old is not None and old.compromised
