@@ -15,7 +15,7 @@ from keyguard.cli.common import (
     settings_from,
     table,
 )
-from keyguard.domain.records import DEFAULT_BASE_URL
+from keyguard.domain.records import DEFAULT_BASE_URL, Label
 from keyguard.vault.views import compromised_warnings, iso, upstream_dict
 
 
@@ -80,7 +80,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
             return
         rows = []
         for c in creds:
-            cur = next((v for v in c.versions if v.label and v.label.value == "CURRENT"), None)
+            cur = c.version_with(Label.CURRENT)
             leaked = c.compromised_in_use()
             state = ("COMPROMISED " + ",".join(f"v{v.version}" for v in leaked)) if leaked else ""
             rows.append((c.name, c.base_url, cur.version if cur else "-",
