@@ -67,3 +67,31 @@ def test_no_fallback_without_previous(
     platform.forced_401.add(current.reveal())
     with pytest.raises(openai.AuthenticationError):
         chat(gateway, token.reveal())
+
+
+def test_no_fallback_to_a_compromised_previous(
+    vault: Vault, platform: FakeOpenAIPlatform, gateway: RunningGateway, log_lines: list[str]
+) -> None:
+    _, token = vault.create_key(KeySpec(name="app", upstream="default"))
+    assert chat(gateway, token.reveal()) == "Hello from fake"
+    broken = platform.add_service_account("not-active-yet").key.value
+    platform.forced_401.add(broken)
+    vault.add_upstream_version("default", Secret(broken), label=Label.CURRENT)
+    # version 1 (now PREVIOUS, still accepted by the upstream) has leaked
+    vault.mark_upstream_compromised("default", 1, "pasted in a public gist", actor="test")
+    deadline = time.monotonic() + 5.0
+    while not platform.rejected and time.monotonic() < deadline:
+        try:
+            chat(gateway, token.reveal())  # may still be served by the cached version 1 route
+        except openai.AuthenticationError:
+            break
+        time.sleep(0.02)
+    assert platform.rejected, "CURRENT was never tried"
+    uses_before = len(platform.requests)
+    for _ in range(3):
+        with pytest.raises(openai.AuthenticationError):
+            chat(gateway, token.reveal())
+    assert len(platform.requests) == uses_before + 3  # CURRENT only: no replay with version 1
+    gateway.flush_audit()
+    assert not [r for r in vault.audit.list() if r.action == "upstream.fallback"]
+    assert any("marked compromised and is not used" in line for line in log_lines)

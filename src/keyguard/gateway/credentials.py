@@ -35,6 +35,8 @@ class UpstreamRoute:
     auth_lines: bytes
     version: int
     expires: float
+    #: the version is marked compromised (leaked): never used as a fallback
+    compromised: bool = False
 
     def __repr__(self) -> str:  # never print the auth header
         return f"UpstreamRoute({self.name!r}, version={self.version})"
@@ -65,19 +67,30 @@ class CredentialCache:
 
     def fallback(self, name: str, failed_version: int) -> UpstreamRoute | None:
         """The PREVIOUS key's route, after the upstream answered 401 for CURRENT version
-        ``failed_version``; ``None`` when there is no other valid version. Each fallback is an
-        alert: a warning in the log and an audit record (the PREVIOUS key's audited reveal, plus
-        ``upstream.fallback`` when the provider records alerts). Cached like :meth:`route`."""
+        ``failed_version``; ``None`` when there is no other valid version. A PREVIOUS version
+        marked compromised is never used: the client gets the 401 instead of a request sent
+        with a leaked key. Each fallback is an alert: a warning in the log and an audit record
+        (the PREVIOUS key's audited reveal, plus ``upstream.fallback`` when the provider
+        records alerts). Cached like :meth:`route`."""
         key = f"{name}\x00PREVIOUS"
         r = self._routes.get(key)
         if r is not None and r.expires > time.monotonic():
-            return r if r.version != failed_version else None
+            return r if r.version != failed_version and not r.compromised else None
         try:
             r = self._load(name, Label.PREVIOUS)
         except UpstreamUnavailable:
             return None
         self._routes[key] = r
         if r.version == failed_version:
+            return None
+        if r.compromised:
+            log.warning(
+                "upstream %r refused CURRENT version %d with 401; PREVIOUS version %d is marked"
+                " compromised and is not used",
+                name,
+                failed_version,
+                r.version,
+            )
             return None
         log.warning(
             "ALERT: upstream %r refused CURRENT version %d with 401; using PREVIOUS version %d",
@@ -126,4 +139,5 @@ class CredentialCache:
             auth_lines=upstream_auth_lines(secret.reveal(), up.organization, up.project),
             version=version.version,
             expires=time.monotonic() + self._ttl,
+            compromised=version.compromised,
         )
