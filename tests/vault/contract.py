@@ -93,7 +93,7 @@ class StoreContract(RotationStoreContract, AdminTokenStoreContract):
         g3 = store.generation()
         assert g0 < g1 < g2 < g3
         store.touch_virtual_keys({"abcdefghijkl": T})
-        store.append_audit([arec(1)], AuditHead(1, arec(1).hash, "m"))
+        store.append_audit([arec(1).row()], AuditHead(1, arec(1).hash, "m"))
         assert store.generation() == g3
 
     # -- transactions ------------------------------------------------------------------
@@ -292,15 +292,15 @@ class StoreContract(RotationStoreContract, AdminTokenStoreContract):
     def test_audit_append_list_head(self, store: Any) -> None:
         assert store.audit_head() is None
         recs = [arec(1), arec(2, arec(1).hash), arec(3, arec(2).hash)]
-        store.append_audit(recs, AuditHead(3, recs[-1].hash, "mac"))
+        store.append_audit([r.row() for r in recs], AuditHead(3, recs[-1].hash, "mac"))
         assert store.list_audit() == recs
         assert store.list_audit(after_seq=1, limit=1) == recs[1:2]
         assert store.audit_head() == AuditHead(3, recs[-1].hash, "mac")
 
     def test_audit_seq_conflict_is_concurrent_update(self, store: Any) -> None:
-        store.append_audit([arec(1)], AuditHead(1, arec(1).hash, "m"))
+        store.append_audit([arec(1).row()], AuditHead(1, arec(1).hash, "m"))
         with pytest.raises(ConcurrentUpdate):
-            store.append_audit([arec(1)], AuditHead(1, arec(1).hash, "m"))
+            store.append_audit([arec(1).row()], AuditHead(1, arec(1).hash, "m"))
         assert store.audit_head() == AuditHead(1, arec(1).hash, "m")
 
     def test_pending_audit(self, store: Any) -> None:
@@ -332,7 +332,7 @@ class StoreContract(RotationStoreContract, AdminTokenStoreContract):
                         head = s.audit_head()
                         seq = head.seq + 1 if head else 1
                         r = arec(seq, head.hash if head else GENESIS)
-                        s.append_audit([r], AuditHead(seq, r.hash, "m"))
+                        s.append_audit([r.row()], AuditHead(seq, r.hash, "m"))
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
 

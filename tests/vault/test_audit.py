@@ -242,3 +242,55 @@ def test_flat_details_are_redacted_and_times_stored_in_utc(vault: Vault) -> None
     with pytest.raises(ValueError):
         vault.audit.append(AuditEvent("x", "y", details={"v": float("inf")}))
     assert vault.audit.verify().ok
+
+
+def test_uniform_records_chain_with_the_rest_and_are_redacted(
+    vault: Vault, db_path: Path
+) -> None:
+    """The gateway's per-request appender: same chain, same redaction, same stored form."""
+    raw = generate_openai_style_key()
+    known = Secret(generate_openai_style_key())
+    appender = vault.audit.uniform("gateway.request", ("status", "latency_ms", "model", "ok"))
+    when = datetime(2030, 1, 1, 12, 0, 0, 250000, tzinfo=timezone(timedelta(hours=-5)))
+    assert appender.append([]) == 0
+    written = appender.append(
+        [
+            (when, "key:abc", f"GET /v1/{raw}", "127.0.0.2", "denied", (404, 0.5, None, False)),
+            (when, f"key:{known.reveal()}", "POST /v1/x", "::1", "ok", (200, 1.25, raw, True)),
+        ]
+    )
+    assert written == 2
+    vault.audit.append(AuditEvent("after.uniform", "tester", details={"i": 1}))
+    appender.append([(when, "anonymous", "GET /v1/models", "10.0.0.1", "ok", (200, 2.0, "m", 1))])
+    records = vault.audit.list()
+    assert [r.action for r in records[-4:]] == [
+        "gateway.request", "gateway.request", "after.uniform", "gateway.request",
+    ]
+    first, second = records[-4], records[-3]
+    assert first.details == {"status": 404, "latency_ms": 0.5, "model": None, "ok": False}
+    assert first.time == when and first.time.utcoffset() == timedelta(0)
+    assert first.source == "127.0.0.2" and first.outcome == "denied"
+    dumped = json.dumps([[r.actor, r.subject, r.details] for r in records])
+    assert raw not in dumped and known.reveal() not in dumped
+    assert second.details["ok"] is True and second.details["model"] != raw
+    report = vault.audit.verify()
+    assert report.ok, str(report)
+    content = db_path.read_bytes() + Path(f"{db_path}-wal").read_bytes()
+    assert raw.encode() not in content and known.reveal().encode() not in content
+
+
+def test_uniform_appender_rejects_bad_rows_and_writes_nothing(vault: Vault) -> None:
+    before = len(vault.audit.list())
+    appender = vault.audit.uniform("gateway.request", ("status",))
+    good = (datetime(2030, 1, 1, tzinfo=timezone.utc), "a", "s", "1.2.3.4", "ok", (200,))
+    bad_rows = [
+        (datetime(2030, 1, 1), "a", "s", "1.2.3.4", "ok", (200,)),  # naive time
+        (good[0], "a", "s", "1.2.3.4", "ok", (200, 1)),  # too many values
+        (good[0], "a", "s", "1.2.3.4", "ok", (float("nan"),)),
+        (good[0], "a", "s", "1.2.3.4", "ok", ({"nested": 1},)),
+    ]
+    for bad in bad_rows:
+        with pytest.raises((ValueError, TypeError)):
+            appender.append([good, bad])
+    assert len(vault.audit.list()) == before
+    assert vault.audit.verify().ok

@@ -6,6 +6,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keyguard.domain import audit as chain
 from keyguard.domain.redaction import redact, redact_cached, register
@@ -72,3 +74,51 @@ def test_redact_cached_sees_secrets_registered_later() -> None:
     assert redact_cached(text) == redact(text)
     key_shaped = "sk-" + "A1b2" * 12
     assert redact_cached(key_shaped) == redact(key_shaped) != key_shaped
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+)
+texts = st.text(max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    keys=st.lists(st.text(min_size=1, max_size=12), min_size=0, max_size=6, unique=True),
+    data=st.data(),
+    parts=st.tuples(texts, texts, texts, texts, texts),
+    micro=st.integers(min_value=0, max_value=999_999),
+    offset=st.integers(min_value=-12 * 60, max_value=14 * 60),
+)
+def test_uniform_encoder_matches_canonical_parts(
+    keys: list[str],
+    data: st.DataObject,
+    parts: tuple[str, str, str, str, str],
+    micro: int,
+    offset: int,
+) -> None:
+    values = [data.draw(scalars) for _ in keys]
+    action, actor, subject, source, outcome = parts
+    when = WHEN.replace(microsecond=micro).astimezone(timezone(timedelta(minutes=offset)))
+    encode = chain.UniformEncoder(action, keys)
+    got = encode(when, actor, subject, source, outcome, values)
+    want = chain.canonical_parts(
+        1, when, action, actor, subject, source, outcome, dict(zip(keys, values, strict=True))
+    )
+    assert got == want
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), [1], {"a": 1}, b"x"])
+def test_uniform_encoder_rejects_what_json_scalars_are_not(bad: object) -> None:
+    encode = chain.UniformEncoder("a", ["k"])
+    with pytest.raises((ValueError, TypeError)):
+        encode(WHEN, "b", "c", "d", "e", [bad])
+
+
+def test_uniform_encoder_rejects_duplicate_keys() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        chain.UniformEncoder("a", ["k", "k"])

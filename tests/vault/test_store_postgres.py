@@ -222,7 +222,7 @@ def test_many_threads_share_one_store(pg_store_url: str) -> None:
                     head = s.audit_head()
                     seq = head.seq + 1 if head else 1
                     r = arec(seq, head.hash if head else GENESIS)
-                    s.append_audit([r], AuditHead(seq, r.hash, "m"))
+                    s.append_audit([r.row()], AuditHead(seq, r.hash, "m"))
                 s.generation()
         except BaseException as exc:
             errors.append(exc)

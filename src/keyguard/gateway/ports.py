@@ -33,10 +33,22 @@ class UpstreamProvider(Protocol):
     ) -> tuple[UpstreamVersion, Secret]: ...
 
 
+class UniformAudit(Protocol):
+    """Appends records of one action with flat details under fixed keys (one transaction)."""
+
+    def append(
+        self, rows: Sequence[tuple[datetime, str, str, str, str, Sequence[object]]]
+    ) -> object: ...
+
+
 class AuditSink(Protocol):
     """Durable audit log; one call writes a batch in one transaction."""
 
     def append_many(self, events: Sequence[AuditEvent]) -> object: ...
+
+    def uniform(self, action: str, keys: Sequence[str]) -> UniformAudit:
+        """An appender for the gateway's per-request records (``gateway.request``)."""
+        ...
 
 
 class StoreProbe(Protocol):

@@ -172,29 +172,6 @@ AUDIT_COLUMNS = (
 )
 
 
-_DETAILS_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one, not one per row
-
-
-def audit_params(r: AuditRecord) -> tuple[Any, ...]:
-    if r.encoded is not None:  # encoded when chained: the same text
-        when, details = r.encoded
-    else:
-        when, details = r.time.isoformat(), _DETAILS_JSON.encode(r.details)
-    return (
-        r.seq,
-        r.format,
-        when,
-        r.action,
-        r.actor,
-        r.subject,
-        r.source,
-        r.outcome,
-        details,
-        r.prev_hash,
-        r.hash,
-    )
-
-
 def audit_from_row(row: Sequence[Any]) -> AuditRecord:
     return AuditRecord(
         seq=int(row[0]),

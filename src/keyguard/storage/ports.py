@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Protocol
 
 from keyguard.domain.admin_tokens import AdminToken
-from keyguard.domain.audit import AuditHead, AuditRecord
+from keyguard.domain.audit import AuditHead, AuditRecord, AuditRow
 from keyguard.domain.records import (
     KeySecretHash,
     Label,
@@ -154,9 +154,10 @@ class VirtualKeyStore(Protocol):
 class AuditStore(Protocol):
     def audit_head(self) -> AuditHead | None: ...
 
-    def append_audit(self, records: Sequence[AuditRecord], head: AuditHead) -> None:
-        """Insert records and move the head, atomically; :class:`ConcurrentUpdate` when a seq
-        is taken (call inside :meth:`Transactional.transaction` after reading the head)."""
+    def append_audit(self, rows: Sequence[AuditRow], head: AuditHead) -> None:
+        """Insert records (as rows: :meth:`AuditRecord.row`) and move the head, atomically;
+        :class:`ConcurrentUpdate` when a seq is taken (call inside
+        :meth:`Transactional.transaction` after reading the head)."""
 
     def list_audit(self, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]: ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from keyguard.domain.audit import AuditHead, AuditRecord
+from keyguard.domain.audit import AuditHead, AuditRecord, AuditRow
 from keyguard.errors import ConcurrentUpdate
 from keyguard.storage import codec as c
 from keyguard.storage.ports import PendingAudit
@@ -32,12 +32,12 @@ class PgAuditTables(PgBase):
         row = self._one("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
         return None if row is None else AuditHead(int(row[0]), row[1], row[2])
 
-    def append_audit(self, records: Sequence[AuditRecord], head: AuditHead) -> None:
+    def append_audit(self, rows: Sequence[AuditRow], head: AuditHead) -> None:
         with self.transaction():
             # DO NOTHING + a count, not a unique violation: an error would poison the whole
             # (possibly outer) transaction, where SQLite fails just the statement
-            inserted = self._run_many(_INSERT, [c.audit_params(r) for r in records])
-            if inserted != len(records):
+            inserted = self._run_many(_INSERT, rows)
+            if inserted != len(rows):
                 raise ConcurrentUpdate("audit sequence number already taken")
             self._run(
                 "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, %s, %s, %s)"

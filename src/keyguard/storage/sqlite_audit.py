@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from keyguard.domain.audit import AuditHead, AuditRecord
+from keyguard.domain.audit import AuditHead, AuditRecord, AuditRow
 from keyguard.errors import ConcurrentUpdate
 from keyguard.storage import codec as c
 from keyguard.storage.ports import PendingAudit
@@ -24,12 +24,12 @@ class SqliteAuditTables(SqliteBase):
             row = self._run("SELECT seq, hash, mac FROM audit_head WHERE id = 1").fetchone()
         return None if row is None else AuditHead(int(row[0]), row[1], row[2])
 
-    def append_audit(self, records: Sequence[AuditRecord], head: AuditHead) -> None:
+    def append_audit(self, rows: Sequence[AuditRow], head: AuditHead) -> None:
         with self.transaction():
             try:
                 self._conn.executemany(
                     f"INSERT INTO audit_log ({c.AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant column lists
-                    [c.audit_params(r) for r in records],
+                    rows,
                 )
             except sqlite3.IntegrityError as exc:
                 raise ConcurrentUpdate("audit sequence number already taken") from exc
