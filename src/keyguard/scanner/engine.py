@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from keyguard.scanner.detectors import Detector, first_pass
+from keyguard.scanner import concat
+from keyguard.scanner.detectors import Detector, first_pass, left_boundary_ok
 from keyguard.scanner.encoded import decoded_windows, might_hold
 from keyguard.scanner.model import RawMatch
 
@@ -54,7 +55,8 @@ def scan_bytes(
     if encoding == "utf-8":
         active = select(detectors, data)
         b64 = might_hold(data)
-        if not active and not b64:
+        joined = concat.might_hold(data)
+        if not active and not b64 and not joined:
             return []
         text = data.decode("utf-8", "surrogateescape")
     else:
@@ -62,13 +64,15 @@ def scan_bytes(
         raw = text.encode("utf-8", "surrogatepass")
         active = select(detectors, raw)
         b64 = might_hold(raw)
-        if not active and not b64:
+        joined = concat.might_hold(raw)
+        if not active and not b64 and not joined:
             return []
     matches = scan_text(
         text,
         active,
         encoding="utf-16" if encoding != "utf-8" else "utf-8",
         base64_detectors=detectors if b64 else (),
+        concat_detectors=detectors if joined else (),
     )
     if notebook and matches:
         from keyguard.scanner.notebook import annotate_notebook  # json only when needed
@@ -127,12 +131,14 @@ def scan_text(
     *,
     encoding: str = "utf-8",
     base64_detectors: Sequence[Detector] | None = None,
+    concat_detectors: Sequence[Detector] | None = None,
 ) -> list[RawMatch]:
     """Every key in ``text`` that no ``keyguard: allow`` marker on its line exempts.
 
     Base64-encoded keys are looked for with ``base64_detectors`` (all of them: the decoded
     text may hold a key of any kind); ``None`` runs the cheap prefilter on ``text`` first and
     then uses ``detectors``, ``()`` skips them (the caller's prefilter found no anchor).
+    ``concat_detectors`` does the same for keys split over joined string literals.
     """
     found: dict[tuple[int, str], RawMatch] = {}
     lines = _LineIndex(text)
@@ -154,6 +160,11 @@ def scan_text(
         base64_detectors = detectors if might_hold(text.encode("utf-8", "surrogatepass")) else ()
     if base64_detectors:
         _scan_base64(text, base64_detectors, found, lines)
+    if concat_detectors is None:
+        raw = text.encode("utf-8", "surrogatepass")
+        concat_detectors = detectors if concat.might_hold(raw) else ()
+    if concat_detectors:
+        _scan_concat(text, concat_detectors, found, lines)
     return sorted(found.values(), key=lambda m: (m.line, m.column))
 
 
@@ -171,6 +182,35 @@ def _scan_base64(
                 continue
             for index, value in detector.candidates(decoded):
                 _add(found, detector, value, offset + 4 * index // 3, lines, alphabet)
+
+
+def _scan_concat(
+    text: str,
+    detectors: Sequence[Detector],
+    found: dict[tuple[int, str], RawMatch],
+    lines: _LineIndex,
+) -> None:
+    """Keys split over joined string literals, reported where the first literal's part starts.
+
+    When the first literal already holds a key (``"sk-…" + "_suffix"``), the plain finding
+    stands unless the joined key is of a known length and the plain one is not (a key cut one
+    character before its end is still key-shaped, with ``medium`` confidence).
+    """
+    for offset, lead, joined in concat.joined_candidates(text):
+        if not left_boundary_ok(text, offset):
+            continue
+        for detector in detectors:
+            plain = [v for i, v in detector.candidates(lead) if i == 0]
+            plain_verdict = detector.classify(plain[0]) if plain else None
+            for index, value in detector.candidates(joined):
+                verdict = detector.classify(value)
+                if index or len(value) <= len(lead) or verdict is None:
+                    continue
+                if plain_verdict is not None:
+                    if plain_verdict[1] == "high" or verdict[1] != "high":
+                        continue
+                    found.pop((lines.locate(offset)[0], plain[0]), None)
+                _add(found, detector, value, offset, lines, "concatenated")
 
 
 def _add(

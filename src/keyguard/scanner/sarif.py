@@ -67,6 +67,8 @@ def _result(f: Finding, rule_index: int) -> dict[str, Any]:
     name = _RULE_TEXT.get(f.format, f.format)
     if f.encoding.startswith("base64"):
         name += f" ({f.encoding}-encoded)"
+    elif f.encoding == "concatenated":
+        name += " (split over concatenated string literals)"
     text = f"{name} {f.redacted} ({f.fingerprint}){where}: {f.remedy}."
     props: dict[str, Any] = {
         "confidence": f.confidence,

@@ -16,6 +16,8 @@ def guidance(finding: Finding, env_name: str, env_file: str) -> str:
     path = PurePosixPath(finding.path)
     suffix, name = path.suffix.lower(), path.name
     at = f"{finding.path}:{finding.line}"
+    if finding.encoding == "concatenated":
+        at += " (the key is split over joined string literals: replace the whole expression)"
     stored = f"(the value is in {env_file} as {env_name})"
     if finding.cell is not None and finding.part == "output":
         return (

@@ -8,8 +8,11 @@ Handled shapes (formatting and comments elsewhere are kept byte for byte)::
     {"api_key": "sk-…"}                         -> {"api_key": os.environ["OPENAI_API_KEY"]}
     OPENAI_API_KEY = "sk-…"                     -> OPENAI_API_KEY = os.environ["OPENAI_API_KEY"]
 
-and ``import os`` is added when missing. A key inside a larger string, an f-string, an
-implicit concatenation, a bytes literal or a comment is reported as *unfixable* with its line.
+and ``import os`` is added when missing. A key split over string literals joined with ``+`` or
+implicitly (``("sk-proj-…" "…")``) is handled the same way when the whole expression evaluates
+to exactly the key: the expression is replaced. A key inside a larger string or a longer
+concatenation, an f-string, a bytes literal or a comment is reported as *unfixable* with its
+line.
 """
 
 from __future__ import annotations
@@ -62,6 +65,28 @@ def _str_value(node: cst.BaseExpression) -> str | None:
     return None
 
 
+def _key_value(node: cst.BaseExpression) -> str | None:
+    """The value of a str literal or of a concatenation of str literals."""
+    joined = _joined_value(node)
+    return joined[0] if joined is not None else None
+
+
+def _joined_value(node: cst.BaseExpression) -> tuple[str, cst.SimpleString] | None:
+    """The value of a pure str-literal expression joined with ``+`` or implicitly, and its
+    first non-empty literal; ``None`` for anything else (a name, a call, an f-string, bytes)."""
+    if isinstance(node, cst.SimpleString):
+        value = _str_value(node)
+        return (value, node) if value is not None else None
+    plus = isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add)
+    if not (plus or isinstance(node, cst.ConcatenatedString)):
+        return None
+    assert isinstance(node, (cst.BinaryOperation, cst.ConcatenatedString))
+    left, right = _joined_value(node.left), _joined_value(node.right)
+    if left is None or right is None:
+        return None
+    return left[0] + right[0], (left[1] if left[0] or not right[0] else right[1])
+
+
 class _Rewriter(cst.CSTTransformer):
     METADATA_DEPENDENCIES = (PositionProvider,)
 
@@ -73,6 +98,7 @@ class _Rewriter(cst.CSTTransformer):
         self._hints: dict[int, str] = {}
         self._skip: set[int] = set()
         self._getenv: dict[int, str] = {}
+        self._joined: dict[int, tuple[str, int]] = {}  # expression -> (key, line of its start)
 
     def _line(self, node: cst.CSTNode) -> int:
         return self.get_metadata(PositionProvider, node).start.line
@@ -93,7 +119,7 @@ class _Rewriter(cst.CSTTransformer):
             elif (
                 isinstance(target.target, cst.Subscript)
                 and _dotted(target.target.value) == "os.environ"
-                and _str_value(node.value) in self.keys
+                and _key_value(node.value) in self.keys
             ):
                 self._skip.add(id(node.value))
                 self.result.unfixable.append(
@@ -120,18 +146,56 @@ class _Rewriter(cst.CSTTransformer):
             and len(node.args) == 2
         ):
             name, default = _str_value(node.args[0].value), node.args[1].value
-            if name and _ENV_NAME.match(name) and _str_value(default) in self.keys:
+            if name and _ENV_NAME.match(name) and _key_value(default) in self.keys:
                 self._skip.add(id(default))
                 self._getenv[id(node)] = name
 
-    def visit_ConcatenatedString(self, node: cst.ConcatenatedString) -> None:
-        parts: list[cst.BaseExpression] = [node.left, node.right]
-        for part in parts:
-            if isinstance(part, cst.SimpleString) and self._contains_key(part.value):
-                self._skip.add(id(part))
-                self.result.unfixable.append(
-                    (self._line(part), "key in an implicit string concatenation: rewrite by hand")
-                )
+    def _visit_joined(self, node: cst.BaseExpression, what: str) -> bool:
+        """A concatenation of str literals: replaced whole when it is exactly a key, reported
+        when it holds one among other text; its parts are not visited either way."""
+        if id(node) in self._skip:  # handled by its parent (os.environ[...] = / getenv default)
+            return False
+        joined = _joined_value(node)
+        if joined is None:  # a name, a call, an f-string or bytes among the parts: look inside
+            if isinstance(node, cst.ConcatenatedString):
+                for part in (node.left, node.right):  # a literal here cannot become a Subscript
+                    if isinstance(part, cst.SimpleString) and self._contains_key(part.value):
+                        self._skip.add(id(part))
+                        self.result.unfixable.append((self._line(part), f"key in an {what}"))
+            return True
+        value, first = joined
+        if value in self.keys:
+            self._joined[id(node)] = (value, self._line(first))
+        elif self._contains_key(value):
+            self.result.unfixable.append((self._line(first), f"key inside a longer {what}"))
+        return False
+
+    def visit_ConcatenatedString(self, node: cst.ConcatenatedString) -> bool:
+        return self._visit_joined(node, "implicit string concatenation: rewrite by hand")
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> bool:
+        return self._visit_joined(node, "string concatenation: rewrite by hand")
+
+    def _leave_joined(
+        self, original_node: cst.BaseExpression, updated_node: cst.BaseExpression
+    ) -> cst.BaseExpression:
+        joined = self._joined.get(id(original_node))
+        if joined is None:
+            return updated_node
+        value, line = joined
+        chosen = self.namer(value, self._hints.get(id(original_node)))
+        self.result.replaced.append((line, chosen))
+        return _env_lookup(chosen)
+
+    def leave_ConcatenatedString(
+        self, original_node: cst.ConcatenatedString, updated_node: cst.ConcatenatedString
+    ) -> cst.BaseExpression:
+        return self._leave_joined(original_node, updated_node)
+
+    def leave_BinaryOperation(
+        self, original_node: cst.BinaryOperation, updated_node: cst.BinaryOperation
+    ) -> cst.BaseExpression:
+        return self._leave_joined(original_node, updated_node)
 
     def visit_FormattedStringText(self, node: cst.FormattedStringText) -> None:
         if self._contains_key(node.value):
@@ -147,7 +211,7 @@ class _Rewriter(cst.CSTTransformer):
         name = self._getenv.get(id(original_node))
         if name is None:
             return updated_node
-        default = _str_value(original_node.args[1].value)
+        default = _key_value(original_node.args[1].value)
         assert default is not None
         chosen = self.namer(default, name)
         self.result.replaced.append((self._line(original_node), chosen))
