@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterator
 
 from keyguard.domain.keys import OPENAI_MARKER
+from keyguard.scanner.wrapped import any_split_anchor, split_anchor_near
 
 #: decoded bytes kept on each side of an anchor (an OpenAI key is at most ~620 bytes long)
 WINDOW = 640
@@ -60,6 +61,8 @@ _PIVOTS: tuple[tuple[bytes, tuple[tuple[bytes, int], ...]], ...] = (
     (b"J", ((ANCHORS[0], 6), (ANCHORS[2], 3))),  # VDNCbGJrRk, UM0JsYmtGS
     (b"Z", ((ANCHORS[1], 8), (ANCHORS[5], 1), (ANCHORS[8], 1))),  # QzQmxia0ZK, rZ1, rZ2Ff
 )
+#: the anchors with a pivot letter, looked for across line breaks in wrapped base64
+_WRAPPABLE: tuple[bytes, ...] = tuple(a for _, anchors in _PIVOTS for a, _ in anchors)
 #: ``kg_``/``kga_`` at alignment 0 (``a2df``, ``a2dhX``) have no rare letter: one regex pass
 #: whose literal prefix "2d" keeps the regex engine in its fast scanning loop until a "2d"
 _KEYGUARD_PASS = re.compile(rb"2d(?<=a2d)[fh]")
@@ -83,10 +86,15 @@ def might_hold(data: bytes) -> bool:
             for anchor, index in anchors:
                 if pos >= index and startswith(anchor, pos - index):
                     return True
+            # base64 wrapped over lines: the anchor may be cut by a line break near the letter
+            if split_anchor_near(data, pos, _WRAPPABLE):
+                return True
             left -= 1
             if not left:  # a letter this common here: let find() do the rest
                 # (an anchor starting before ``pos`` would hold this letter before its own)
                 if any(find(a, pos) >= 0 for a, _ in anchors):
+                    return True
+                if any_split_anchor(data, _WRAPPABLE):
                     return True
                 break
             pos = find(letter, pos + 1)

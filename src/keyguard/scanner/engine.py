@@ -16,6 +16,7 @@ from keyguard.scanner import concat
 from keyguard.scanner.detectors import Detector, first_pass, left_boundary_ok
 from keyguard.scanner.encoded import decoded_windows, might_hold
 from keyguard.scanner.model import RawMatch
+from keyguard.scanner.wrapped import wrapped_blocks
 
 ALLOW_MARKER = "keyguard: allow"
 SNIFF = 8192
@@ -174,14 +175,28 @@ def _scan_base64(
     found: dict[tuple[int, str], RawMatch],
     lines: _LineIndex,
 ) -> None:
-    """Keys inside base64 runs, reported where their encoded form starts."""
-    for offset, decoded, alphabet in decoded_windows(text):
+    """Keys inside base64 runs, reported where their encoded form starts; runs wrapped over
+    several lines (MIME, PEM, YAML block scalars) are joined first."""
+    windows, spans = [], []
+    for joined, position, span in wrapped_blocks(text):
+        spans.append(span)
+        windows += [(w, position) for w in decoded_windows(joined)]
+    # a line of a wrapped block alone would decode to a cut key, itself key-shaped
+    windows += [
+        (w, _same) for w in decoded_windows(text) if not any(a <= w[0] < b for a, b in spans)
+    ]
+    for (offset, decoded, alphabet), position in windows:
         data = decoded.encode("latin-1")  # the detectors' own prefilters, on the decoded bytes
         for detector in detectors:
             if (detector.anchors or detector.keywords) and not detector.wanted(data):
                 continue
             for index, value in detector.candidates(decoded):
-                _add(found, detector, value, offset + 4 * index // 3, lines, alphabet)
+                at = position(offset + 4 * index // 3)
+                _add(found, detector, value, at, lines, alphabet)
+
+
+def _same(offset: int) -> int:
+    return offset
 
 
 def _scan_concat(

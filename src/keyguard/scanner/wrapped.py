@@ -1,0 +1,107 @@
+"""Base64 wrapped over several lines: MIME (76 columns), PEM (64), YAML block scalars (``|``).
+
+``base64`` without ``-w0`` wraps its output at 76 characters, PEM bodies at 64, and a YAML block
+scalar holds the wrapped text indented under its key. Each line break (and the indentation after
+it) can fall anywhere, even inside the fixed characters :mod:`keyguard.scanner.encoded` anchors
+on, so both the prefilter and the decoder have to look across line breaks:
+
+* :func:`split_anchor_near` is called by the base64 prefilter at each rare pivot letter
+  (``J``/``Z``) that is not part of a whole anchor: if a line break is within an anchor's length
+  of it, the bytes around it are joined (blanks and line breaks removed) and searched for the
+  anchors. Only pivots next to a line break cost anything.
+* :func:`wrapped_blocks` finds runs of two or more lines made only of base64 characters (after
+  any indentation; lines of one width of at least 16 characters and a last line no longer,
+  ``=`` padding only at the end, no line starting ``--``), joins each run into one string and
+  gives a function that maps a position in the joined string back to the text, so a key is
+  reported where its encoded form starts. Only texts that passed the prefilter get here.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable, Iterator
+
+#: an anchor's characters on the other side of the break at most; bytes either side of a pivot
+#: letter joined for the split-anchor check (an anchor plus a deeply nested YAML indentation)
+_NEAR = 9
+_SPAN = 80
+_BREAK_AFTER = re.compile(rb"[A-Za-z0-9+/_-]{0,9}\r?\n[ \t]*[A-Za-z0-9+/_-]")
+_B64_RUN = re.compile(rb"[A-Za-z0-9+/_-]+")
+
+#: a line may not start with "--" (a MIME boundary, a PEM armour line, a markdown rule)
+_BLOCK = re.compile(
+    r"(?:^[ \t]*(?!--)[A-Za-z0-9+/_-]{16,}[ \t]*\r?\n)+"
+    r"[ \t]*(?!--)[A-Za-z0-9+/_-]+={0,2}[ \t]*\r?$",
+    re.M,
+)
+_LINE = re.compile(r"[A-Za-z0-9+/_=-]+")
+
+
+def split_anchor_near(data: bytes, pos: int, anchors: tuple[bytes, ...]) -> bool:
+    """Does an anchor, broken by a line break near ``pos``, surround the byte at ``pos``?
+
+    Cheap checks first: the pivot must be at most 9 base64 characters before the end of a line
+    followed by an indented base64 character, or at most 9 after the indentation of a line that
+    follows one ending in a base64 character. Only then are the bytes around it joined.
+    """
+    if _BREAK_AFTER.match(data, pos + 1) is None:
+        start = data.rfind(b"\n", max(0, pos - _SPAN), pos)
+        if start < 1:
+            return False
+        head = data[start + 1 : pos].lstrip(b" \t")
+        before = data[start - 2 : start].rstrip(b"\r")[-1:]
+        if len(head) > _NEAR or not before or not _B64_RUN.fullmatch(head + before):
+            return False
+    joined = data[max(0, pos - _SPAN) : pos + _SPAN].translate(None, b" \t\r\n")
+    return any(a in joined for a in anchors)
+
+
+def any_split_anchor(data: bytes, anchors: tuple[bytes, ...]) -> bool:
+    """Is any anchor in ``data`` once blanks and line breaks are removed (a full pass)?"""
+    if b"\n" not in data:
+        return False
+    joined = data.translate(None, b" \t\r\n")
+    return any(a in joined for a in anchors)
+
+
+def wrapped_blocks(
+    text: str,
+) -> Iterator[tuple[str, Callable[[int], int], tuple[int, int]]]:
+    """Yield ``(joined, position, span)`` for each run of wrapped base64 lines in ``text``.
+
+    A run is lines of one width (the wrap column) and a last line no longer; a line of another
+    width ends it, so a short line after the blob ("EOF") is not glued on. ``position(i)`` is
+    the offset in ``text`` of character ``i`` of ``joined``; ``span`` is the run's
+    ``(start, end)`` in ``text``.
+    """
+    for block in _BLOCK.finditer(text):
+        lines = list(_LINE.finditer(text, block.start(), block.end()))
+        first = 0
+        while first < len(lines) - 1:
+            width = len(lines[first].group(0))
+            last = first + 1
+            while last < len(lines) - 1 and len(lines[last].group(0)) == width:
+                last += 1
+            if len(lines[last].group(0)) > width:
+                last -= 1  # a longer line starts another run
+            if last > first:
+                yield _joined(lines[first : last + 1])
+            first = last + 1
+
+
+def _joined(
+    lines: list[re.Match[str]],
+) -> tuple[str, Callable[[int], int], tuple[int, int]]:
+    starts: list[int] = []  # offset in joined of each line's first character
+    size = 0
+    for line in lines:
+        starts.append(size)
+        size += len(line.group(0))
+    origins = [line.start() for line in lines]
+
+    def position(i: int) -> int:
+        k = bisect.bisect_right(starts, i) - 1
+        return origins[k] + i - starts[k]
+
+    return "".join(m.group(0) for m in lines), position, (lines[0].start(), lines[-1].end())
