@@ -244,9 +244,7 @@ def test_flat_details_are_redacted_and_times_stored_in_utc(vault: Vault) -> None
     assert vault.audit.verify().ok
 
 
-def test_uniform_records_chain_with_the_rest_and_are_redacted(
-    vault: Vault, db_path: Path
-) -> None:
+def test_uniform_records_chain_with_the_rest_and_are_redacted(vault: Vault, db_path: Path) -> None:
     """The gateway's per-request appender: same chain, same redaction, same stored form."""
     raw = generate_openai_style_key()
     known = Secret(generate_openai_style_key())
@@ -264,7 +262,10 @@ def test_uniform_records_chain_with_the_rest_and_are_redacted(
     appender.append([(when, "anonymous", "GET /v1/models", "10.0.0.1", "ok", (200, 2.0, "m", 1))])
     records = vault.audit.list()
     assert [r.action for r in records[-4:]] == [
-        "gateway.request", "gateway.request", "after.uniform", "gateway.request",
+        "gateway.request",
+        "gateway.request",
+        "after.uniform",
+        "gateway.request",
     ]
     first, second = records[-4], records[-3]
     assert first.details == {"status": 404, "latency_ms": 0.5, "model": None, "ok": False}

@@ -104,8 +104,8 @@ def test_uniform_encoder_matches_canonical_parts(
     values = [data.draw(scalars) for _ in keys]
     action, actor, subject, source, outcome = parts
     when = WHEN.replace(microsecond=micro).astimezone(timezone(timedelta(minutes=offset)))
-    encode = chain.UniformEncoder(action, keys)
-    got = encode(when, actor, subject, source, outcome, values)
+    encode = chain.UniformEncoder(keys)
+    got = encode(when, action, actor, subject, source, outcome, values)
     want = chain.canonical_parts(
         1, when, action, actor, subject, source, outcome, dict(zip(keys, values, strict=True))
     )
@@ -114,11 +114,11 @@ def test_uniform_encoder_matches_canonical_parts(
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), [1], {"a": 1}, b"x"])
 def test_uniform_encoder_rejects_what_json_scalars_are_not(bad: object) -> None:
-    encode = chain.UniformEncoder("a", ["k"])
+    encode = chain.UniformEncoder(["k"])
     with pytest.raises((ValueError, TypeError)):
-        encode(WHEN, "b", "c", "d", "e", [bad])
+        encode(WHEN, "a", "b", "c", "d", "e", [bad])
 
 
 def test_uniform_encoder_rejects_duplicate_keys() -> None:
     with pytest.raises(ValueError, match="distinct"):
-        chain.UniformEncoder("a", ["k", "k"])
+        chain.UniformEncoder(["k", "k"])

@@ -208,26 +208,26 @@ def json_scalar(value: object) -> str:
 
 
 class UniformEncoder:
-    """:func:`canonical_parts` for a stream of records of one ``action`` whose details are
+    """:func:`canonical_parts` (format :data:`FORMAT_VERSION`) for records whose details are
     flat scalars under one fixed set of keys (the gateway's per-request records).
 
-    The key order, the quoted key names and the action are worked out once; a record then
-    costs one string join and one format — the same bytes as :func:`canonical_parts` (tested
-    against it), so such records verify like any other.
+    The key order and the quoted key names are worked out once; a record then costs one
+    string join and one format — the same bytes as :func:`canonical_parts` (tested against
+    it), so such records verify like any other.
     """
 
-    __slots__ = ("_action", "_pairs")
+    __slots__ = ("_pairs",)
 
-    def __init__(self, action: str, keys: Sequence[str]) -> None:
+    def __init__(self, keys: Sequence[str]) -> None:
         if len(set(keys)) != len(keys):
             raise ValueError("detail keys must be distinct")
         order = sorted(range(len(keys)), key=keys.__getitem__)  # json's sort_keys order
         self._pairs = tuple((_escape(keys[i]) + ":", i) for i in order)
-        self._action = _escape(action)
 
     def __call__(
         self,
         when: datetime,
+        action: str,
         actor: str,
         subject: str,
         source: str,
@@ -241,7 +241,7 @@ class UniformEncoder:
         det = "{" + ",".join([name + sc(values[i]) for name, i in self._pairs]) + "}"
         esc = _escape
         text = (
-            f'{{"action":{self._action},"actor":{esc(actor)},"details":{det},'
+            f'{{"action":{esc(action)},"actor":{esc(actor)},"details":{det},'
             f'"outcome":{esc(outcome)},"source":{esc(source)},"subject":{esc(subject)},'
             f'"time":{esc(when_iso)},"v":{FORMAT_VERSION}}}'
         )

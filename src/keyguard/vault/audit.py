@@ -110,6 +110,20 @@ def _clean_map(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
     return out
 
 
+#: a record to chain: time, action, actor, subject, source, outcome, details (a dict, or the
+#: values of a uniform record)
+_Item: TypeAlias = tuple[datetime, str, str, str, str, str, Any]
+_Encode: TypeAlias = Callable[[datetime, str, str, str, str, str, Any], tuple[bytes, str, str]]
+
+
+def _canonical_v1(
+    when: datetime, action: str, actor: str, subject: str, source: str, outcome: str, details: Any
+) -> tuple[bytes, str, str]:
+    return chain.canonical_parts(
+        chain.FORMAT_VERSION, when, action, actor, subject, source, outcome, details
+    )
+
+
 class AuditLog:
     """Append-only, verifiable audit log of one vault."""
 
@@ -128,7 +142,7 @@ class AuditLog:
         mac = hmac.new(self._pseudo_key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
         return "hmac:" + mac.hexdigest()[:32]
 
-    def _prepare(self, event: AuditEvent) -> tuple[datetime, dict[str, Any], tuple[str, ...]]:
+    def _prepare(self, event: AuditEvent) -> _Item:
         when = event.time if event.time is not None else self._clock()
         if when.tzinfo is not timezone.utc:
             if when.tzinfo is None:
@@ -141,14 +155,15 @@ class AuditLog:
         for name, value in event.sensitive.items():
             details[name] = self.pseudonymise(value)
         r = redact_cached
-        texts = (
+        return (
+            when,
             r(event.action),
             r(event.actor),
             r(event.subject),
             r(event.source),
             r(event.outcome),
+            details,
         )
-        return when, details, texts
 
     def append(self, event: AuditEvent) -> AuditRecord:
         """Append one record; returns it as stored."""
@@ -156,65 +171,66 @@ class AuditLog:
 
     def append_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         """Append a batch in one transaction (the gateway batches per-request records)."""
-        prepared = [self._prepare(e) for e in events]
-        if not prepared:
-            return []
-        with self._store.transaction():
-            head = self._store.audit_head()
-            seq, prev = (head.seq, head.hash) if head is not None else (0, chain.GENESIS)
-            records = []
-            rows = []
-            fmt = chain.FORMAT_VERSION
-            for when, details, (action, actor, subject, source, outcome) in prepared:
-                seq += 1
-                content, when_iso, details_json = chain.canonical_parts(
-                    fmt, when, action, actor, subject, source, outcome, details
-                )
-                digest = self._chain_mac(prev, content)
-                records.append(
-                    AuditRecord(
-                        seq, when, action, actor, subject, source, outcome, details, prev, digest
-                    )
-                )
-                rows.append(
-                    AuditRow(
-                        seq, fmt, when_iso, action, actor, subject, source, outcome,
-                        details_json, prev, digest,
-                    )
-                )
-                prev = digest
-            new_head = AuditHead(seq, prev, chain.head_mac(self._chain_key, seq, prev))
-            self._store.append_audit(rows, new_head)
-        return records
+        items = [self._prepare(e) for e in events]
+        rows = self._write(items, _canonical_v1)
+        return [
+            AuditRecord(
+                row.seq,
+                when,
+                action,
+                actor,
+                subject,
+                source,
+                outcome,
+                details,
+                row.prev_hash,
+                row.hash,
+            )
+            for row, (when, action, actor, subject, source, outcome, details) in zip(
+                rows, items, strict=True
+            )
+        ]
 
     def uniform(self, action: str, keys: Sequence[str]) -> UniformAppender:
         """A fast appender for records of one ``action`` whose details are flat scalars under
         the fixed ``keys`` (the gateway's per-request records); see :class:`UniformAppender`."""
         return UniformAppender(self, action, keys)
 
-    def _append_rows(self, items: Sequence[_UniformItem], encode: chain.UniformEncoder) -> int:
+    def _write(self, items: Sequence[_Item], encode: _Encode) -> list[AuditRow]:
+        """Chain ``items`` after the head and store them, in one transaction."""
+        if not items:
+            return []
         mac = self._chain_mac
         fmt = chain.FORMAT_VERSION
         with self._store.transaction():
             head = self._store.audit_head()
             seq, prev = (head.seq, head.hash) if head is not None else (0, chain.GENESIS)
             rows = []
-            for when, action, actor, subject, source, outcome, values in items:
+            for when, action, actor, subject, source, outcome, details in items:
                 seq += 1
                 content, when_iso, details_json = encode(
-                    when, actor, subject, source, outcome, values
+                    when, action, actor, subject, source, outcome, details
                 )
                 digest = mac(prev, content)
                 rows.append(
                     AuditRow(
-                        seq, fmt, when_iso, action, actor, subject, source, outcome,
-                        details_json, prev, digest,
+                        seq,
+                        fmt,
+                        when_iso,
+                        action,
+                        actor,
+                        subject,
+                        source,
+                        outcome,
+                        details_json,
+                        prev,
+                        digest,
                     )
                 )
                 prev = digest
             new_head = AuditHead(seq, prev, chain.head_mac(self._chain_key, seq, prev))
             self._store.append_audit(rows, new_head)
-        return len(rows)
+        return rows
 
     def list(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
         """Records with ``seq > after_seq``, oldest first."""
@@ -233,9 +249,6 @@ def details_json(record: AuditRecord) -> str:
     return json.dumps(record.details, sort_keys=True, separators=(",", ":"))
 
 
-_UniformItem: TypeAlias = tuple[datetime, str, str, str, str, str, Sequence[object]]
-
-
 class UniformAppender:
     """Appends records of one action with flat details under fixed keys, several times
     cheaper per record than :meth:`AuditLog.append_many` and chained and verified exactly
@@ -250,21 +263,19 @@ class UniformAppender:
         r = redact_cached
         self._log = log
         self._action = r(action)
-        self._encode = chain.UniformEncoder(self._action, [r(k) for k in keys])
+        self._encode = chain.UniformEncoder([r(k) for k in keys])
         self._width = len(keys)
 
     def __repr__(self) -> str:
         return f"UniformAppender({self._action!r})"
 
-    def append(
-        self, rows: Sequence[tuple[datetime, str, str, str, str, Sequence[object]]]
-    ) -> int:
+    def append(self, rows: Sequence[tuple[datetime, str, str, str, str, Sequence[object]]]) -> int:
         """Append ``rows`` in one transaction; returns how many were written."""
         r = redact_cached
         action = self._action
         width = self._width
         utc = timezone.utc
-        items: list[_UniformItem] = []
+        items: list[_Item] = []
         for when, actor, subject, source, outcome, values in rows:
             if when.tzinfo is not utc:
                 if when.tzinfo is None:
@@ -274,6 +285,4 @@ class UniformAppender:
                 raise ValueError(f"expected {width} detail values, got {len(values)}")
             values = [r(v) if type(v) is str else v for v in values]  # type: ignore[arg-type]
             items.append((when, action, r(actor), r(subject), r(source), r(outcome), values))
-        if not items:
-            return 0
-        return self._log._append_rows(items, self._encode)
+        return len(self._log._write(items, self._encode))
