@@ -2,7 +2,8 @@
 
 Both talk to ``git`` through two or three subprocesses whatever the size of the change:
 ``git diff --cached --raw`` + one ``git cat-file --batch`` for the index, and one streamed
-``git log --all -p`` for history.
+``git log --all -p`` for history (plus, when it shows binary files, one ``cat-file`` for their
+blobs: UTF-16 text is binary to git; see :mod:`keyguard.scanner.gitblobs`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import IO
 from keyguard.errors import ScanError
 from keyguard.scanner.encoded import ANCHORS, might_hold
 from keyguard.scanner.engine import scan_text
-from keyguard.scanner.model import Finding, ScanReport, Skipped
-from keyguard.scanner.runner import Scanner
+from keyguard.scanner.gitblobs import BinaryVersion, blob_id, blob_sizes, read_blobs
+from keyguard.scanner.model import Finding, RawMatch, ScanReport, Skipped
+from keyguard.scanner.runner import Scanner, scan_data, too_large
 from keyguard.scanner.walk import git_toplevel
 
 _COMMIT = b"\x01commit "
@@ -111,10 +113,14 @@ class _HistoryParser:
         self.keywords = [k for d in scanner.detectors for k in d.keywords]
         self.scan_all = any(not d.keywords for d in scanner.detectors)
         self.report = report
-        self.seen: set[str] = set()
-        self.binary: set[str] = set()
+        self.max_size = scanner.max_file_size
+        #: fingerprint -> (commit ordinal, index in report.findings): each key once, oldest
+        self.seen: dict[str, tuple[int, int]] = {}
+        self.binary: set[str] = set()  # paths listed as skipped
+        self.versions: list[BinaryVersion] = []  # binary to git: read after the log
         self.commit: str | None = None
         self.date: str | None = None
+        self.ordinal = 0  # position of the current commit in the log (oldest first)
 
     def _wanted(self, data: bytes) -> bool:
         """Could ``data`` hold a key: does it contain a keyword (or is any detector keyless)?"""
@@ -131,6 +137,7 @@ class _HistoryParser:
         in it (always after the diff lines) applies to the following sections.
         """
         self.report.bytes_scanned += len(section)
+        self.ordinal = self.report.files_scanned  # the commit these diff lines belong to
         self.report.files_scanned += section.count(b"\n" + _COMMIT) + section.startswith(_COMMIT)
         if self._wanted(section):
             self._scan_section(section, encoded=might_hold(section))
@@ -144,8 +151,8 @@ class _HistoryParser:
             self._header(section[begin : end if end >= 0 else len(section)])
 
     def _note_binary(self, section: bytes) -> None:
-        """List a binary file git shows no text for as skipped (once per path), as a tree scan
-        lists the binary files it does not read. Deletions add nothing and are not listed."""
+        """Note a file version git shows no text for: its blob is read after the log (it may
+        be UTF-16 text). Deletions add nothing and are not noted."""
         hunk = section.find(b"\n@@ ")
         at = section.find(_BINARY, 0, hunk if hunk >= 0 else len(section))
         if at < 0:
@@ -160,9 +167,38 @@ class _HistoryParser:
         else:  # "a/P and b/P": the same path twice (--no-renames), quoted alike
             raw = pair[len(pair) - (len(pair) - len(b" and ")) // 2 :]
         path = _unquote_path(raw)[2:]
+        blob = blob_id(section, at + 1)
+        if blob is None:
+            self._skip(path, "binary")
+        else:
+            self.versions.append(BinaryVersion(self.ordinal, self.commit, self.date, path, blob))
+
+    def _skip(self, path: str, reason: str) -> None:
+        """List a file the history scan did not read, once per path."""
         if path not in self.binary:
             self.binary.add(path)
-            self.report.skipped.append(Skipped(path, "binary"))
+            self.report.skipped.append(Skipped(path, reason))
+
+    def scan_binary(self, repo: Path) -> None:
+        """Read every noted binary version (each blob once, up to the size limit) and scan
+        the UTF-16 ones; list the others as skipped, as a tree scan lists binary files."""
+        first: dict[str, BinaryVersion] = {}
+        for version in self.versions:
+            first.setdefault(version.blob, version)
+        sizes = blob_sizes(repo, first)
+        wanted = []
+        for blob, version in first.items():
+            if sizes.get(blob, 0) > self.max_size:
+                self._skip(version.path, too_large(self.max_size))
+            else:
+                wanted.append(blob)
+        for blob, data in read_blobs(repo, wanted):
+            version = first[blob]
+            _, matches, reason, _ = scan_data(data, version.path, self.detectors)
+            if reason is not None:
+                self._skip(version.path, reason)
+            for m in matches:
+                self._record(m, version.path, version.ordinal, version.commit, version.date)
 
     def _scan_section(self, section: bytes, *, encoded: bool = False) -> None:
         """Look only at the added lines that contain a keyword (or, when ``encoded``, an
@@ -211,16 +247,21 @@ class _HistoryParser:
     def _found(self, raw: bytes, file_path: str, line_no: int) -> None:
         text = raw.decode("utf-8", "surrogateescape")
         for m in scan_text(text, self.detectors):
-            f = Finding.from_raw(
-                m._replace(line=line_no),
-                file_path,
-                "history",
-                commit=self.commit,
-                author_date=self.date,
-            )
-            if f.fingerprint not in self.seen:  # each key once: the oldest commit that added it
-                self.seen.add(f.fingerprint)
-                self.report.findings.append(f)
+            self._record(m._replace(line=line_no), file_path, self.ordinal, self.commit, self.date)
+
+    def _record(
+        self, m: RawMatch, path: str, ordinal: int, commit: str | None, date: str | None
+    ) -> None:
+        """Each key once: at the oldest commit that added it (binary blobs are read after the
+        log, so a key they hold may replace a finding from a later commit)."""
+        f = Finding.from_raw(m, path, "history", commit=commit, author_date=date)
+        known = self.seen.get(f.fingerprint)
+        if known is None:
+            self.seen[f.fingerprint] = (ordinal, len(self.report.findings))
+            self.report.findings.append(f)
+        elif ordinal < known[0]:
+            self.seen[f.fingerprint] = (ordinal, known[1])
+            self.report.findings[known[1]] = f
 
 
 def _sections(stream: IO[bytes], block: int = 1 << 20) -> Iterator[bytes]:
@@ -254,6 +295,7 @@ def scan_history(scanner: Scanner, path: Path) -> ScanReport:
     parser = _HistoryParser(scanner, report)
     cmd = ["git", "-C", str(repo), "-c", "core.quotepath=off", "log", "--all", "--reverse",
            "-p", "-U0", "--no-color", "--no-ext-diff", "--no-renames", "--no-textconv",
+           "--full-index",
            "--format=tformat:%x01commit %H %aI"]  # fmt: skip
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None
@@ -263,6 +305,7 @@ def scan_history(scanner: Scanner, path: Path) -> ScanReport:
     if proc.returncode not in (0, None) and b"does not have any commits" not in stderr:
         raise ScanError(f"git log failed: {os.fsdecode(stderr).strip()[:200]}")
     if report.files_scanned:
+        parser.scan_binary(repo)
         parser.scan_messages(repo)
     report.seconds = time.perf_counter() - start
     report.sort()
