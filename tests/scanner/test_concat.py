@@ -187,17 +187,38 @@ def test_reports_and_baseline(tmp_path, scanner, rng):
     assert all(loaded.knows(f) for f in scanner.scan_files(tmp_path, ["app.js"]).findings)
 
 
-def test_history_finds_a_key_split_on_one_line(repo, scanner, rng):
+def test_history_finds_split_keys_on_one_or_several_added_lines(repo, scanner, rng):
     from keyguard.scanner.gitsrc import scan_history
     from scanner.gitutil import git
 
-    key = openai_key(rng)
-    a, b = _split(key, 40)
-    (repo / "a.js").write_text(f'const k = "{a}" + "{b}";\n')
+    k1, k2, k3, k4 = (openai_key(rng) for _ in range(4))
+    marker = k1.index("T3BlbkFJ")
+    a1, b1 = _split(k1, marker + 4)  # the marker itself is cut: no line holds it whole
+    a2, b2, c2 = _split(k2, 30, 120)
+    a3, b3 = _split(k3, 70)
+    a4, b4 = _split(k4, 50)
+    (repo / "a.js").write_text("// app\nconst x = 1;\n")
     git(repo, "add", "a.js")
-    git(repo, "commit", "-qm", "add")
-    [f] = scan_history(scanner, repo).findings
-    assert (fp(f.secret.reveal()), f.line, f.encoding) == (fp(key), 1, "concatenated")
+    git(repo, "commit", "-qm", "init")
+    (repo / "a.js").write_text(
+        f'// app\nconst k = "{a1}" + "{b1}";\nconst x = 1;\n'
+        f'const j = "{a2}"\n  + "{b2}"\n  + "{c2}";\n'
+    )
+    (repo / "b.py").write_text(f'K = (\n    "{a3}"\n    "{b3}"\n)\n')
+    (repo / "c.py").write_text(f'K = "{a4}" \\\n    "{b4}"\n')
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "keys")
+    added = git(repo, "rev-parse", "HEAD")
+    (repo / "b.py").write_text("K = None\n")  # removed again: still in history
+    git(repo, "commit", "-qam", "rm")
+    found = {f.fingerprint: f for f in scan_history(scanner, repo).findings}
+    assert {fp_: (f.path, f.line, f.encoding, f.commit) for fp_, f in found.items()} == {
+        fp(k1): ("a.js", 2, "concatenated", added),
+        fp(k2): ("a.js", 4, "concatenated", added),
+        fp(k3): ("b.py", 2, "concatenated", added),
+        fp(k4): ("c.py", 1, "concatenated", added),
+    }
+    assert found[fp(k3)].column == 6
 
 
 def test_many_random_splits_and_joiners(rng):

@@ -35,12 +35,15 @@ _QUOTES = "\"'`"
 #: then an optional operator (``+``, ``.``, ``..``, ``&``, ``||``) and the same again
 _GAP = r"(?:\s|\\\r?\n|(?:#|//)[^\n]*\n)*"
 _JOIN = _GAP + r"(?:(?:\+|\.\.?|&|\|\|)" + _GAP + r")?[rRuUbBfF@$]{0,2}"
+#: the prefilter also runs on ``git log -p`` output, where each added line starts with "+"
+_DIFF_GAP = r"(?:\s|\\\r?\n|(?:#|//)[^\n]*\n|(?<=\n)\+)*"
+_DIFF_JOIN = _DIFF_GAP + r"(?:(?:\+|\.\.?|&|\|\|)" + _DIFF_GAP + r")?[rRuUbBfF@$]{0,2}"
 
 #: ``sk-``, ``kg_`` or ``kga_`` written so that the pattern starts with the literal ``k``: the
 #: regex engine then skips to each ``k`` fast (an alternation of prefixes costs 15x more)
 _PREFILTER = re.compile(
     rb"k(?:(?<=sk)-|ga?_)"
-    + (_KEY_CHARS + "*[" + _QUOTES + "]" + _JOIN + "[" + _QUOTES + "]").encode()
+    + (_KEY_CHARS + "*[" + _QUOTES + "]" + _DIFF_JOIN + "[" + _QUOTES + "]").encode()
 )
 _LEAD = re.compile(r"(?:sk-|kga?_)" + _KEY_CHARS + r"*(?=[" + _QUOTES + "])")
 _NEXT = re.compile(_JOIN + r"(?P<q>[" + _QUOTES + r"])(?P<body>" + _KEY_CHARS + "*)")
@@ -49,6 +52,12 @@ _NEXT = re.compile(_JOIN + r"(?P<q>[" + _QUOTES + r"])(?P<body>" + _KEY_CHARS + 
 def might_hold(data: bytes) -> bool:
     """Cheap test on raw bytes: is a key prefix at the end of a literal joined to another?"""
     return _PREFILTER.search(data) is not None
+
+
+def hits(data: bytes, pos: int = 0) -> Iterator[int]:
+    """Where :func:`might_hold` would pass in ``data`` (from ``pos``): the offset of each hit."""
+    for m in _PREFILTER.finditer(data, pos):
+        yield m.start()
 
 
 def joined_candidates(text: str) -> Iterator[tuple[int, str, str]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from keyguard.errors import ScanError
+from keyguard.scanner import concat
 from keyguard.scanner.encoded import ANCHORS, might_hold
 from keyguard.scanner.engine import scan_text
 from keyguard.scanner.gitblobs import BinaryVersion, blob_id, blob_sizes, read_blobs
@@ -143,6 +144,8 @@ class _HistoryParser:
             self._scan_section(section, encoded=might_hold(section))
         elif might_hold(section):  # a base64-encoded key: look at the lines with an anchor
             self._scan_section(section, encoded=True)
+        if concat.might_hold(section):  # a key split over literals, maybe across lines
+            self._scan_joined(section)
         self._note_binary(section)
         last = section.rfind(b"\n" + _COMMIT)
         if last >= 0 or section.startswith(_COMMIT):
@@ -203,15 +206,10 @@ class _HistoryParser:
     def _scan_section(self, section: bytes, *, encoded: bool = False) -> None:
         """Look only at the added lines that contain a keyword (or, when ``encoded``, an
         anchor of a base64-encoded key); locate them by counting."""
-        first_hunk = section.find(b"\n@@ ")
-        target = section.find(b"\n+++ ", 0, first_hunk)
-        if first_hunk < 0 or target < 0:
-            return  # binary, mode change only, ...
-        # git appends a tab to names that contain a space ("+++ b/a b.txt\t")
-        raw_path = section[target + 5 : section.find(b"\n", target + 1)].rstrip(b"\t")
-        if raw_path == b"/dev/null":
-            return  # a deletion adds nothing
-        file_path = _unquote_path(raw_path)[2:]
+        target = self._target(section)
+        if target is None:
+            return
+        first_hunk, file_path = target
         done: set[int] = set()
         # every added line starts with '+': with scan_all, each one is a hit
         keywords = [b"+"] if self.scan_all else self.keywords + list(ANCHORS if encoded else ())
@@ -225,6 +223,50 @@ class _HistoryParser:
                     line = section[start + 1 : end if end >= 0 else len(section)]
                     self._found(line, file_path, self._line_number(section, start))
                 hit = section.find(keyword, hit + len(keyword))
+
+    @staticmethod
+    def _target(section: bytes) -> tuple[int, str] | None:
+        """``(offset of the first hunk, path)`` of a diff that adds lines, else ``None``."""
+        first_hunk = section.find(b"\n@@ ")
+        target = section.find(b"\n+++ ", 0, first_hunk)
+        if first_hunk < 0 or target < 0:
+            return None  # binary, mode change only, ...
+        # git appends a tab to names that contain a space ("+++ b/a b.txt\t")
+        raw_path = section[target + 5 : section.find(b"\n", target + 1)].rstrip(b"\t")
+        if raw_path == b"/dev/null":
+            return None  # a deletion adds nothing
+        return first_hunk, _unquote_path(raw_path)[2:]
+
+    def _scan_joined(self, section: bytes) -> None:
+        """Keys split over string literals joined across lines: each run of consecutive added
+        lines around a hit of the concatenation prefilter is scanned as one text."""
+        target = self._target(section)
+        if target is None:
+            return
+        first_hunk, file_path = target
+        done = first_hunk
+        for hit in concat.hits(section, first_hunk):
+            start = section.rfind(b"\n", 0, hit) + 1
+            if hit < done or not section.startswith(b"+", start):
+                continue
+            begin = start
+            while (prev := section.rfind(b"\n", 0, begin - 1) + 1) > first_hunk:
+                if not section.startswith(b"+", prev):
+                    break
+                begin = prev
+            end = section.find(b"\n", start)
+            while end >= 0 and section.startswith(b"+", end + 1):
+                end = section.find(b"\n", end + 1)
+            end = end if end >= 0 else len(section)
+            done = end
+            lines = [line[1:] for line in section[begin:end].split(b"\n")]
+            text = b"\n".join(lines).decode("utf-8", "surrogateescape")
+            first = self._line_number(section, begin)
+            for m in scan_text(text, (), base64_detectors=(), concat_detectors=self.detectors):
+                line_no = first + m.line - 1
+                self._record(
+                    m._replace(line=line_no), file_path, self.ordinal, self.commit, self.date
+                )
 
     @staticmethod
     def _line_number(section: bytes, start: int) -> int:
