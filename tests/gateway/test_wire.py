@@ -204,7 +204,39 @@ def test_garbage_after_pipelined_request(gateway: RunningGateway, make_key: Any)
     with connect(gateway) as s:
         s.sendall(good + b"BROKEN REQUEST\r\n\r\n")
         rs = read_responses(s, 2)
-    assert [r.status for r in rs] == [200]  # answered, then the connection closes
+        assert s.recv(1) == b""
+    # the good one is answered, then the rejection, then the connection closes
+    assert [r.status for r in rs] == [200, 400]
+    assert rs[1].headers.get(b"connection") == b"close"
+    _still_serving(gateway)
+
+
+def test_bad_chunk_inside_a_streaming_body(
+    gateway: RunningGateway, upstream: FakeOpenAI, make_key: Any
+) -> None:
+    """A malformed chunk after the body started streaming upstream: 400 at once (not after the
+    body timeout), the upstream never gets a complete request, the gateway serves on."""
+    seen = len(upstream.requests)
+    with connect(gateway) as s:
+        s.sendall(
+            b"POST /v1/test/echo-size HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/octet-stream\r\n"
+            + _auth(make_key())
+            + b"\r\n"
+            + b"400\r\n"
+            + b"y" * 1024
+            + b"\r\n"
+        )
+        time.sleep(0.2)  # the body is streaming to the upstream by now
+        started = time.monotonic()
+        s.sendall(b"zz-not-hex\r\n" + b"y" * 10 + b"\r\n0\r\n\r\n")
+        rs = read_responses(s, 1)
+        assert s.recv(1) == b""
+    assert time.monotonic() - started < 2.0
+    assert [r.status for r in rs] == [400]
+    assert rs[0].json()["error"]["code"] == "bad_request"
+    time.sleep(0.2)
+    assert upstream.requests[seen:] == []
     _still_serving(gateway)
 
 

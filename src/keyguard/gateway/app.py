@@ -41,7 +41,7 @@ from keyguard.gateway.errors import ClientError
 from keyguard.gateway.forward import Forwarder, PreparedBody
 from keyguard.gateway.headers import bearer_token
 from keyguard.gateway.http.messages import BodyTimeout, Request, ResponseWriter
-from keyguard.gateway.http.server import BodyTooLarge
+from keyguard.gateway.http.server import BodyTooLarge, MalformedBody
 from keyguard.gateway.limits import Admission
 from keyguard.gateway.paths import BadPath, check_path, check_query, split_target
 from keyguard.gateway.ports import Authenticator, UpstreamProvider
@@ -139,6 +139,11 @@ class Gateway:
         except BodyTooLarge:
             ctx.status = self._send_error(
                 w, ClientError(413, "request body too large", "request_too_large")
+            )
+        except MalformedBody:
+            req.keep_alive = False
+            ctx.status = self._send_error(
+                w, ClientError(400, "malformed request body", "bad_request")
             )
         except BodyTimeout:
             req.keep_alive = False

@@ -54,7 +54,7 @@ from keyguard.gateway.clientip import (
 from keyguard.gateway.errors import error_body, for_exception
 from keyguard.gateway.headers import bearer_token
 from keyguard.gateway.http.messages import Request, ResponseWriter
-from keyguard.gateway.http.server import BodyTooLarge
+from keyguard.gateway.http.server import BodyTooLarge, MalformedBody
 from keyguard.gateway.limits import Admission
 from keyguard.gateway.paths import BadPath, check_path, check_query
 from keyguard.gateway.throttle import FailedAuthThrottle
@@ -269,6 +269,9 @@ class AdminApi:
             data = await req.body.read_all(self._max_body)
         except (ValueError, BodyTooLarge):
             raise Fail(413, "request body too large", "request_too_large") from None
+        except MalformedBody:
+            req.keep_alive = False
+            raise Fail(400, "malformed request body", "bad_request") from None
         if not data.strip():
             return {}
         try:

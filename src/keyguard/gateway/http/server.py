@@ -11,6 +11,10 @@ afterwards): malformed requests, absolute-form or asterisk targets, upgrades/CON
 ``Content-Length`` or ``Host``, ``Content-Length`` together with ``Transfer-Encoding``, any
 transfer coding other than ``chunked`` (400); headers larger than the limit (431); a declared
 body larger than the limit (413); headers not complete within the header timeout (408).
+Requests received completely before a bad one are still answered, in order; the rejection
+follows them and the connection closes. Bad framing inside a body that is already streaming
+(a malformed chunk) fails that body with :class:`MalformedBody`: the application answers 400
+(or cuts a response already started) and the upstream never sees that body complete.
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self._closing = False
         self._idle = False
         self._state = ConnState()
+        #: a rejection to send once the requests received before it have been answered
+        self._final_error: tuple[int, str, str] | None = None
 
     # ---- connection lifecycle ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -316,21 +322,32 @@ class HttpServerProtocol(asyncio.Protocol):
             if not self._pending:
                 self.resume_reading("pipeline")
             self._start(req, nxt)
+        elif self._final_error is not None:
+            self._write_error_and_close(*self._final_error)
         else:
             self._idle = True
             self._set_timer(self._limits.keepalive_timeout, self._on_idle_timeout)
 
     def _closing_after_response(self) -> None:
+        """Read no more; close once every request received so far has been answered."""
         self.pause_reading("closing")
-        if self._active is not None:
-            self._active.keep_alive = False
+        last = self._pending[-1][0] if self._pending else self._active
+        if last is not None:
+            last.keep_alive = False
 
     def _reject(self, status: int, message: str, code: str) -> None:
-        if self._active is not None or self._pending:
-            # a response is in flight: finish it, then close; the bad request gets no answer
-            for req, _ in self._pending:
-                req.keep_alive = False
+        body, self._body = self._body, None
+        if body is not None and not body.complete:
+            # the bad bytes are inside the body of the newest request (active or queued): its
+            # handler answers it (400, or the response is cut if already started) and the
+            # upstream never sees that body complete; then the connection closes
+            body.fail(MalformedBody(message))
             self._closing_after_response()
+            return
+        if self._active is not None or self._pending:
+            # requests before the bad one are answered in order, then the rejection, then close
+            self._final_error = (status, message, code)
+            self.pause_reading("closing")
             return
         self._write_error_and_close(status, message, code)
 
@@ -381,6 +398,10 @@ class HttpServerProtocol(asyncio.Protocol):
             self._close()
         else:
             self._closing_after_response()
+
+
+class MalformedBody(Exception):
+    """The request body broke HTTP framing (e.g. a bad chunk size) while it was streaming."""
 
 
 class BodyTooLarge(Exception):
