@@ -169,3 +169,96 @@ def test_head_request(gateway: RunningGateway, make_key: Any) -> None:
     r = request(gateway, "HEAD", "/v1/models", token=make_key())
     assert r.status in (200, 501) and r.body == b""
     assert request(gateway, "GET", "/healthz").status == 200
+
+
+class _ExtraBytesUpstream:
+    """A plain-HTTP upstream that answers each request correctly, then (``extra``) sends bytes
+    nobody asked for on the idle keep-alive connection: the start of a forged response."""
+
+    def __init__(self, extra: bytes, in_same_write: bool) -> None:
+        self.extra = extra
+        self.same = in_same_write
+        self.count = 0
+        self._srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self._srv.getsockname()[1]
+        import threading
+
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
+
+    def _conn(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        length = int(v)
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                buf = buf[length:]
+                self.count += 1
+                body = b'{"answer": %d}' % self.count
+                ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                ok += b"Content-Length: %d\r\n\r\n" % len(body) + body
+                if self.same:
+                    conn.sendall(ok + self.extra)
+                else:
+                    conn.sendall(ok)
+                    time.sleep(0.05)
+                    conn.sendall(self.extra)
+
+    def close(self) -> None:
+        self._srv.close()
+
+
+@pytest.mark.parametrize("in_same_write", [True, False])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n",  # a forged head, body to come
+        b'HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{"forged": true}',  # a whole response
+        b"garbage",
+    ],
+)
+def test_unsolicited_upstream_bytes_never_reach_the_next_request(
+    gateway: RunningGateway,
+    vault: Vault,
+    make_key: Any,
+    real_key: str,
+    extra: bytes,
+    in_same_write: bool,
+) -> None:
+    """Bytes an upstream sends after a complete response poison that connection: it is never
+    reused, so they cannot become (part of) the answer to the next request, whoever sends it."""
+    evil = _ExtraBytesUpstream(extra, in_same_write)
+    try:
+        name = _upstream(
+            vault, real_key, f"http://127.0.0.1:{evil.port}/v1", allow_insecure_loopback=True
+        )
+        token = make_key(upstream=name)
+        for i in range(1, 4):
+            r = request(gateway, "GET", "/v1/models", token=token)
+            time.sleep(0.1)  # the extra bytes have arrived on the pooled connection
+            assert r.status == 200, r.body
+            assert b"forged" not in r.body
+            assert r.json() == {"answer": evil.count}, (i, r.body)
+    finally:
+        evil.close()

@@ -48,6 +48,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._high = high_water
         self.lost = False
         self.reused = False
+        self._in_flight = False  # a request has been sent and its response is not complete
         self._reset_state()
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -95,7 +96,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._got_bytes = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError:  # includes _Unsolicited, raised from a callback
             self._fail(UpstreamUnavailable("the upstream sent an invalid HTTP response"))
             self.close()
 
@@ -103,6 +104,12 @@ class UpstreamConnection(asyncio.Protocol):
         return None
 
     # ---- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if not self._in_flight:
+            # bytes after a complete response (or before any request): never part of the next
+            # answer — the connection is poisoned (parsing stops here, data_received closes it)
+            raise _Unsolicited
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
@@ -135,6 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
             # read it now: llhttp resets the flag once this callback returns
             self._keep_alive = self._parser.should_keep_alive()
             self._complete = True
+            self._in_flight = False
             self._wake()
 
     # ---- request side ----------------------------------------------------------------------
@@ -142,6 +150,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Send a request head (and possibly the whole small body with it)."""
         self._reset_state()
         self._head_only = head_only
+        self._in_flight = True
         self.write(head)
 
     def write(self, data: bytes) -> None:
@@ -229,6 +238,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.lost = True
         if self.transport is not None:
             self.transport.abort()
+
+
+class _Unsolicited(Exception):
+    """The upstream sent a response nobody asked for (after a complete one, or while idle)."""
 
 
 def _expire(fut: asyncio.Future[None]) -> None:
