@@ -1,4 +1,4 @@
-"""PostgreSQL plumbing shared by the store's table groups: pool, transactions, change counter.
+"""PostgreSQL plumbing of the store: pool, transactions, change counter, the SQL hooks.
 
 Connections come from a small :class:`psycopg_pool.ConnectionPool` (autocommit), so the gateway's
 event loop (cache checks) never queues behind its audit thread's batch. A transaction belongs to
@@ -25,14 +25,27 @@ from psycopg_pool import ConnectionPool
 from keyguard.errors import StorageError
 from keyguard.storage.postgres_conn import PgTarget
 from keyguard.storage.postgres_schema import LOCK_NAMESPACE, migrate
+from keyguard.storage.sqlbase import Row, SqlBase
 
 _T = TypeVar("_T")
 Conn = psycopg.Connection[Any]
-Row = tuple[Any, ...]
+
+#: statements of the shared table code (``?`` placeholders) as psycopg wants them (``%s``)
+_PSYCOPG_SQL: dict[str, str] = {}
 
 
-class PgBase:
-    """Connections, transactions and the change counter of one keyguard schema."""
+def _psycopg_sql(sql: str) -> str:
+    """``sql`` with psycopg's placeholders, translated once per statement (statements are
+    constants: values are always parameters, so the cache stays as small as the code)."""
+    q = _PSYCOPG_SQL.get(sql)
+    if q is None:
+        q = _PSYCOPG_SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
+    return q
+
+
+class PgBase(SqlBase):
+    """Connections, transactions, the :class:`~keyguard.storage.sqlbase.SqlBase` hooks and the
+    change counter of one keyguard schema."""
 
     def __init__(self, target: PgTarget, *, pool_size: int = 4, pool_timeout: float = 5.0) -> None:
         self._target = target
@@ -95,35 +108,29 @@ class PgBase:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
-        return self._use(lambda conn: conn.execute(sql, params).fetchone())  # type: ignore[arg-type]
+        q = _psycopg_sql(sql)
+        return self._use(lambda conn: conn.execute(q, params).fetchone())  # type: ignore[arg-type]
 
     def _all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        return self._use(lambda conn: conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
+        q = _psycopg_sql(sql)
+        return self._use(lambda conn: conn.execute(q, params).fetchall())  # type: ignore[arg-type]
 
     def _run(self, sql: str, params: Sequence[object] = ()) -> int:
         """Execute a write inside the current transaction; the number of rows it touched."""
         assert self._tx() is not None, "writes run inside transaction()"
-        return self._use(lambda conn: conn.execute(sql, params).rowcount)  # type: ignore[arg-type]
+        q = _psycopg_sql(sql)
+        return self._use(lambda conn: conn.execute(q, params).rowcount)  # type: ignore[arg-type]
 
     def _run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
         assert self._tx() is not None, "writes run inside transaction()"
+        q = _psycopg_sql(sql)
 
         def run(conn: Conn) -> int:
             with conn.cursor() as cur:
-                cur.executemany(sql, rows)  # type: ignore[arg-type]
+                cur.executemany(q, rows)  # type: ignore[arg-type]
                 return cur.rowcount
 
         return self._use(run) if rows else 0
-
-    def _write(self, sql: str, params: Sequence[object] = (), *, bump: bool = True) -> int:
-        with self.transaction():
-            n = self._run(sql, params)
-            if bump:
-                self._bump()
-            return n
-
-    def _bump(self) -> None:
-        self._run("UPDATE generation SET value = value + 1 WHERE id = 1")
 
     # -- transactions ---------------------------------------------------------------------
 

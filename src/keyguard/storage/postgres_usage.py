@@ -1,52 +1,20 @@
 """The in-process limiter's budget counters in the PostgreSQL vault schema (schema step 3).
 
-Twin of :mod:`keyguard.storage.sqlite_usage`: increments are added with one upsert per
-(key, period), so several processes flushing at once add up instead of overwriting each other.
-Spend writes do not move the store's change counter (spend is not a key change).
+:class:`PgSpendStore` shares the :class:`~keyguard.storage.postgres.PostgresStore`'s pool and
+transactions; its queries are :class:`~keyguard.storage.usage_tables.SpendTables` (both backends).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
-
-from keyguard.storage import codec as c
 from keyguard.storage.postgres_base import PgBase
-from keyguard.storage.sqlite_base import decodes
+from keyguard.storage.usage_tables import SpendTables
 
 
-class PgSpendStore:
+class PgSpendStore(SpendTables):
     """A :class:`~keyguard.limits.ports.SpendStore` over an open PostgreSQL store."""
 
     def __init__(self, store: PgBase) -> None:
-        self._store = store
+        super().__init__(store)
 
     def __repr__(self) -> str:
         return f"PgSpendStore({self._store!r})"
-
-    def add_spend(self, deltas: Mapping[tuple[str, str], int], now: datetime) -> None:
-        if not deltas:
-            return
-        stamp = c.iso(now)
-        rows = [(key_id, period, int(d), stamp) for (key_id, period), d in deltas.items()]
-        with self._store.transaction():
-            self._store._run_many(
-                "INSERT INTO limit_spend (key_id, period, spent_nano, updated_at)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (key_id, period) DO UPDATE SET"
-                " spent_nano = limit_spend.spent_nano + excluded.spent_nano,"
-                " updated_at = excluded.updated_at",
-                rows,
-            )
-
-    @decodes
-    def load_spend(self) -> dict[tuple[str, str], int]:
-        rows = self._store._all("SELECT key_id, period, spent_nano FROM limit_spend")
-        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
-
-    @decodes
-    def spend_of(self, key_id: str) -> dict[str, int]:
-        """Period id -> nano-USD for one key (``keyguard key usage``)."""
-        rows = self._store._all(
-            "SELECT period, spent_nano FROM limit_spend WHERE key_id = %s", (key_id,)
-        )
-        return {str(r[0]): int(r[1]) for r in rows}

@@ -1,4 +1,4 @@
-"""SQLite plumbing shared by the store's table groups: connection, transactions, error mapping.
+"""SQLite plumbing of the store: connection, transactions, error mapping, the SQL hooks.
 
 One connection per store object, guarded by a re-entrant lock (safe to share between threads);
 several processes may open the same file. WAL journal with ``synchronous=FULL`` (a committed
@@ -11,16 +11,17 @@ Every ``sqlite3`` error leaves this package as a :mod:`keyguard.errors` storage 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
 
-from keyguard.errors import KeyguardError, StorageError, StorageUnavailable
+from keyguard.errors import StorageError, StorageUnavailable
+from keyguard.storage.sqlbase import Row, SqlBase, decodes
 from keyguard.storage.sqlite_schema import migrate
+
+__all__ = ["MEMORY", "SqliteBase", "decodes"]
 
 MEMORY = ":memory:"
 
@@ -43,53 +44,9 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-class _Cursor:
-    """A cursor whose fetches wrap driver errors too (decoding happens while fetching)."""
-
-    __slots__ = ("_cur",)
-
-    def __init__(self, cur: sqlite3.Cursor) -> None:
-        self._cur = cur
-
-    @property
-    def rowcount(self) -> int:
-        return self._cur.rowcount
-
-    def fetchone(self) -> Any:
-        try:
-            return self._cur.fetchone()
-        except sqlite3.Error as exc:
-            raise _wrap(exc) from exc
-
-    def fetchall(self) -> list[Any]:
-        try:
-            return self._cur.fetchall()
-        except sqlite3.Error as exc:
-            raise _wrap(exc) from exc
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def decodes(method: _F) -> _F:
-    """Turn a malformed row (a value that does not convert back) into a :class:`StorageError`."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except KeyguardError:
-            raise
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            raise StorageError(
-                f"the database holds a malformed row ({method.__name__}): corrupt or tampered"
-            ) from exc
-
-    return cast(_F, wrapper)
-
-
-class SqliteBase:
-    """Connection, transactions and the change counter of one SQLite database."""
+class SqliteBase(SqlBase):
+    """Connection, transactions, the :class:`~keyguard.storage.sqlbase.SqlBase` hooks and the
+    change counter of one SQLite database."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
         self.path = str(path)
@@ -150,38 +107,40 @@ class SqliteBase:
                     self._conn.execute("ROLLBACK")
                 raise _wrap(exc) from exc
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[None]:
-        """A consistent snapshot for multi-statement reads (joins a write transaction)."""
+    def _one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
         with self._lock:
-            if self._depth:
-                yield
-                return
-            self._run("BEGIN")
+            try:  # fetches wrapped too: decoding happens while fetching
+                row: Row | None = self._conn.execute(sql, params).fetchone()
+            except sqlite3.Error as exc:
+                raise _wrap(exc) from exc
+        return row
+
+    def _all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        with self._lock:
             try:
-                yield
-            finally:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("COMMIT")
+                rows: list[Row] = self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _wrap(exc) from exc
+        return rows
 
-    def _run(self, sql: str, params: Sequence[object] = ()) -> _Cursor:
-        try:
-            return _Cursor(self._conn.execute(sql, params))
-        except sqlite3.Error as exc:
-            raise _wrap(exc) from exc
+    def _run(self, sql: str, params: Sequence[object] = ()) -> int:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).rowcount
+            except sqlite3.Error as exc:
+                raise _wrap(exc) from exc
 
-    def _write(self, sql: str, params: Sequence[object] = (), *, bump: bool = True) -> int:
-        with self.transaction():
-            cur = self._run(sql, params)
-            if bump:
-                self._run("UPDATE generation SET value = value + 1 WHERE id = 1")
-            return cur.rowcount
+    def _run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
+        with self._lock:
+            try:
+                return self._conn.executemany(sql, rows).rowcount
+            except sqlite3.Error as exc:
+                raise _wrap(exc) from exc
 
     @decodes
     def generation(self) -> int:
-        with self._lock:
-            row = self._run("SELECT value FROM generation WHERE id = 1").fetchone()
-        return int(row[0])
+        row = self._one("SELECT value FROM generation WHERE id = 1")
+        return int(row[0])  # type: ignore[index]
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):

@@ -1,9 +1,11 @@
-"""PostgreSQL tables of the audit log: chained records, the head checkpoint, pending events.
+"""Tables of the audit log, written once for both SQL backends: chained records, the head
+checkpoint, pending events.
 
 Appends never fork the chain, whatever number of processes write: the vault reads the head and
-appends inside one :meth:`~PgBase.transaction`, which holds the vault's write lock from its first
-statement to its commit (see :mod:`keyguard.storage.postgres_base`). A caller that appends with
-a stale head (outside a transaction) meets the ``seq`` primary key: :class:`ConcurrentUpdate`.
+appends inside one :meth:`~keyguard.storage.sqlbase.SqlBase.transaction`, which holds the
+vault's write lock from its start to its commit (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an
+advisory lock, see :mod:`keyguard.storage.postgres_base`). A caller that appends with a stale
+head (outside a transaction) meets the ``seq`` primary key: :class:`ConcurrentUpdate`.
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ from keyguard.domain.audit import AuditHead, AuditRecord, AuditRow
 from keyguard.errors import ConcurrentUpdate
 from keyguard.storage import codec as c
 from keyguard.storage.ports import PendingAudit
-from keyguard.storage.postgres_base import PgBase
-from keyguard.storage.sqlite_base import decodes
+from keyguard.storage.sqlbase import SqlBase, decodes
 
 _INSERT = (
-    f"INSERT INTO audit_log ({c.AUDIT_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"  # noqa: S608 - constant column lists
+    f"INSERT INTO audit_log ({c.AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"  # noqa: S608 - constant column lists
     " ON CONFLICT (seq) DO NOTHING"
 )
+_LIST = f"SELECT {c.AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq"  # noqa: S608 - constant column lists
+_LIST_SOME = _LIST + " LIMIT ?"
 
 
-class PgAuditTables(PgBase):
-    """The :class:`~keyguard.storage.ports.AuditStore` part of the PostgreSQL store."""
+class AuditTables(SqlBase):
+    """The :class:`~keyguard.storage.ports.AuditStore` part of the store (no write bumps the
+    generation)."""
 
     @decodes
     def audit_head(self) -> AuditHead | None:
@@ -34,13 +38,11 @@ class PgAuditTables(PgBase):
 
     def append_audit(self, rows: Sequence[AuditRow], head: AuditHead) -> None:
         with self.transaction():
-            # DO NOTHING + a count, not a unique violation: an error would poison the whole
-            # (possibly outer) transaction, where SQLite fails just the statement
-            inserted = self._run_many(_INSERT, rows)
-            if inserted != len(rows):
+            # DO NOTHING + a count, not a unique violation (see keyguard.storage.sqlbase)
+            if self._run_many(_INSERT, rows) != len(rows):
                 raise ConcurrentUpdate("audit sequence number already taken")
             self._run(
-                "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, %s, %s, %s)"
+                "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,"
                 " mac = excluded.mac",
                 (head.seq, head.hash, head.mac),
@@ -48,16 +50,17 @@ class PgAuditTables(PgBase):
 
     @decodes
     def list_audit(self, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
-        rows = self._all(
-            f"SELECT {c.AUDIT_COLUMNS} FROM audit_log WHERE seq > %s ORDER BY seq LIMIT %s",  # noqa: S608 - constant column lists
-            (after_seq, limit),  # LIMIT NULL: no limit
+        rows = (
+            self._all(_LIST, (after_seq,))
+            if limit is None
+            else self._all(_LIST_SOME, (after_seq, limit))
         )
         return [c.audit_from_row(r) for r in rows]
 
     def add_pending_audit(self, event: PendingAudit) -> None:
         self._write(
             "INSERT INTO audit_pending (time, action, actor, source, details)"
-            " VALUES (%s, %s, %s, %s, %s)",
+            " VALUES (?, ?, ?, ?, ?)",
             (
                 c.iso(event.time),
                 event.action,
@@ -70,9 +73,9 @@ class PgAuditTables(PgBase):
 
     @decodes
     def take_pending_audit(self) -> list[PendingAudit]:
-        with self.transaction():
+        with self.transaction():  # the write lock: nothing is added between the two
             rows = self._all(
-                "DELETE FROM audit_pending RETURNING id, time, action, actor, source, details"
+                "SELECT time, action, actor, source, details FROM audit_pending ORDER BY id"
             )
-        rows.sort(key=lambda r: int(r[0]))
-        return [PendingAudit(c.dt_req(r[1]), r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+            self._run("DELETE FROM audit_pending")
+        return [PendingAudit(c.dt_req(r[0]), r[1], r[2], r[3], json.loads(r[4])) for r in rows]

@@ -1,4 +1,5 @@
-"""SQLite table of admin tokens (schema steps 4-5); see :mod:`keyguard.storage.admin_token_schema`.
+"""The admin-token table (schema steps 4-5), written once for both SQL backends; see
+:mod:`keyguard.storage.admin_token_schema` for the table and its row codec.
 
 None of these writes bumps the generation counter: no cache depends on admin tokens.
 """
@@ -18,48 +19,37 @@ from keyguard.storage.admin_token_schema import (
     token_from_row,
     token_params,
 )
-from keyguard.storage.sqlite_base import SqliteBase, decodes
+from keyguard.storage.sqlbase import SqlBase, decodes
 
-_PLACES = ", ".join("?" * INSERT_ARITY)
+_INSERT = (
+    f"INSERT INTO admin_tokens ({INSERT_COLUMNS}) VALUES ({', '.join('?' * INSERT_ARITY)})"  # noqa: S608 - constant column list
+    " ON CONFLICT (token_id) DO NOTHING"
+)
+_GET = f"SELECT {TOKEN_COLUMNS}, digest FROM admin_tokens WHERE token_id = ?"  # noqa: S608 - constant column list
+_LIST = f"SELECT {TOKEN_COLUMNS} FROM admin_tokens ORDER BY created_at, token_id"  # noqa: S608 - constant column list
 
 
-class SqliteAdminTokenTables(SqliteBase):
-    """The :class:`~keyguard.storage.ports.AdminTokenStore` part of the SQLite store."""
+class AdminTokenTables(SqlBase):
+    """The :class:`~keyguard.storage.ports.AdminTokenStore` part of the store."""
 
     def add_admin_token(self, token: AdminToken, digest: bytes) -> None:
-        with self.transaction():
-            found = self._run("SELECT 1 FROM admin_tokens WHERE token_id = ?", (token.token_id,))
-            if found.fetchone():
-                raise AlreadyExists(f"admin token {token.token_id} already exists")
-            self._write(
-                f"INSERT INTO admin_tokens ({INSERT_COLUMNS}) VALUES ({_PLACES})",  # noqa: S608 - constant column list
-                token_params(token, digest),
-                bump=False,
-            )
+        if not self._write(_INSERT, token_params(token, digest), bump=False):
+            raise AlreadyExists(f"admin token {token.token_id} already exists")
 
     @decodes
     def get_admin_token(self, token_id: str) -> tuple[AdminToken, bytes] | None:
-        with self._lock:
-            row = self._run(
-                f"SELECT {TOKEN_COLUMNS}, digest FROM admin_tokens WHERE token_id = ?",  # noqa: S608 - constant column list
-                (token_id,),
-            ).fetchone()
+        row = self._one(_GET, (token_id,))
         return None if row is None else (token_from_row(row), c.blob(row[DIGEST_INDEX]))
 
     @decodes
     def list_admin_tokens(self) -> list[AdminToken]:
-        with self._lock:
-            rows = self._run(
-                f"SELECT {TOKEN_COLUMNS} FROM admin_tokens ORDER BY created_at, token_id"  # noqa: S608 - constant column list
-            ).fetchall()
-        return [token_from_row(r) for r in rows]
+        return [token_from_row(r) for r in self._all(_LIST)]
 
     def revoke_admin_token(self, token_id: str, at: datetime) -> AdminToken:
         with self.transaction():
-            self._write(
+            self._run(
                 "UPDATE admin_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
                 (c.iso(at), token_id),
-                bump=False,
             )
             found = self.get_admin_token(token_id)
         if found is None:

@@ -1,7 +1,8 @@
-"""PostgreSQL tables of rotation: rotation records, leases, admin keys, service-account links.
+"""Tables of rotation, written once for both SQL backends: rotation records, leases, admin
+keys, service-account links.
 
-Same rules as :mod:`keyguard.storage.sqlite_rotation` (none of these writes bumps the
-generation). The compare-and-set of :meth:`save_rotation` and the lease take-over read and then
+None of these writes bumps the generation counter: no cache depends on them. The
+compare-and-set of :meth:`RotationTables.save_rotation` and the lease take-over read and then
 write inside one transaction, which holds the vault's write lock, so they cannot interleave
 with another process doing the same.
 """
@@ -20,10 +21,10 @@ from keyguard.domain.rotation import (
 )
 from keyguard.errors import AlreadyExists, ConcurrentUpdate, KeyNotFound
 from keyguard.storage import codec as c
-from keyguard.storage.postgres_base import PgBase
-from keyguard.storage.sqlite_base import decodes
+from keyguard.storage.sqlbase import SqlBase, decodes
 
 _LINK_COLUMNS = "upstream, version, project_id, account_id, api_key_id, created_at, deleted_at"
+_LINKS = f"SELECT {_LINK_COLUMNS} FROM service_accounts"  # noqa: S608 - constant column list
 
 
 def _link(row: Sequence[object]) -> ServiceAccountLink:
@@ -38,17 +39,17 @@ def _link(row: Sequence[object]) -> ServiceAccountLink:
     )
 
 
-class PgRotationTables(PgBase):
-    """The :class:`~keyguard.storage.ports.RotationStore` part of the PostgreSQL store."""
+class RotationTables(SqlBase):
+    """The :class:`~keyguard.storage.ports.RotationStore` part of the store."""
 
     def _upstream_exists(self, name: str) -> bool:
-        return self._one("SELECT 1 FROM upstreams WHERE name = %s", (name,)) is not None
+        return self._one("SELECT 1 FROM upstreams WHERE name = ?", (name,)) is not None
 
     # -- rotation records -----------------------------------------------------------------
 
     @decodes
     def get_rotation(self, upstream: str) -> UpstreamRotation | None:
-        row = self._one("SELECT record FROM rotations WHERE upstream = %s", (upstream,))
+        row = self._one("SELECT record FROM rotations WHERE upstream = ?", (upstream,))
         return None if row is None else UpstreamRotation.from_json(row[0])
 
     @decodes
@@ -62,7 +63,7 @@ class PgRotationTables(PgBase):
         r = rotation
         with self.transaction():
             row = self._one(
-                "SELECT rotation_id, state FROM rotations WHERE upstream = %s", (r.upstream,)
+                "SELECT rotation_id, state FROM rotations WHERE upstream = ?", (r.upstream,)
             )
             if expect is None:
                 if row is not None and not RotationState(row[1]).terminal:
@@ -75,7 +76,7 @@ class PgRotationTables(PgBase):
                 raise KeyNotFound(f"no upstream credential {r.upstream!r}")
             self._run(
                 "INSERT INTO rotations (upstream, rotation_id, state, updated_at, record)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (upstream) DO UPDATE SET"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (upstream) DO UPDATE SET"
                 " rotation_id = excluded.rotation_id, state = excluded.state,"
                 " updated_at = excluded.updated_at, record = excluded.record",
                 (r.upstream, r.rotation_id, r.state.value, c.iso(r.updated_at), r.to_json()),
@@ -85,11 +86,11 @@ class PgRotationTables(PgBase):
 
     def acquire_lease(self, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
         with self.transaction():
-            found = self._one("SELECT holder, expires_at FROM leases WHERE name = %s", (name,))
+            found = self._one("SELECT holder, expires_at FROM leases WHERE name = ?", (name,))
             if found is not None and found[0] != holder and c.dt_req(found[1]) > now:
                 return False
             self._run(
-                "INSERT INTO leases (name, holder, expires_at) VALUES (%s, %s, %s)"
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
                 " expires_at = excluded.expires_at",
                 (name, holder, c.iso(expires_at)),
@@ -98,11 +99,11 @@ class PgRotationTables(PgBase):
 
     @decodes
     def get_lease(self, name: str) -> Lease | None:
-        row = self._one("SELECT name, holder, expires_at FROM leases WHERE name = %s", (name,))
+        row = self._one("SELECT name, holder, expires_at FROM leases WHERE name = ?", (name,))
         return None if row is None else Lease(row[0], row[1], c.dt_req(row[2]))
 
     def release_lease(self, name: str, holder: str) -> bool:
-        sql = "DELETE FROM leases WHERE name = %s AND holder = %s"
+        sql = "DELETE FROM leases WHERE name = ? AND holder = ?"
         return self._write(sql, (name, holder), bump=False) > 0
 
     # -- admin keys -----------------------------------------------------------------------
@@ -114,7 +115,7 @@ class PgRotationTables(PgBase):
                 raise KeyNotFound(f"no upstream credential {a.upstream!r}")
             self._run(
                 "INSERT INTO admin_keys (upstream, project_id, fingerprint, sealed, created_at)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (upstream) DO UPDATE SET"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (upstream) DO UPDATE SET"
                 " project_id = excluded.project_id, fingerprint = excluded.fingerprint,"
                 " sealed = excluded.sealed, created_at = excluded.created_at",
                 (a.upstream, a.project_id, a.fingerprint, sealed, c.iso(a.created_at)),
@@ -124,7 +125,7 @@ class PgRotationTables(PgBase):
     def get_admin_key(self, upstream: str) -> tuple[AdminKeyRecord, bytes] | None:
         row = self._one(
             "SELECT upstream, project_id, fingerprint, created_at, sealed FROM admin_keys"
-            " WHERE upstream = %s",
+            " WHERE upstream = ?",
             (upstream,),
         )
         if row is None:
@@ -139,7 +140,7 @@ class PgRotationTables(PgBase):
         return [AdminKeyRecord(r[0], r[1], r[2], c.dt_req(r[3])) for r in rows]
 
     def delete_admin_key(self, upstream: str) -> bool:
-        sql = "DELETE FROM admin_keys WHERE upstream = %s"
+        sql = "DELETE FROM admin_keys WHERE upstream = ?"
         return self._write(sql, (upstream,), bump=False) > 0
 
     # -- service-account links ------------------------------------------------------------
@@ -148,7 +149,7 @@ class PgRotationTables(PgBase):
         s = link
         inserted = self._write(
             f"INSERT INTO service_accounts ({_LINK_COLUMNS})"  # noqa: S608 - constant column list
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (upstream, version) DO NOTHING",
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (upstream, version) DO NOTHING",
             (
                 s.upstream,
                 s.version,
@@ -165,18 +166,17 @@ class PgRotationTables(PgBase):
 
     @decodes
     def list_service_accounts(self, upstream: str | None = None) -> list[ServiceAccountLink]:
-        sql = f"SELECT {_LINK_COLUMNS} FROM service_accounts"  # noqa: S608 - constant column list
         rows = (
-            self._all(sql + " WHERE upstream = %s ORDER BY version", (upstream,))
+            self._all(_LINKS + " WHERE upstream = ? ORDER BY version", (upstream,))
             if upstream is not None
-            else self._all(sql + " ORDER BY upstream, version")
+            else self._all(_LINKS + " ORDER BY upstream, version")
         )
         return [_link(r) for r in rows]
 
     def mark_service_account_deleted(self, upstream: str, account_id: str, at: datetime) -> None:
         changed = self._write(
-            "UPDATE service_accounts SET deleted_at = COALESCE(deleted_at, %s)"
-            " WHERE upstream = %s AND account_id = %s",
+            "UPDATE service_accounts SET deleted_at = COALESCE(deleted_at, ?)"
+            " WHERE upstream = ? AND account_id = ?",
             (c.iso(at), upstream, account_id),
             bump=False,
         )
