@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -171,24 +174,18 @@ def test_head_request(gateway: RunningGateway, make_key: Any) -> None:
     assert request(gateway, "GET", "/healthz").status == 200
 
 
-class _ExtraBytesUpstream:
-    """A plain-HTTP upstream that answers each request correctly, then (``extra``) sends bytes
-    nobody asked for on the idle keep-alive connection: the start of a forged response."""
+class _RawUpstream:
+    """A plain-HTTP upstream on loopback that answers the n-th request (1, 2, ...) with the
+    byte strings ``script(n)`` returns, written one after another 50 ms apart."""
 
-    def __init__(self, extra: bytes, in_same_write: bool) -> None:
-        self.extra = extra
-        self.same = in_same_write
+    def __init__(self, script: Callable[[int], list[bytes]]) -> None:
+        self.script = script
         self.count = 0
         self._srv = socket.create_server(("127.0.0.1", 0))
         self.port = self._srv.getsockname()[1]
-        import threading
-
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        import threading
-
         while True:
             try:
                 conn, _ = self._srv.accept()
@@ -197,36 +194,43 @@ class _ExtraBytesUpstream:
             threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
 
     def _conn(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # the gateway may cut a bad connection
+            self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
         buf = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    k, _, v = line.partition(b":")
-                    if k.strip().lower() == b"content-length":
-                        length = int(v)
-                while len(buf) < length:
-                    buf += conn.recv(65536)
-                buf = buf[length:]
-                self.count += 1
-                body = b'{"answer": %d}' % self.count
-                ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                ok += b"Content-Length: %d\r\n\r\n" % len(body) + body
-                if self.same:
-                    conn.sendall(ok + self.extra)
-                else:
-                    conn.sendall(ok)
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    length = int(v)
+            while len(buf) < length:
+                buf += conn.recv(65536)
+            buf = buf[length:]
+            self.count += 1
+            for i, piece in enumerate(self.script(self.count)):
+                if i:
                     time.sleep(0.05)
-                    conn.sendall(self.extra)
+                conn.sendall(piece)
 
     def close(self) -> None:
         self._srv.close()
+
+
+def _ok(n: int) -> bytes:
+    body = b'{"answer": %d}' % n
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % len(body)
+        + body
+    )
 
 
 @pytest.mark.parametrize("in_same_write", [True, False])
@@ -248,7 +252,7 @@ def test_unsolicited_upstream_bytes_never_reach_the_next_request(
 ) -> None:
     """Bytes an upstream sends after a complete response poison that connection: it is never
     reused, so they cannot become (part of) the answer to the next request, whoever sends it."""
-    evil = _ExtraBytesUpstream(extra, in_same_write)
+    evil = _RawUpstream(lambda n: [_ok(n) + extra] if in_same_write else [_ok(n), extra])
     try:
         name = _upstream(
             vault, real_key, f"http://127.0.0.1:{evil.port}/v1", allow_insecure_loopback=True
@@ -262,3 +266,60 @@ def test_unsolicited_upstream_bytes_never_reach_the_next_request(
             assert r.json() == {"answer": evil.count}, (i, r.body)
     finally:
         evil.close()
+
+
+_BAD_FRAMING = [
+    # Content-Length and Transfer-Encoding together (the body really is chunked)
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"10\r\n0123456789abcdef\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+    b"10\r\n0123456789abcdef\r\n0\r\n\r\n",
+    # two different lengths
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 10\r\n\r\n0123456789",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5, 10\r\n\r\n0123456789",
+    # a transfer coding the gateway cannot frame
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n0123456789",
+    # a bad chunk size, a header line without a colon, a CR inside a value
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n0123\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nBroken header\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nX-A: a\rContent-Length: 99\r\nContent-Length: 2\r\n\r\nok",
+    # headers without end (far over any sane size)
+    b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * 200_000 + b"\r\n",
+]
+
+
+@pytest.mark.parametrize("response", _BAD_FRAMING)
+def test_bad_upstream_framing_never_desyncs_the_client(
+    gateway: RunningGateway, vault: Vault, make_key: Any, real_key: str, response: bytes
+) -> None:
+    """Whatever framing the upstream sends, the client gets a 502, a response whose body is
+    exactly as long as its own framing says, or (when the upstream never ends it) a response
+    cut short with the connection closed — and a kept-alive connection stays in step: the next
+    request on it gets its own answer."""
+    raw = _RawUpstream(lambda n: [response] if n == 1 else [_ok(n)])
+    try:
+        name = _upstream(
+            vault, real_key, f"http://127.0.0.1:{raw.port}/v1", allow_insecure_loopback=True
+        )
+        token = make_key(upstream=name)
+        auth = b"Authorization: Bearer " + token.encode() + b"\r\n"
+        one = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n"
+        with connect(gateway) as s:
+            s.sendall(one)
+            (first,) = read_responses(s, 1)
+            assert first.status in (200, 502), first.body
+            if first.status == 502:
+                assert b"invalid HTTP response" in first.body
+            elif b"content-length" in first.headers:
+                assert len(first.body) == int(first.headers[b"content-length"])
+            if not first.complete:  # cut short (the upstream never finished): closed
+                assert s.recv(1) == b""
+                return
+            if first.headers.get(b"connection") == b"close":
+                return  # the gateway ended this connection cleanly
+            s.sendall(one)
+            rs = read_responses(s, 1)
+        assert [r.status for r in rs] == [200], rs and rs[0].body
+        assert rs[0].json() == {"answer": raw.count}
+    finally:
+        raw.close()

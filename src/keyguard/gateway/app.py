@@ -323,8 +323,10 @@ class Gateway:
             code = getattr(exc, "code", "bad_request")
             headers, body = [], errors.error_body(status, str(exc), code)
         if w.started:
-            w.abandon()  # too late for an error response: cut the connection
-            return status
+            if w.committed:
+                w.abandon()  # too late for an error response: cut the connection
+                return status
+            w.discard()  # nothing of the response has left yet: send the error instead
         w.send(status, JSON_HEADERS + headers, body)
         return status
 

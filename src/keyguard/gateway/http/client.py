@@ -23,6 +23,10 @@ from keyguard.errors import UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger("keyguard.gateway")
 
+#: bytes an upstream may send before its response head is complete (OpenAI's are ~1-2 KiB);
+#: beyond it the response is refused (502) rather than buffered
+MAX_RESPONSE_HEAD = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -57,6 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self._head_done = False
+        self._head_bytes = 0
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._complete = False
@@ -94,6 +99,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
+        if not self._head_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD:  # headers without end: never buffer them
+                self._fail(UpstreamUnavailable("the upstream sent an invalid HTTP response"))
+                self.close()
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:  # includes _Unsolicited, raised from a callback

@@ -184,6 +184,7 @@ class ResponseWriter:
 
     __slots__ = (
         "_chunked",
+        "_committed",
         "_expected",
         "_head",
         "_no_body",
@@ -206,6 +207,7 @@ class ResponseWriter:
         self._head = b""
         self._expected: int | None = None
         self._sent = 0
+        self._committed = False
         if req.has_body and (req.header(b"expect") or b"").lower() == b"100-continue":
             req.body.on_first_read = self._send_continue
 
@@ -241,6 +243,24 @@ class ResponseWriter:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         self._head = b"".join(parts)
+
+    @property
+    def committed(self) -> bool:
+        """True once any byte of this response has been handed to the connection."""
+        return self._committed
+
+    def discard(self) -> None:
+        """Forget a started response none of which has been sent yet, so that another (an
+        error) can be sent in its place."""
+        if self._committed or self.finished:
+            raise RuntimeError("response already sent in part")
+        self.started = False
+        self.status = 0
+        self._head = b""
+        self._chunked = False
+        self._no_body = False
+        self._expected = None
+        self._sent = 0
 
     def flush(self) -> None:
         """Send the head now (e.g. before waiting for a slow first body chunk)."""
@@ -292,6 +312,7 @@ class ResponseWriter:
             self._proto.cycle_done(self, False)
 
     def _write_raw(self, data: bytes) -> None:
+        self._committed = True
         t = self._proto.transport
         if t is not None and not t.is_closing():
             t.write(data)
