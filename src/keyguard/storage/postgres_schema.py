@@ -18,12 +18,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from keyguard.errors import StorageError
 from keyguard.storage.admin_token_schema import (
     ADMIN_TOKENS_V4_POSTGRES,
     ADMIN_TOKENS_V5_POSTGRES,
 )
 from keyguard.storage.compromise_schema import COMPROMISE_V6_POSTGRES
+from keyguard.storage.migrations import upgrade
+from keyguard.storage.rotation_schema import ROTATION_V2_POSTGRES
 from keyguard.storage.usage_schema import LIMITS_V3_POSTGRES
 
 #: high bits of keyguard's advisory lock keys ("kg"); the low 32 bits: 0 = migrations,
@@ -123,41 +124,10 @@ _V1 = [
         details TEXT NOT NULL)""",
 ]
 
-# twin of keyguard.storage.rotation_schema.ROTATION_V2
-_V2_ROTATION = [
-    f"""CREATE TABLE rotations (
-        upstream {_C} PRIMARY KEY REFERENCES upstreams (name) ON DELETE CASCADE,
-        rotation_id TEXT NOT NULL,
-        state TEXT NOT NULL,
-        updated_at {_C} NOT NULL,
-        record TEXT NOT NULL)""",
-    f"""CREATE TABLE leases (
-        name {_C} PRIMARY KEY,
-        holder TEXT NOT NULL,
-        expires_at {_C} NOT NULL)""",
-    f"""CREATE TABLE admin_keys (
-        upstream {_C} PRIMARY KEY REFERENCES upstreams (name) ON DELETE CASCADE,
-        project_id TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        sealed BYTEA NOT NULL,
-        created_at {_C} NOT NULL)""",
-    # no foreign key: the link outlives a deleted upstream so drift checks still see it
-    f"""CREATE TABLE service_accounts (
-        upstream {_C} NOT NULL,
-        version BIGINT NOT NULL,
-        project_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        api_key_id TEXT,
-        created_at {_C} NOT NULL,
-        deleted_at {_C},
-        PRIMARY KEY (upstream, version))""",
-    "CREATE INDEX service_accounts_account ON service_accounts (account_id)",
-]
-
 #: MIGRATIONS[i] takes the schema from version i to version i + 1
 MIGRATIONS: list[list[str]] = [
     _V1,
-    _V2_ROTATION,
+    ROTATION_V2_POSTGRES,
     LIMITS_V3_POSTGRES,
     ADMIN_TOKENS_V4_POSTGRES,
     ADMIN_TOKENS_V5_POSTGRES,
@@ -173,19 +143,4 @@ def migrate(conn: psycopg.Connection[Any], schema: str | None) -> int:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         if schema is not None:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        found = int(row[0]) if row else 0
-        if row is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-        if found > SCHEMA_VERSION:
-            raise StorageError(
-                f"database schema version {found} is newer than this keyguard supports"
-                f" ({SCHEMA_VERSION}); upgrade keyguard"
-            )
-        for step in MIGRATIONS[found:]:
-            for statement in step:
-                conn.execute(statement)  # type: ignore[arg-type]
-        if found != SCHEMA_VERSION:
-            conn.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION,))
-    return found
+        return upgrade(lambda statement: conn.execute(statement), MIGRATIONS)  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """Schema step 2: rotation state, leases, admin keys, service-account links.
 
-Plain SQL that PostgreSQL also accepts (``BLOB`` becomes ``BYTEA``). Appended to
-:data:`keyguard.storage.sqlite_schema.MIGRATIONS`; never edit it once released.
+:data:`ROTATION_V2` is step 2 of :data:`keyguard.storage.sqlite_schema.MIGRATIONS`,
+:data:`ROTATION_V2_POSTGRES` its twin in :data:`keyguard.storage.postgres_schema.MIGRATIONS`
+(``COLLATE "C"`` text where rows are sorted or compared, ``BYTEA``, ``BIGINT``). Never edit a
+released step: add a new one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,37 @@ ROTATION_V2 = [
         api_key_id TEXT,
         created_at TEXT NOT NULL,
         deleted_at TEXT,
+        PRIMARY KEY (upstream, version))""",
+    "CREATE INDEX service_accounts_account ON service_accounts (account_id)",
+]
+
+#: the PostgreSQL twin (for keyguard.storage.postgres_schema)
+ROTATION_V2_POSTGRES = [
+    """CREATE TABLE rotations (
+        upstream TEXT COLLATE "C" PRIMARY KEY REFERENCES upstreams (name) ON DELETE CASCADE,
+        rotation_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_at TEXT COLLATE "C" NOT NULL,
+        record TEXT NOT NULL)""",
+    """CREATE TABLE leases (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at TEXT COLLATE "C" NOT NULL)""",
+    """CREATE TABLE admin_keys (
+        upstream TEXT COLLATE "C" PRIMARY KEY REFERENCES upstreams (name) ON DELETE CASCADE,
+        project_id TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        sealed BYTEA NOT NULL,
+        created_at TEXT COLLATE "C" NOT NULL)""",
+    # no foreign key: the link outlives a deleted upstream so drift checks still see it
+    """CREATE TABLE service_accounts (
+        upstream TEXT COLLATE "C" NOT NULL,
+        version BIGINT NOT NULL,
+        project_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        api_key_id TEXT,
+        created_at TEXT COLLATE "C" NOT NULL,
+        deleted_at TEXT COLLATE "C",
         PRIMARY KEY (upstream, version))""",
     "CREATE INDEX service_accounts_account ON service_accounts (account_id)",
 ]

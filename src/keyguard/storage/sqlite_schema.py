@@ -1,17 +1,18 @@
 """SQLite schema as a list of small upgrade steps; ``MIGRATIONS[i]`` upgrades version i to i+1.
 
 The SQL stays close to what PostgreSQL accepts (TEXT timestamps in ISO 8601 UTC, BLOB becomes
-BYTEA, INTEGER PRIMARY KEY becomes BIGINT) so the later PostgreSQL backend can mirror it.
-Never edit a released step: add a new one.
+BYTEA, INTEGER PRIMARY KEY becomes BIGINT) so :mod:`keyguard.storage.postgres_schema` mirrors
+it step for step; :func:`keyguard.storage.migrations.upgrade` runs the steps of both. Never edit
+a released step: add a new one.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-from keyguard.errors import StorageError
 from keyguard.storage.admin_token_schema import ADMIN_TOKENS_V4, ADMIN_TOKENS_V5
 from keyguard.storage.compromise_schema import COMPROMISE_V6
+from keyguard.storage.migrations import upgrade
 from keyguard.storage.rotation_schema import ROTATION_V2
 from keyguard.storage.usage_schema import LIMITS_V3
 
@@ -116,18 +117,4 @@ def migrate(conn: sqlite3.Connection) -> int:
 
     Returns the version found before migrating. Refuses a database newer than this code.
     """
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT version FROM schema_version").fetchone()
-    found = int(row[0]) if row else 0
-    if row is None:
-        conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-    if found > SCHEMA_VERSION:
-        raise StorageError(
-            f"database schema version {found} is newer than this keyguard supports"
-            f" ({SCHEMA_VERSION}); upgrade keyguard"
-        )
-    for step in MIGRATIONS[found:]:
-        for statement in step:
-            conn.execute(statement)
-    conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-    return found
+    return upgrade(conn.execute, MIGRATIONS)
