@@ -308,3 +308,18 @@ def test_rewrite_python_exact_concatenations_only(rng):
     for src in (f'k = f"{a}" "{b}"\n', f'os.environ["X"] = "{a}" "{b}"\n'):
         result = rewrite_python(src, {key}, lambda v, h: "OPENAI_API_KEY")
         assert not result.changed and len(result.unfixable) <= 1
+
+
+def test_the_first_pass_finds_a_join_after_anchors_and_near_misses(rng):
+    from keyguard.scanner.engine import select_joined
+
+    plain, split = openai_key(rng), virtual_key(rng)
+    a, b = _split(split, 20)
+    noise = "import pkg_resources\n" * 100 + f"PLAIN = '{plain}'\n" + "task-x = 1\n" * 50
+    assert select_joined(_all(), noise.encode())[1] is False
+    for text in (noise + f'k = "{a}" + "{b}"\n', f'k = "{a}" + "{b}"\n' + noise):
+        active, joined = select_joined(_all(), text.encode())
+        assert joined and "openai" in [d.name for d in active]
+        assert sorted(fp(m.value) for m in scan_bytes(text.encode(), _all())) == sorted(
+            [fp(plain), fp(split)]
+        )

@@ -16,6 +16,9 @@ from scanner.keygen import all_positive_keys, hard_negatives, openai_key, virtua
 # values are compared by fingerprint: a failing assertion never prints a key-shaped value
 
 
+_ANY = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
 def _all():
     return load_detectors(plugins=False)
 
@@ -96,10 +99,10 @@ def test_no_false_positives_in_wrapped_random_base64_and_fakes(rng):
 
 def test_blocks_and_their_positions():
     text = "x: |\n  QUJD\n  REVG\n  Rw==\nabcdefghijklmnopqrstuvwxyz\nshort\n"
-    blocks = list(wrapped_blocks(text))
+    blocks = list(wrapped_blocks(text, _ANY))
     assert [joined for joined, _, _ in blocks] == ["abcdefghijklmnopqrstuvwxyzshort"]
     text = "x: |\n    QUJDREVGR0hJSktMTU5P\n    UFFSU1RVVldYWVo=\ny: 1\n"
-    [(joined, position, span)] = list(wrapped_blocks(text))
+    [(joined, position, span)] = list(wrapped_blocks(text, _ANY))
     assert text[span[0] : span[1]] == "QUJDREVGR0hJSktMTU5P\n    UFFSU1RVVldYWVo="
     assert base64.b64decode(joined) == b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     assert text[position(0)] == "Q" and text[position(20)] == "U"
@@ -108,7 +111,7 @@ def test_blocks_and_their_positions():
     text = (
         "A" * 20 + "\n" + "B" * 20 + "\n" + "C" * 7 + "\nEOF\n" + "D" * 30 + "\n" + "E" * 40 + "\n"
     )
-    assert [j for j, _, _ in wrapped_blocks(text)] == ["A" * 20 + "B" * 20 + "C" * 7]
+    assert [j for j, _, _ in wrapped_blocks(text, _ANY)] == ["A" * 20 + "B" * 20 + "C" * 7]
 
 
 def test_a_key_plain_and_wrapped_in_one_file_is_reported_at_both_places(rng):
@@ -123,3 +126,21 @@ def test_prefilter_still_cheap_on_code_with_j_and_z_near_line_breaks():
     code = "JSON = 1\nZone = 2\nfoo(J)\n  Z\n" * 100
     assert not might_hold(code.encode())
     assert not might_hold(("J\n" * 200).encode())
+
+
+def test_a_cut_marker_is_found_in_text_with_many_pivot_letters(rng):
+    from keyguard.scanner.encoded import ANCHORS
+
+    key = openai_key(rng)
+    encoded = base64.b64encode(b"K=" + key.encode() + b"\n").decode()
+    noise = "JSON Zone JZ = 1\n" * 100  # far more pivots than are checked one by one
+    found_cut = 0
+    for width in range(20, 90):
+        wrapped = "\n".join(_wrap(encoded, width, "    "))
+        if any(a.decode() in wrapped for a in ANCHORS[:3]):
+            continue  # the marker is whole on one line: not this test's case
+        found_cut += 1
+        for text in (noise + "data: |\n" + wrapped + "\n", "data: |\n" + wrapped + "\n" + noise):
+            assert might_hold(text.encode()), width
+            assert [fp(m.value) for m in scan_text(text, _all())] == [fp(key)], width
+    assert found_cut > 3

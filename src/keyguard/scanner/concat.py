@@ -23,6 +23,7 @@ sequences inside the key, and triple-quoted strings.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 
 #: at most this many literals in one chain, and this many characters in the joined key
@@ -39,24 +40,37 @@ _JOIN = _GAP + r"(?:(?:\+|\.\.?|&|\|\|)" + _GAP + r")?[rRuUbBfF@$]{0,2}"
 _DIFF_GAP = r"(?:\s|\\\r?\n|(?:#|//)[^\n]*\n|(?<=\n)\+)*"
 _DIFF_JOIN = _DIFF_GAP + r"(?:(?:\+|\.\.?|&|\|\|)" + _DIFF_GAP + r")?[rRuUbBfF@$]{0,2}"
 
-#: ``sk-``, ``kg_`` or ``kga_`` written so that the pattern starts with the literal ``k``: the
-#: regex engine then skips to each ``k`` fast (an alternation of prefixes costs 15x more)
-_PREFILTER = re.compile(
-    rb"k(?:(?<=sk)-|ga?_)"
-    + (_KEY_CHARS + "*[" + _QUOTES + "]" + _DIFF_JOIN + "[" + _QUOTES + "]").encode()
-)
-_LEAD = re.compile(r"(?:sk-|kga?_)" + _KEY_CHARS + r"*(?=[" + _QUOTES + "])")
+#: the prefilter after its first byte ``k``: ``sk-`` (the ``-`` checked first, ``sk`` is common in
+#: words), ``kg_`` or ``kga_``, then key characters up to a quote (possessive where Python has it:
+#: a run of key characters holds no quote to backtrack to), a join and another quote.
+#: :func:`keyguard.scanner.detectors.first_pass` merges it with the other ``k…`` anchors
+PREFILTER_REST = (
+    r"(?:-(?<=sk-)|ga?_)"
+    + _KEY_CHARS
+    + ("*+" if sys.version_info >= (3, 11) else "*")
+    + "["
+    + _QUOTES
+    + "]"
+    + _DIFF_JOIN
+    + "["
+    + _QUOTES
+    + "]"
+).encode()
+#: starting with the literal ``k``, the regex engine skips to each ``k`` fast (an alternation of
+#: the prefixes would visit every position: 15x slower)
+PREFILTER = re.compile(b"k" + PREFILTER_REST)
+_LEAD = re.compile(r"k(?:(?<=sk)-|ga?_)" + _KEY_CHARS + r"*(?=[" + _QUOTES + "])")
 _NEXT = re.compile(_JOIN + r"(?P<q>[" + _QUOTES + r"])(?P<body>" + _KEY_CHARS + "*)")
 
 
 def might_hold(data: bytes) -> bool:
     """Cheap test on raw bytes: is a key prefix at the end of a literal joined to another?"""
-    return _PREFILTER.search(data) is not None
+    return PREFILTER.search(data) is not None
 
 
 def hits(data: bytes, pos: int = 0) -> Iterator[int]:
     """Where :func:`might_hold` would pass in ``data`` (from ``pos``): the offset of each hit."""
-    for m in _PREFILTER.finditer(data, pos):
+    for m in PREFILTER.finditer(data, pos):
         yield m.start()
 
 
@@ -70,7 +84,8 @@ def joined_candidates(text: str) -> Iterator[tuple[int, str, str]]:
     pos = 0
     while (lead := _LEAD.search(text, pos)) is not None:
         pos = lead.end()
-        parts = [lead.group(0)]
+        start = lead.start() - 1 if text.startswith("k-", lead.start()) else lead.start()
+        parts = [text[start:pos]]
         end, total = lead.end() + 1, len(parts[0])  # after the first literal's closing quote
         while len(parts) < MAX_PARTS and total < MAX_LENGTH:
             m = _NEXT.match(text, end)
@@ -84,4 +99,4 @@ def joined_candidates(text: str) -> Iterator[tuple[int, str, str]]:
             else:
                 break  # the key ends inside this literal
         if len(parts) > 1 and any(parts[1:]):
-            yield lead.start(), parts[0], "".join(parts)
+            yield start, parts[0], "".join(parts)

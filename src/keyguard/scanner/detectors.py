@@ -42,6 +42,7 @@ from typing import ClassVar
 
 from keyguard.domain.admin_tokens import ADMIN_TOKEN_RE, is_admin_token
 from keyguard.domain.keys import OPENAI_MARKER, VIRTUAL_KEY_RE, is_virtual_key
+from keyguard.scanner.concat import PREFILTER_REST as JOIN_PREFILTER_REST
 from keyguard.scanner.filters import fake_reason
 
 #: what may stand right before a key that starts after an alphanumeric character: an escape
@@ -191,23 +192,35 @@ BUILTIN_DETECTORS: tuple[type[Detector], ...] = (
 
 
 @functools.lru_cache(maxsize=16)
-def _first_pass(anchors: tuple[bytes, ...]) -> re.Pattern[bytes]:
-    return re.compile(b"|".join(re.escape(a) for a in sorted(set(anchors))))
+def _first_pass(anchors: tuple[bytes, ...], joined: bool) -> re.Pattern[bytes]:
+    ordered = sorted(set(anchors))
+    if not joined:
+        return re.compile(b"|".join(re.escape(a) for a in ordered))
+    # "k(?:JOIN|FJ|g_|…)": one literal first byte for the regex engine to skip to; the join
+    # first, so that it wins over the "kg_" anchor at the same position. No capturing group
+    # (the join is told apart as a hit that is no anchor): a group stops the fast skipping
+    rest = [JOIN_PREFILTER_REST] + [re.escape(a[1:]) for a in ordered if a.startswith(b"k")]
+    others = [re.escape(a) for a in ordered if not a.startswith(b"k")]
+    return re.compile(b"|".join([b"k(?:" + b"|".join(rest) + b")", *others]))
 
 
-def first_pass(detectors: Sequence[Detector]) -> re.Pattern[bytes]:
+def first_pass(detectors: Sequence[Detector], joined: bool = False) -> re.Pattern[bytes]:
     """One bytes regex matching any detector's anchor: a blob it misses has no key at all.
 
     One pass over the data instead of one ``find`` per keyword; with the built-in anchors
-    (``kFJ``, ``kg_``, ``kg%5``) the regex engine factors out the common first byte.
+    (``kFJ``, ``kg_``, ``kg%5``) the regex engine factors out the common first byte. With
+    ``joined``, the same pass looks for a key split over joined string literals
+    (:mod:`keyguard.scanner.concat`), whose prefilter also starts with ``k``: much
+    cheaper than a pass of its own on text full of ``k`` (the pass stops at each one). A hit
+    that is none of the anchors is such a join.
     """
-    return _first_pass_for(tuple(detectors))
+    return _first_pass_for(tuple(detectors), joined)
 
 
 @functools.lru_cache(maxsize=64)
-def _first_pass_for(detectors: tuple[Detector, ...]) -> re.Pattern[bytes]:
+def _first_pass_for(detectors: tuple[Detector, ...], joined: bool) -> re.Pattern[bytes]:
     # keyed on the detector objects themselves: the hot path skips rebuilding the anchors
-    return _first_pass(tuple(a for d in detectors for a in (d.anchors or d.keywords)))
+    return _first_pass(tuple(a for d in detectors for a in (d.anchors or d.keywords)), joined)
 
 
 def _group_declared() -> bool:

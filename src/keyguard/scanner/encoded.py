@@ -61,8 +61,9 @@ _PIVOTS: tuple[tuple[bytes, tuple[tuple[bytes, int], ...]], ...] = (
     (b"J", ((ANCHORS[0], 6), (ANCHORS[2], 3))),  # VDNCbGJrRk, UM0JsYmtGS
     (b"Z", ((ANCHORS[1], 8), (ANCHORS[5], 1), (ANCHORS[8], 1))),  # QzQmxia0ZK, rZ1, rZ2Ff
 )
-#: the anchors with a pivot letter, looked for across line breaks in wrapped base64
-_WRAPPABLE: tuple[bytes, ...] = tuple(a for _, anchors in _PIVOTS for a, _ in anchors)
+#: the marker forms, looked for across line breaks in wrapped base64 (``kg_``/``kga_`` keep too
+#: few fixed characters at alignments 1 and 2 to be told apart from chance once cut in two)
+_WRAPPABLE: tuple[bytes, ...] = ANCHORS[:3]
 #: ``kg_``/``kga_`` at alignment 0 (``a2df``, ``a2dhX``) have no rare letter: one regex pass
 #: whose literal prefix "2d" keeps the regex engine in its fast scanning loop until a "2d"
 _KEYGUARD_PASS = re.compile(rb"2d(?<=a2d)[fh]")
@@ -73,6 +74,10 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     """(any anchor, a run of base64 characters): compiled only when a blob passes."""
     anchors = "|".join(re.escape(a.decode()) for a in sorted(ANCHORS, key=len, reverse=True))
     return re.compile(anchors), re.compile(r"[A-Za-z0-9+/_-]+")
+
+
+#: the anchors as text, for :func:`keyguard.scanner.wrapped.wrapped_blocks`
+ANCHOR_TEXTS: tuple[str, ...] = tuple(a.decode() for a in ANCHORS)
 
 
 def might_hold(data: bytes) -> bool:

@@ -9,12 +9,13 @@ of a base64-encoded key are decoded and matched.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
 from keyguard.scanner import concat
 from keyguard.scanner.detectors import Detector, first_pass, left_boundary_ok
-from keyguard.scanner.encoded import decoded_windows, might_hold
+from keyguard.scanner.encoded import ANCHOR_TEXTS, decoded_windows, might_hold
 from keyguard.scanner.model import RawMatch
 from keyguard.scanner.wrapped import wrapped_blocks
 
@@ -54,18 +55,16 @@ def scan_bytes(
     """Every key in ``data``. Raises :class:`Binary` for content that is not text."""
     encoding = sniff_encoding(data)
     if encoding == "utf-8":
-        active = select(detectors, data)
+        active, joined = select_joined(detectors, data)
         b64 = might_hold(data)
-        joined = concat.might_hold(data)
         if not active and not b64 and not joined:
             return []
         text = data.decode("utf-8", "surrogateescape")
     else:
         text = data.decode(encoding, "replace").lstrip("\ufeff")
         raw = text.encode("utf-8", "surrogatepass")
-        active = select(detectors, raw)
+        active, joined = select_joined(detectors, raw)
         b64 = might_hold(raw)
-        joined = concat.might_hold(raw)
         if not active and not b64 and not joined:
             return []
     matches = scan_text(
@@ -88,23 +87,41 @@ NEAR_MISSES = 32
 
 
 def select(detectors: Sequence[Detector], data: bytes) -> list[Detector]:
+    """The detectors worth running on ``data`` (see :func:`select_joined`)."""
+    return _select(detectors, data, joined=False)[0]
+
+
+def select_joined(detectors: Sequence[Detector], data: bytes) -> tuple[list[Detector], bool]:
+    """The detectors worth running on ``data``, and whether it may hold a key split over
+    joined string literals (:func:`keyguard.scanner.concat.might_hold`, in the same pass)."""
+    return _select(detectors, data, joined=True)
+
+
+def _select(
+    detectors: Sequence[Detector], data: bytes, *, joined: bool
+) -> tuple[list[Detector], bool]:
     """The detectors worth running on ``data``, found with as few passes as possible.
 
     One first-pass regex over every detector's anchors; a hit settles the detectors that own
     that anchor, and the search goes on (from the hit) only for the others. An owner with a
     ``quick`` regex is settled only if the quick regex matches right there; a near miss
     (``pkg_resources`` for ``kg_``) just lets the search go on, so a file with a few of them
-    costs one pass, not three. A file with no anchor costs one pass.
+    costs one pass, not three. A file with no anchor costs one pass. With ``joined`` the
+    pass also looks for the concatenation prefilter, until it matches once.
     """
     # a detector without anchors or keywords cannot be prefiltered: it always runs
     chosen = [d for d in detectors if not (d.anchors or d.keywords)]
     confirmed: list[Detector] = []  # quick regex matched: wanted() is settled
     remaining, pos, misses = [d for d in detectors if d not in chosen], 0, 0
-    while remaining:
-        m = first_pass(remaining).search(data, pos)
+    found_join = False
+    while remaining or joined:
+        m = first_pass(remaining, joined).search(data, pos)
         if m is None:
             break
         hit, start = m.group(0), m.start()
+        if joined and hit not in _anchors(tuple(detectors)):  # a join: search on for anchors
+            found_join, joined, pos = True, False, start
+            continue
         owners = [d for d in remaining if hit in (d.anchors or d.keywords)]
         if not owners:  # cannot happen with non-empty anchors; never loop forever
             break
@@ -123,7 +140,12 @@ def select(detectors: Sequence[Detector], data: bytes) -> list[Detector]:
             settled.append(d)
         remaining = [d for d in remaining if d not in settled]
         pos = start if settled else start + 1
-    return confirmed + [d for d in chosen if d.wanted(data)]
+    return confirmed + [d for d in chosen if d.wanted(data)], found_join
+
+
+@functools.lru_cache(maxsize=64)
+def _anchors(detectors: tuple[Detector, ...]) -> frozenset[bytes]:
+    return frozenset(a for d in detectors for a in (d.anchors or d.keywords))
 
 
 def scan_text(
@@ -178,7 +200,7 @@ def _scan_base64(
     """Keys inside base64 runs, reported where their encoded form starts; runs wrapped over
     several lines (MIME, PEM, YAML block scalars) are joined first."""
     windows, spans = [], []
-    for joined, position, span in wrapped_blocks(text):
+    for joined, position, span in wrapped_blocks(text, ANCHOR_TEXTS):
         spans.append(span)
         windows += [(w, position) for w in decoded_windows(joined)]
     # a line of a wrapped block alone would decode to a cut key, itself key-shaped

@@ -8,7 +8,8 @@ on, so both the prefilter and the decoder have to look across line breaks:
 * :func:`split_anchor_near` is called by the base64 prefilter at each rare pivot letter
   (``J``/``Z``) that is not part of a whole anchor: if a line break is within an anchor's length
   of it, the bytes around it are joined (blanks and line breaks removed) and searched for the
-  anchors. Only pivots next to a line break cost anything.
+  anchors. Only pivots next to a line break cost anything. In data with many pivots,
+  :func:`any_split_anchor` looks for either half of each anchor instead.
 * :func:`wrapped_blocks` finds runs of two or more lines made only of base64 characters (after
   any indentation; lines of one width of at least 16 characters and a last line no longer,
   ``=`` padding only at the end, no line starting ``--``), joins each run into one string and
@@ -29,11 +30,15 @@ _SPAN = 80
 _BREAK_AFTER = re.compile(rb"[A-Za-z0-9+/_-]{0,9}\r?\n[ \t]*[A-Za-z0-9+/_-]")
 _B64_RUN = re.compile(rb"[A-Za-z0-9+/_-]+")
 
-#: a line may not start with "--" (a MIME boundary, a PEM armour line, a markdown rule)
+#: a line may not start with "--" (a MIME boundary, a PEM armour line, a markdown rule). The
+#: pattern starts with a line break, a literal the regex engine skips to fast (``^`` with
+#: ``re.M`` is tried at every position); the text is searched with a line break put in front.
+#: ``(?=(run))\2`` takes a run whole (a look-ahead is never backtracked into): a line that is a
+#: long run followed by something else (``path/to/file.py,sha256=…``) fails at once
+_B64 = "[A-Za-z0-9+/_-]"
 _BLOCK = re.compile(
-    r"(?:^[ \t]*(?!--)[A-Za-z0-9+/_-]{16,}[ \t]*\r?\n)+"
-    r"[ \t]*(?!--)[A-Za-z0-9+/_-]+={0,2}[ \t]*\r?$",
-    re.M,
+    rf"\n((?:[ \t]*(?!--)(?=({_B64}{{16,}}))\2[ \t]*\r?\n)+"
+    rf"[ \t]*(?!--)(?=({_B64}+))\3={{0,2}})[ \t]*\r?(?=\n|\Z)"
 )
 _LINE = re.compile(r"[A-Za-z0-9+/_=-]+")
 
@@ -45,38 +50,61 @@ def split_anchor_near(data: bytes, pos: int, anchors: tuple[bytes, ...]) -> bool
     followed by an indented base64 character, or at most 9 after the indentation of a line that
     follows one ending in a base64 character. Only then are the bytes around it joined.
     """
-    if _BREAK_AFTER.match(data, pos + 1) is None:
+    if data.find(b"\n", pos, pos + _NEAR + 2) >= 0:  # a break after the pivot, close by
+        if _BREAK_AFTER.match(data, pos + 1) is None:
+            return False
+    else:  # a break before it: only indentation and a few base64 characters in between
         start = data.rfind(b"\n", max(0, pos - _SPAN), pos)
         if start < 1:
             return False
         head = data[start + 1 : pos].lstrip(b" \t")
+        if len(head) > _NEAR:
+            return False
         before = data[start - 2 : start].rstrip(b"\r")[-1:]
-        if len(head) > _NEAR or not before or not _B64_RUN.fullmatch(head + before):
+        if not before or not _B64_RUN.fullmatch(head + before):
             return False
     joined = data[max(0, pos - _SPAN) : pos + _SPAN].translate(None, b" \t\r\n")
     return any(a in joined for a in anchors)
 
 
 def any_split_anchor(data: bytes, anchors: tuple[bytes, ...]) -> bool:
-    """Is any anchor in ``data`` once blanks and line breaks are removed (a full pass)?"""
-    if b"\n" not in data:
-        return False
-    joined = data.translate(None, b" \t\r\n")
-    return any(a in joined for a in anchors)
+    """Is one of ``anchors`` in ``data`` cut by a line break (for data with many pivots)?
+
+    A line break cuts an anchor in two: its first or its last half stays whole. Each half is
+    looked for with ``find`` (the C loop, no Python per byte), and the bytes around each hit
+    are joined without blanks and line breaks; past 16 hits of one half, the whole data is.
+    """
+    for anchor in anchors:
+        middle = len(anchor) // 2
+        for half in (anchor[:middle], anchor[middle:]):
+            pos, left = data.find(half), 16
+            while pos >= 0:
+                window = data[max(0, pos - _SPAN) : pos + _SPAN].translate(None, b" \t\r\n")
+                if anchor in window:
+                    return True
+                left -= 1
+                if not left:
+                    return anchor in data.translate(None, b" \t\r\n")
+                pos = data.find(half, pos + 1)
+    return False
 
 
 def wrapped_blocks(
-    text: str,
+    text: str, anchors: tuple[str, ...]
 ) -> Iterator[tuple[str, Callable[[int], int], tuple[int, int]]]:
     """Yield ``(joined, position, span)`` for each run of wrapped base64 lines in ``text``.
 
     A run is lines of one width (the wrap column) and a last line no longer; a line of another
     width ends it, so a short line after the blob ("EOF") is not glued on. ``position(i)`` is
     the offset in ``text`` of character ``i`` of ``joined``; ``span`` is the run's
-    ``(start, end)`` in ``text``.
+    ``(start, end)`` in ``text``. Only runs that hold one of ``anchors`` once their blanks and
+    line breaks are removed are yielded (a PEM bundle of certificates has hundreds of runs).
     """
-    for block in _BLOCK.finditer(text):
-        lines = list(_LINE.finditer(text, block.start(), block.end()))
+    for block in _BLOCK.finditer("\n" + text):
+        joined = "".join(block.group(1).split())
+        if not any(a in joined for a in anchors):
+            continue
+        lines = list(_LINE.finditer(text, block.start(1) - 1, block.end(1) - 1))
         first = 0
         while first < len(lines) - 1:
             width = len(lines[first].group(0))
