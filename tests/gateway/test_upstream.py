@@ -323,3 +323,25 @@ def test_bad_upstream_framing_never_desyncs_the_client(
         assert rs[0].json() == {"answer": raw.count}
     finally:
         raw.close()
+
+
+def test_upstream_trailers_never_become_response_headers(
+    gateway: RunningGateway, vault: Vault, make_key: Any, real_key: str
+) -> None:
+    body = b'{"ok": true}'
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\nX-Evil: 1\r\nSet-Cookie: session=stolen\r\n\r\n" % (len(body), body)
+    )
+    raw = _RawUpstream(lambda n: [chunked])  # head, body and trailers in one write
+    try:
+        name = _upstream(
+            vault, real_key, f"http://127.0.0.1:{raw.port}/v1", allow_insecure_loopback=True
+        )
+        token = make_key(upstream=name)
+        for _ in range(2):
+            r = request(gateway, "GET", "/v1/models", token=token)
+            assert r.status == 200 and r.body == body
+            assert b"x-evil" not in r.headers and b"set-cookie" not in r.headers
+    finally:
+        raw.close()

@@ -274,3 +274,27 @@ def test_slow_body_times_out(gateway_config: Any, vault: Any, make_key: Any) -> 
         got = read_responses(s, 1)
     assert got and got[0].status == 408
     assert time.monotonic() - t0 < 5
+
+
+def test_request_trailers_never_become_upstream_headers(
+    gateway: RunningGateway, upstream: FakeOpenAI, make_key: Any
+) -> None:
+    """Trailer fields arrive after the checks ran (e.g. a second Content-Type): they are
+    dropped, never added to the headers the upstream receives."""
+    seen = len(upstream.requests)
+    body = b'{"model": "gpt-4o-mini"}'
+    with connect(gateway) as s:
+        s.sendall(
+            b"POST /v1/test/headers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n"
+            + _auth(make_key(allowed_models=["gpt-4o-mini"]))
+            + b"\r\n%x\r\n%s\r\n0\r\nX-Injected: yes\r\n" % (len(body), body)
+            + b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+            + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        rs = read_responses(s, 2)
+    assert [r.status for r in rs] == [200, 200]
+    (got,) = upstream.requests[seen:]
+    assert "x-injected" not in got["headers"]
+    assert got["headers"]["content-type"] == "application/json"
+    assert "x-injected" not in rs[0].json()["names"]

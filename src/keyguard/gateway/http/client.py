@@ -122,6 +122,8 @@ class UpstreamConnection(asyncio.Protocol):
             raise _Unsolicited
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # a trailer field after a chunked body: dropped, never a response header
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:

@@ -95,6 +95,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._content_length: int | None = None
         self._chunked = False
         self._has_host = False
+        self._in_head = False  # between the request line and the end of the headers
         self._body: BodyStream | None = None
         self._body_received = 0
         # in-flight work
@@ -194,6 +195,7 @@ class HttpServerProtocol(asyncio.Protocol):
 
     # ---- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._in_head = True
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -214,6 +216,12 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
+        if not self._in_head:
+            # a trailer field (after a chunked body): counted against the limit, then dropped —
+            # it must never turn into a header of the request that was already checked
+            if self._header_bytes > self._limits.max_header_bytes:
+                raise _Reject(431, "request trailers too large", "request_header_too_large")
+            return
         if (
             self._header_bytes > self._limits.max_header_bytes
             or len(self._headers) >= self._limits.max_headers
@@ -237,6 +245,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._headers.append((lname, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         if self._content_length is not None and self._chunked:
             raise _Reject(400, "Content-Length together with Transfer-Encoding", "bad_request")
         if not self._url.startswith(b"/"):
