@@ -202,3 +202,29 @@ def test_interrupted_master_rotation_recovers(cli: CLI) -> None:
     finally:
         vault.close()
     assert not (cli.home / "master.key.new").exists()
+
+
+def test_audit_list_prints_hostile_text_literally(cli: CLI) -> None:
+    """Audit fields come from whoever sent a request: rich markup is printed as text (it used to
+    crash `audit list` with a MarkupError) and terminal control characters are escaped."""
+    from keyguard.domain.audit import AuditEvent
+
+    cli("init")
+    vault = open_vault(load_settings(env=cli.env()), {})
+    try:
+        vault.audit.append(
+            AuditEvent(
+                "gateway.request",
+                "anonymous",
+                subject="GET /v1/[/bold]x\x1b[2J\x1b[1A\u202eevil",
+                source="127.0.0.1",
+                outcome="denied",
+            )
+        )
+    finally:
+        vault.close()
+    out = cli("audit", "list").stdout
+    assert "[/bold]x" in out and "\\x1b[2J\\x1b[1A\\u202eevil" in out
+    assert "\x1b" not in out and "\u202e" not in out
+    data = json.loads(cli("audit", "list", "--json").stdout)
+    assert data[-1]["subject"] == "GET /v1/[/bold]x\x1b[2J\x1b[1A\u202eevil"  # JSON: exact

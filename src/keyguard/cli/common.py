@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from keyguard.domain.display import printable
 from keyguard.domain.redaction import redact
 from keyguard.domain.secret import Secret
 from keyguard.errors import (
@@ -125,9 +126,12 @@ def emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Render a table with rich (plain text when not a terminal)."""
+    """Render a table with rich (plain text when not a terminal). Cells are literal text:
+    never rich markup, and control characters are shown escaped (:func:`printable`) — audit
+    fields such as a request path come from whoever sent the request."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(highlight=False)
     if not console.is_terminal:  # pipes and files get whole values, never "…"-truncated ones
@@ -136,7 +140,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     for h in headers:
         t.add_column(h, overflow="fold")
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(Text("" if v is None else printable(str(v))) for v in row))
     console.print(t)
 
 
@@ -146,7 +150,7 @@ def kv(pairs: Mapping[str, Any]) -> None:
     for k, v in pairs.items():
         if isinstance(v, (list, tuple)):
             v = ", ".join(str(x) for x in v) or "(any)"
-        click.echo(f"{k.ljust(width)}  {'' if v is None else v}")
+        click.echo(printable(f"{k.ljust(width)}  {'' if v is None else v}"))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from keyguard.domain.display import printable
 from keyguard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -61,29 +62,30 @@ def _as_dict(result: FixResult) -> dict[str, Any]:
 
 
 def _print_human(result: FixResult) -> None:
+    # paths, diffs and guidance quote the scanned files: control characters are shown escaped
     for f in result.files:
         if result.dry_run and f.diff:
-            click.echo(f.diff, nl=False)
+            click.echo("\n".join(printable(ln) for ln in f.diff.split("\n")), nl=False)
         for line, name in f.replaced:
             verb = "would read" if result.dry_run else "now reads"
-            click.echo(f"{f.path}:{line}: {verb} os.environ[{name!r}]")
+            click.echo(printable(f"{f.path}:{line}: {verb} os.environ[{name!r}]"))
         for line, cell in f.redacted_outputs:
             what = f"cell {cell} output" if cell is not None else "output"
             verb = "would be redacted" if result.dry_run else "redacted"
-            click.echo(f"{f.path}:{line}: {what} {verb}; rotate this key")
+            click.echo(printable(f"{f.path}:{line}: {what} {verb}; rotate this key"))
         for text in f.guidance:
-            click.echo(f"manual: {text}")
+            click.echo(printable(f"manual: {text}"))
     if result.dry_run:
         for entry in result.planned_env_lines:
-            click.echo(f"would append to {result.env_file}: {entry}")
+            click.echo(printable(f"would append to {result.env_file}: {entry}"))
         for entry in result.planned_vault:
-            click.echo(f"would store in the keyguard vault: {entry}")
+            click.echo(printable(f"would store in the keyguard vault: {entry}"))
         click.echo("dry run: nothing was written")
         return
     for stored in result.stored:
-        click.echo(f"stored {stored}")
+        click.echo(printable(f"stored {stored}"))
     if result.gitignore_updated:
-        click.echo(f"added {result.env_file} to .gitignore")
+        click.echo(printable(f"added {result.env_file} to .gitignore"))
     if result.files:
         click.echo(
             "These keys were in your files (and maybe in git history): rotate them. "
