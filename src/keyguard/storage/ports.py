@@ -1,7 +1,8 @@
 """Storage ports: what the vault needs from a backend, as ``typing.Protocol`` classes.
 
-Backends (SQLite now, PostgreSQL later) implement :class:`VaultStore` and pass the shared
-contract suite (``tests/vault/contract.py``). Rules every backend follows:
+Backends (SQLite and PostgreSQL, one set of queries over :mod:`keyguard.storage.sqlbase`)
+implement :class:`VaultStore` and pass the shared contract suite (``tests/vault/contract.py``).
+Rules every backend follows:
 
 * Each method is atomic. :meth:`Transactional.transaction` groups several calls into one atomic
   write (nested calls join the outer transaction); an exception inside rolls everything back.

@@ -4,7 +4,8 @@ One connection per store object, guarded by a re-entrant lock (safe to share bet
 several processes may open the same file. WAL journal with ``synchronous=FULL`` (a committed
 write survives power loss, not just a crash; writes are small and rare except audit batches),
 foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for write transactions so a writer
-takes the lock before reading what it will change. The file is created with mode 0600.
+takes the lock before reading what it will change; a read outside a transaction is a single
+statement, hence one consistent snapshot. The file is created with mode 0600.
 Every ``sqlite3`` error leaves this package as a :mod:`keyguard.errors` storage error.
 """
 
