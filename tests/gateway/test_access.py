@@ -81,6 +81,9 @@ def test_model_and_endpoint(gateway: RunningGateway, make_key: Any, transcript: 
         b'{"model": "gpt-4o-mini", "model": "o1-pro"}',  # duplicate key: parsers disagree
         b'{"model": ["o1-pro"]}',
         b"model=o1-pro",  # not JSON at all
+        # UTF-16 (json.loads would guess it): the duplicate-key check could not see "model"
+        '{"model": "gpt-4o-mini", "model": "o1-pro"}'.encode("utf-16"),
+        '{"model": "o1-pro"}'.encode("utf-8-sig"),
     ],
 )
 def test_model_smuggling_refused(gateway: RunningGateway, make_key: Any, body: bytes) -> None:

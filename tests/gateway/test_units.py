@@ -129,6 +129,14 @@ def test_model_from_json() -> None:
     assert model_from_json(b"nope") == (False, None)
     with pytest.raises(AmbiguousModel):
         model_from_json(b'{"model": "a", "model": "b"}')
+    with pytest.raises(AmbiguousModel):
+        model_from_json(b'{"model": "a", "mod\\u0065l": "b"}')
+    # only UTF-8 is JSON: in UTF-16/32 (which json.loads would guess) or behind a BOM the
+    # duplicate check cannot see "model", so such a body is not accepted as JSON at all
+    two = '{"model": "gpt-4o-mini", "model": "o1-pro"}'
+    for enc in ("utf-16", "utf-16-le", "utf-32", "utf-8-sig"):
+        assert model_from_json(two.encode(enc)) == (False, None)
+    assert model_from_json('{"model": "gpt-4o-mini", "x": "ünï"}'.encode()) == (True, "gpt-4o-mini")
 
 
 def _form(fields: list[tuple[str, bytes, bool]]) -> bytes:

@@ -34,16 +34,22 @@ def model_from_json(body: bytes) -> tuple[bool, str | None]:
 
 def parse_json_model(body: bytes) -> tuple[bool, str | None, dict[str, Any] | None]:
     """:func:`model_from_json` plus the parsed object when it is a JSON object (so later steps
-    need not parse the body again)."""
+    need not parse the body again).
+
+    Only UTF-8 (without a BOM) counts as JSON, as RFC 8259 requires on the wire: ``json.loads``
+    would also guess UTF-16/32 from raw bytes, where the duplicate-``model`` pre-check below
+    cannot see the key — an upstream parsing such a body differently could then act on another
+    model than the one checked."""
     try:
-        if body.count(b'"model"') > 1 or b"\\u" in body:
+        text = body.decode("utf-8")
+        if text.count('"model"') > 1 or "\\u" in text:
             # only now pay for the duplicate-key check (escapes could spell "model" too)
-            data = json.loads(body, object_pairs_hook=_pairs_hook)
+            data = json.loads(text, object_pairs_hook=_pairs_hook)
         else:
-            data = json.loads(body)
+            data = json.loads(text)
     except AmbiguousModel:
         raise
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return False, None, None
     if isinstance(data, dict):
         model = data.get("model")
