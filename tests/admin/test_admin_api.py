@@ -136,6 +136,10 @@ def test_create_key_validation(client: Client, admin: str) -> None:
     assert error_of(client.post(KEYS, admin, json={"name": "a", "allowed_cidrs": ["x"]}), 400)
     err = error_of(client.post(KEYS, admin, content=b"{not json", headers={}), 400)
     assert err["code"] == "invalid_json"
+    deep = b"[" * 5_000 + b"]" * 5_000  # RecursionError in the parser: a 400, not a 500
+    assert (
+        error_of(client.post(KEYS, admin, content=deep, headers={}), 400)["code"] == "invalid_json"
+    )
     assert error_of(client.post(KEYS, admin, json=["name"]), 400)
     past = {"name": "a", "expires_at": "2001-01-01T00:00:00Z"}
     assert error_of(client.post(KEYS, admin, json=past), 400)

@@ -276,7 +276,7 @@ class AdminApi:
             return {}
         try:
             return json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise Fail(400, "request body is not valid JSON", "invalid_json") from None
 
     async def _dispatch(self, route: Route, call: h.Call) -> h.Payload:
