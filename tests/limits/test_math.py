@@ -190,6 +190,14 @@ def test_estimates() -> None:
     e4 = estimate_request({"input": "abcd", "max_tokens": 10, "n": 3}, "m", p)
     assert e4.tokens == 31
     assert estimate_request({"input": "abcd"}, "text-embedding-3-small", p).tokens == 1
+    # n without a cap: the default per completion (n=4 used to reserve one default only)
+    assert (
+        estimate_request({"input": "abcd", "n": 4}, "m", p, default_output_tokens=100).tokens == 401
+    )
+    assert (
+        estimate_request({"input": "abcd", "n": 10**6}, "m", p, default_output_tokens=1).tokens
+        == 129
+    )
     assert estimate_request(None, "m", p, body_size=400).tokens == 100
     assert estimate_request(None, "m", p, body_size=400, generates=True).tokens == 100 + 1024
 

@@ -168,16 +168,21 @@ def _chars(value: Any) -> int:
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
+def requested_choices(body: Mapping[str, Any]) -> int:
+    """How many completions the request asks for (``n``, at most 128 as OpenAI allows)."""
+    choices = body.get("n")
+    if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+        return min(choices, 128)
+    return 1
+
+
 def requested_output_tokens(body: Mapping[str, Any]) -> int | None:
-    """The output cap the request names, if any (``max_completion_tokens`` first)."""
+    """The output cap the request names, if any (``max_completion_tokens`` first), times the
+    number of completions asked for."""
     for name in _OUTPUT_FIELDS:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            n = value
-            choices = body.get("n")
-            if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
-                n *= min(choices, 128)
-            return n
+            return value * requested_choices(body)
     return None
 
 
@@ -206,7 +211,12 @@ def estimate_request(
         inp = estimate_input_tokens(body)
         cap = requested_output_tokens(body)
         embeddings = model is not None and "embedding" in model
-        out = 0 if embeddings else (cap if cap is not None else default_output_tokens)
+        if embeddings:
+            out = 0
+        elif cap is not None:
+            out = cap
+        else:  # no cap named: the default per completion asked for
+            out = default_output_tokens * requested_choices(body)
     return Estimate(tokens=inp + out, cost_nano=prices.cost_nano(model, inp, out))
 
 
