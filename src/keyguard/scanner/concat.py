@@ -40,13 +40,10 @@ _JOIN = _GAP + r"(?:(?:\+|\.\.?|&|\|\|)" + _GAP + r")?[rRuUbBfF@$]{0,2}"
 _DIFF_GAP = r"(?:\s|\\\r?\n|(?:#|//)[^\n]*\n|(?<=\n)\+)*"
 _DIFF_JOIN = _DIFF_GAP + r"(?:(?:\+|\.\.?|&|\|\|)" + _DIFF_GAP + r")?[rRuUbBfF@$]{0,2}"
 
-#: the prefilter after its first byte ``k``: ``sk-`` (the ``-`` checked first, ``sk`` is common in
-#: words), ``kg_`` or ``kga_``, then key characters up to a quote (possessive where Python has it:
-#: a run of key characters holds no quote to backtrack to), a join and another quote.
-#: :func:`keyguard.scanner.detectors.first_pass` merges it with the other ``k…`` anchors
-PREFILTER_REST = (
-    r"(?:-(?<=sk-)|ga?_)"
-    + _KEY_CHARS
+#: what follows a key prefix in the prefilter: key characters up to a quote (possessive where
+#: Python has it: a run of key characters holds no quote to backtrack to), a join, a quote
+PREFILTER_TAIL = (
+    _KEY_CHARS
     + ("*+" if sys.version_info >= (3, 11) else "*")
     + "["
     + _QUOTES
@@ -56,9 +53,13 @@ PREFILTER_REST = (
     + _QUOTES
     + "]"
 ).encode()
+#: the key prefixes after their ``k``, as regex source: ``sk-`` (the ``-`` checked before the
+#: look-behind: ``sk`` is common in words), ``kg_``, ``kga_``.
+#: :func:`keyguard.scanner.detectors.first_pass` merges them with the other ``k…`` anchors
+PREFIXES_AFTER_K: dict[bytes, bytes] = {b"sk-": rb"-(?<=sk-)", b"kg_": b"g_", b"kga_": b"ga_"}
 #: starting with the literal ``k``, the regex engine skips to each ``k`` fast (an alternation of
 #: the prefixes would visit every position: 15x slower)
-PREFILTER = re.compile(b"k" + PREFILTER_REST)
+PREFILTER = re.compile(b"k(?:" + b"|".join(PREFIXES_AFTER_K.values()) + b")" + PREFILTER_TAIL)
 _LEAD = re.compile(r"k(?:(?<=sk)-|ga?_)" + _KEY_CHARS + r"*(?=[" + _QUOTES + "])")
 _NEXT = re.compile(_JOIN + r"(?P<q>[" + _QUOTES + r"])(?P<body>" + _KEY_CHARS + "*)")
 

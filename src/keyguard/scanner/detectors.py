@@ -42,7 +42,8 @@ from typing import ClassVar
 
 from keyguard.domain.admin_tokens import ADMIN_TOKEN_RE, is_admin_token
 from keyguard.domain.keys import OPENAI_MARKER, VIRTUAL_KEY_RE, is_virtual_key
-from keyguard.scanner.concat import PREFILTER_REST as JOIN_PREFILTER_REST
+from keyguard.scanner.concat import PREFILTER_TAIL as JOIN_TAIL
+from keyguard.scanner.concat import PREFIXES_AFTER_K as JOIN_AFTER_K
 from keyguard.scanner.filters import fake_reason
 
 #: what may stand right before a key that starts after an alphanumeric character: an escape
@@ -196,10 +197,15 @@ def _first_pass(anchors: tuple[bytes, ...], joined: bool) -> re.Pattern[bytes]:
     ordered = sorted(set(anchors))
     if not joined:
         return re.compile(b"|".join(re.escape(a) for a in ordered))
-    # "k(?:JOIN|FJ|g_|…)": one literal first byte for the regex engine to skip to; the join
-    # first, so that it wins over the "kg_" anchor at the same position. No capturing group
-    # (the join is told apart as a hit that is no anchor): a group stops the fast skipping
-    rest = [JOIN_PREFILTER_REST] + [re.escape(a[1:]) for a in ordered if a.startswith(b"k")]
+    # "k(?:-(?<=sk-)TAIL|FJ|g_(?:TAIL)?|…)": one literal first byte for the regex engine to
+    # skip to, and the join shares the "kg_"/"kga_" anchors' steps (the optional tail is tried
+    # first, so a join wins over the anchor at the same position). No capturing group (a join
+    # is told apart as a hit that is no anchor): a group stops the fast skipping
+    tail = b"(?:" + JOIN_TAIL + b")"
+    rest = [JOIN_AFTER_K[p] + tail for p in JOIN_AFTER_K if p not in ordered]
+    for a in ordered:
+        if a.startswith(b"k"):
+            rest.append(re.escape(a[1:]) + (tail + b"?" if a in JOIN_AFTER_K else b""))
     others = [re.escape(a) for a in ordered if not a.startswith(b"k")]
     return re.compile(b"|".join([b"k(?:" + b"|".join(rest) + b")", *others]))
 

@@ -64,6 +64,31 @@ _PIVOTS: tuple[tuple[bytes, tuple[tuple[bytes, int], ...]], ...] = (
 #: the marker forms, looked for across line breaks in wrapped base64 (``kg_``/``kga_`` keep too
 #: few fixed characters at alignments 1 and 2 to be told apart from chance once cut in two)
 _WRAPPABLE: tuple[bytes, ...] = ANCHORS[:3]
+_BEFORE_CUT, _AFTER_CUT = b" \t\n", b"\r\n"
+#: (byte before, byte after) a pivot letter that may be part of a marker form cut by a line
+#: break: the form's own neighbours of the letter, or a break / indentation on one side
+_CUT_NEIGHBOURS: frozenset[tuple[int, int]] = frozenset(
+    (before, after)
+    for _, anchors in _PIVOTS
+    for anchor, i in anchors
+    if anchor in _WRAPPABLE
+    for before in (anchor[i - 1], *_BEFORE_CUT)
+    for after in (anchor[i + 1], *_AFTER_CUT)
+)
+#: per pivot letter: the letter followed by a byte it has before a cut (its marker form's next
+#: character, or a line break), for :func:`_cut_marker_after`
+_CUT_PATTERNS: tuple[re.Pattern[bytes], ...] = tuple(
+    re.compile(
+        re.escape(letter)
+        + b"["
+        + b"".join(
+            re.escape(bytes([c]))
+            for c in sorted({a[i + 1] for a, i in anchors if a in _WRAPPABLE} | set(_AFTER_CUT))
+        )
+        + b"]"
+    )
+    for letter, anchors in _PIVOTS
+)
 #: ``kg_``/``kga_`` at alignment 0 (``a2df``, ``a2dhX``) have no rare letter: one regex pass
 #: whose literal prefix "2d" keeps the regex engine in its fast scanning loop until a "2d"
 _KEYGUARD_PASS = re.compile(rb"2d(?<=a2d)[fh]")
@@ -80,6 +105,26 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
 ANCHOR_TEXTS: tuple[str, ...] = tuple(a.decode() for a in ANCHORS)
 
 
+def _cut_marker_after(data: bytes, start: int) -> bool:
+    """A marker form cut by a line break after ``start``, for data with many pivot letters.
+
+    One regex per letter, the letter followed by a byte it may have before a cut: the letter
+    is its literal first byte, which the regex engine skips to fast; each (rare) hit is
+    checked as in the loop of :func:`might_hold`. Past 256 hits the whole data is joined.
+    """
+    left = 256
+    for pattern in _CUT_PATTERNS:
+        for m in pattern.finditer(data, max(start - 1, 0)):
+            pos = m.start()
+            fits = pos and (data[pos - 1], data[pos + 1]) in _CUT_NEIGHBOURS
+            if fits and split_anchor_near(data, pos, _WRAPPABLE):
+                return True
+            left -= 1
+            if not left:
+                return any_split_anchor(data, _WRAPPABLE)
+    return False
+
+
 def might_hold(data: bytes) -> bool:
     """Cheap test on raw bytes: could ``data`` hold a base64-encoded OpenAI or keyguard key?"""
     if _KEYGUARD_PASS.search(data) is not None:
@@ -91,15 +136,21 @@ def might_hold(data: bytes) -> bool:
             for anchor, index in anchors:
                 if pos >= index and startswith(anchor, pos - index):
                     return True
-            # base64 wrapped over lines: the anchor may be cut by a line break near the letter
-            if split_anchor_near(data, pos, _WRAPPABLE):
+            # base64 wrapped over lines: the anchor may be cut by a line break near the letter;
+            # its neighbours are then the anchor's own or a line break / indentation
+            around = data[pos - 1 : pos + 2] if pos else b""
+            if (
+                len(around) == 3
+                and (around[0], around[2]) in _CUT_NEIGHBOURS
+                and split_anchor_near(data, pos, _WRAPPABLE)
+            ):
                 return True
             left -= 1
             if not left:  # a letter this common here: let find() do the rest
                 # (an anchor starting before ``pos`` would hold this letter before its own)
                 if any(find(a, pos) >= 0 for a, _ in anchors):
                     return True
-                if any_split_anchor(data, _WRAPPABLE):
+                if _cut_marker_after(data, pos):
                     return True
                 break
             pos = find(letter, pos + 1)

@@ -8,8 +8,7 @@ on, so both the prefilter and the decoder have to look across line breaks:
 * :func:`split_anchor_near` is called by the base64 prefilter at each rare pivot letter
   (``J``/``Z``) that is not part of a whole anchor: if a line break is within an anchor's length
   of it, the bytes around it are joined (blanks and line breaks removed) and searched for the
-  anchors. Only pivots next to a line break cost anything. In data with many pivots,
-  :func:`any_split_anchor` looks for either half of each anchor instead.
+  anchors. The prefilter calls it only for pivots whose neighbours fit a cut marker form.
 * :func:`wrapped_blocks` finds runs of two or more lines made only of base64 characters (after
   any indentation; lines of one width of at least 16 characters and a last line no longer,
   ``=`` padding only at the end, no line starting ``--``), joins each run into one string and
@@ -68,25 +67,11 @@ def split_anchor_near(data: bytes, pos: int, anchors: tuple[bytes, ...]) -> bool
 
 
 def any_split_anchor(data: bytes, anchors: tuple[bytes, ...]) -> bool:
-    """Is one of ``anchors`` in ``data`` cut by a line break (for data with many pivots)?
-
-    A line break cuts an anchor in two: its first or its last half stays whole. Each half is
-    looked for with ``find`` (the C loop, no Python per byte), and the bytes around each hit
-    are joined without blanks and line breaks; past 16 hits of one half, the whole data is.
-    """
-    for anchor in anchors:
-        middle = len(anchor) // 2
-        for half in (anchor[:middle], anchor[middle:]):
-            pos, left = data.find(half), 16
-            while pos >= 0:
-                window = data[max(0, pos - _SPAN) : pos + _SPAN].translate(None, b" \t\r\n")
-                if anchor in window:
-                    return True
-                left -= 1
-                if not left:
-                    return anchor in data.translate(None, b" \t\r\n")
-                pos = data.find(half, pos + 1)
-    return False
+    """Is any anchor in ``data`` once blanks and line breaks are removed (a full pass)?"""
+    if b"\n" not in data:
+        return False
+    joined = data.translate(None, b" \t\r\n")
+    return any(a in joined for a in anchors)
 
 
 def wrapped_blocks(
