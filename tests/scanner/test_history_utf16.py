@@ -132,3 +132,21 @@ def test_the_same_blob_in_many_commits_is_read_once(repo, scanner, rng, monkeypa
     [f] = scan_history(scanner, repo).findings
     assert f.commit == first
     assert [len(b) for b in asked] == [1]
+
+
+def test_blob_helpers(repo):
+    from keyguard.scanner.gitblobs import blob_id, blob_sizes, read_blobs
+
+    (repo / "a.bin").write_bytes(b"\x7fELF\x00\x01")
+    (repo / "b.txt").write_text("hi\n")
+    _commit(repo, "add")
+    a, b = git(repo, "rev-parse", "HEAD:a.bin"), git(repo, "rev-parse", "HEAD:b.txt")
+    missing = "0123456789" * 4
+    assert blob_sizes(repo, [a, missing, b]) == {a: 6, b: 3}
+    assert list(read_blobs(repo, [a, missing, b])) == [(a, b"\x7fELF\x00\x01"), (b, b"hi\n")]
+    assert list(read_blobs(repo, [])) == [] and blob_sizes(repo, []) == {}
+    section = f"diff --git a/x b/x\nnew file mode 100644\nindex {'0' * 40}..{a}\nBinary".encode()
+    assert blob_id(section, len(section)) == a
+    assert blob_id(b"diff --git a/x b/x\nBinary", 20) is None
+    deleted = f"diff --git a/x b/x\nindex {a}..{'0' * 40}\nBinary".encode()
+    assert blob_id(deleted, len(deleted)) is None

@@ -11,6 +11,7 @@ Real binary files and oversized blobs are listed as skipped, once per path, as b
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -69,17 +70,27 @@ def read_blobs(repo: Path, blobs: list[str]) -> Iterator[tuple[str, bytes]]:
         raise ScanError(f"cannot run git: {exc}") from exc
     assert proc.stdin is not None and proc.stdout is not None
     with proc:
-        for blob in blobs:  # one request, one answer: never blocks on a full pipe
-            proc.stdin.write(f"{blob}\n".encode())
-            proc.stdin.flush()
-            header = proc.stdout.readline().split()
-            if len(header) != 3:  # "<id> missing"
-                continue
-            size = int(header[2])
-            data = proc.stdout.read(size)
-            proc.stdout.read(1)  # the newline after the content
-            yield blob, data
-        proc.stdin.close()
+        try:
+            for blob in blobs:  # one request, one answer: never blocks on a full pipe
+                proc.stdin.write(f"{blob}\n".encode())
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+                if not line:
+                    raise ScanError("git cat-file stopped answering")
+                header = line.split()
+                if len(header) != 3:  # "<id> missing"
+                    continue
+                size = int(header[2])
+                data = proc.stdout.read(size)
+                proc.stdout.read(1)  # the newline after the content
+                if len(data) != size:
+                    raise ScanError("git cat-file stopped in the middle of a blob")
+                yield blob, data
+        except BrokenPipeError as exc:
+            raise ScanError("git cat-file stopped answering") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
 
 
 def _run(repo: Path, args: list[str], stdin: bytes) -> bytes:

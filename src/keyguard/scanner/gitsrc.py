@@ -197,9 +197,11 @@ class _HistoryParser:
                 wanted.append(blob)
         for blob, data in read_blobs(repo, wanted):
             version = first[blob]
-            _, matches, reason, _ = scan_data(data, version.path, self.detectors)
+            _, matches, reason, nbytes = scan_data(data, version.path, self.detectors)
             if reason is not None:
                 self._skip(version.path, reason)
+            else:
+                self.report.bytes_scanned += nbytes
             for m in matches:
                 self._record(m, version.path, version.ordinal, version.commit, version.date)
 
