@@ -323,3 +323,18 @@ def test_the_first_pass_finds_a_join_after_anchors_and_near_misses(rng):
         assert sorted(fp(m.value) for m in scan_bytes(text.encode(), _all())) == sorted(
             [fp(plain), fp(split)]
         )
+
+
+def test_dry_run_diff_shows_no_piece_of_a_split_key(repo, scanner, rng):
+    key = openai_key(rng)
+    pieces = _split(key, 9, 60, 100, 150)
+    src = "import openai\n\nKEY = (\n" + "".join(f'    "{p}"\n' for p in pieces) + ")\n"
+    (repo / "app.py").write_text(src)
+    _, result = _fix(repo, scanner, dry_run=True)
+    [fix] = result.files
+    assert (repo / "app.py").read_text() == src  # dry run: nothing written
+    assert 'KEY = os.environ["OPENAI_API_KEY"]' in fix.diff
+    assert "<part of sk-proj-…" in fix.diff
+    for piece in pieces:
+        assert piece not in fix.diff
+    assert "import openai" in fix.diff and "KEY" in fix.diff  # ordinary code is left as is

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -85,7 +86,24 @@ def default_env_name(finding_format: str) -> str:
     }.get(finding_format, "OPENAI_API_KEY")
 
 
+#: runs of key characters: a whole key, or a piece of one split over concatenated literals
+_KEY_RUN = re.compile(r"[A-Za-z0-9_-]{4,}")
+
+
 def _redact_all(text: str, values: Sequence[str]) -> str:
+    """``text`` with every key redacted, and every piece of one (a key split over joined
+    literals shows in a diff as pieces: any run of 4 or more key characters found in a key)."""
+
+    def hide(run: re.Match[str]) -> str:
+        piece = run.group(0)
+        if any(value in piece for value in values):
+            return piece  # a whole key (maybe glued to more): replaced below
+        for value in values:
+            if piece in value:
+                return f"<part of {Secret(value, register=False).redacted}>"
+        return piece
+
+    text = _KEY_RUN.sub(hide, text)
     for value in sorted(values, key=len, reverse=True):
         text = text.replace(value, Secret(value, register=False).redacted)
     return text
