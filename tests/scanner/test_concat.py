@@ -1,4 +1,8 @@
-"""Keys split over string literals joined with an operator or by adjacency, in source code."""
+"""Keys split over string literals joined with an operator or by adjacency, in source code.
+
+PYTEST_DONT_REWRITE: pytest's assertion introspection would show the arguments of calls in a
+failing assert (``fp(key)``, a source text holding a key's pieces); plain asserts show nothing.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""--history reads the blobs of files git shows as binary and scans the UTF-16 ones."""
+"""--history reads the blobs of files git shows as binary and scans the UTF-16 ones.
+
+PYTEST_DONT_REWRITE: pytest's assertion introspection would show the arguments of calls in a
+failing assert (``fp(key)``, a source text holding a key's pieces); plain asserts show nothing.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Base64 wrapped over several lines: MIME (76 columns), PEM (64), YAML block scalars."""
+"""Base64 wrapped over several lines: MIME (76 columns), PEM (64), YAML block scalars.
+
+PYTEST_DONT_REWRITE: pytest's assertion introspection would show the arguments of calls in a
+failing assert (``fp(key)``, a source text holding a key's pieces); plain asserts show nothing.
+"""
 
 from __future__ import annotations
 
