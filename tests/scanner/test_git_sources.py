@@ -140,7 +140,7 @@ def test_history_line_numbers_paths_and_odd_content(repo, scanner, rng):
 def test_history_sections_split_across_reads():
     import io
 
-    from keyguard.scanner.gitsrc import _sections
+    from keyguard.scanner.gitdiff import sections as _sections
 
     body = b"\x01commit a d\n\n" + b"".join(
         b"diff --git a/f%d b/f%d\n+++ b/f%d\n@@ -0,0 +1 @@\n+x\n" % (i, i, i) for i in range(50)

@@ -148,3 +148,39 @@ def test_a_cut_marker_is_found_in_text_with_many_pivot_letters(rng):
             assert might_hold(text.encode()), width
             assert [fp(m.value) for m in scan_text(text, _all())] == [fp(key)], width
     assert found_cut > 3
+
+
+def test_history_and_staged_find_wrapped_base64(repo, scanner, rng):
+    from keyguard.scanner.gitsrc import scan_history, scan_staged
+    from scanner.gitutil import git
+
+    k1, k2 = openai_key(rng), openai_key(rng, "svcacct")
+    (repo / "README.md").write_text("hello\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "init")
+    enc1 = base64.b64encode(b"OPENAI_API_KEY=" + k1.encode() + b"\n").decode()
+    enc2 = base64.b64encode(k2.encode()).decode()
+    lines1, lines2 = _wrap(enc1, 76, "    "), _wrap(enc2, 64)
+    text = "kind: Secret\ndata:\n  env: |\n" + "\n".join(lines1) + "\n"
+    (repo / "secret.yaml").write_text(text)
+    (repo / "key.pem").write_text(
+        "-----BEGIN KEY-----\n" + "\n".join(lines2) + "\n-----END KEY-----\n"
+    )
+    git(repo, "add", ".")
+    staged = {
+        f.fingerprint: (f.path, f.line, f.encoding) for f in scan_staged(scanner, repo).findings
+    }
+    git(repo, "commit", "-qm", "secrets")
+    added = git(repo, "rev-parse", "HEAD")
+    (repo / "secret.yaml").write_text("kind: Secret\n")
+    (repo / "key.pem").unlink()
+    git(repo, "commit", "-qam", "remove")
+    found = {
+        f.fingerprint: (f.path, f.line, f.column, f.encoding, f.commit)
+        for f in scan_history(scanner, repo).findings
+    }
+    want1 = ("secret.yaml", *_where(15, 4, 76, "    "), "base64", added)
+    want2 = ("key.pem", 2, 1, "base64", added)
+    expected = {fp(k1): want1, fp(k2): want2}
+    assert found == expected  # no cut key from a single line of a wrapped run
+    assert staged == {key: value[:2] + value[3:4] for key, value in expected.items()}

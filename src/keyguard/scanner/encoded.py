@@ -64,7 +64,9 @@ _PIVOTS: tuple[tuple[bytes, tuple[tuple[bytes, int], ...]], ...] = (
 #: the marker forms, looked for across line breaks in wrapped base64 (``kg_``/``kga_`` keep too
 #: few fixed characters at alignments 1 and 2 to be told apart from chance once cut in two)
 _WRAPPABLE: tuple[bytes, ...] = ANCHORS[:3]
-_BEFORE_CUT, _AFTER_CUT = b" \t\n", b"\r\n"
+#: before a cut marker's second part: indentation, the line break, or the "+" that starts an
+#: added line in ``git log -p`` output (history scans run the prefilter on diffs)
+_BEFORE_CUT, _AFTER_CUT = b" \t\n+", b"\r\n"
 #: (byte before, byte after) a pivot letter that may be part of a marker form cut by a line
 #: break: the form's own neighbours of the letter, or a break / indentation on one side
 _CUT_NEIGHBOURS: frozenset[tuple[int, int]] = frozenset(

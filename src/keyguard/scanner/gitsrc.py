@@ -8,19 +8,20 @@ blobs: UTF-16 text is binary to git; see :mod:`keyguard.scanner.gitblobs`).
 
 from __future__ import annotations
 
-import codecs
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
 
 from keyguard.errors import ScanError
 from keyguard.scanner import concat
-from keyguard.scanner.encoded import ANCHORS, might_hold
+from keyguard.scanner.detectors import Detector
+from keyguard.scanner.encoded import might_hold
 from keyguard.scanner.engine import scan_text
 from keyguard.scanner.gitblobs import BinaryVersion, blob_id, blob_sizes, read_blobs
+from keyguard.scanner.gitdiff import line_number, run_around, runs, sections, unquote_path
+from keyguard.scanner.gitdiff import target as diff_target
 from keyguard.scanner.model import Finding, RawMatch, ScanReport, Skipped
 from keyguard.scanner.runner import Scanner, scan_data, too_large
 from keyguard.scanner.walk import git_toplevel
@@ -92,14 +93,6 @@ def scan_staged(scanner: Scanner, path: Path) -> ScanReport:
     return report
 
 
-def _unquote_path(raw: bytes) -> str:
-    text = raw.decode("utf-8", "surrogateescape")
-    if text.startswith('"') and text.endswith('"'):
-        escaped = codecs.decode(text[1:-1], "unicode_escape")
-        return escaped.encode("latin-1", "surrogateescape").decode("utf-8", "replace")
-    return text
-
-
 class _HistoryParser:
     """Turns ``git log -p -U0`` output into findings, one file diff ("section") at a time.
 
@@ -141,9 +134,9 @@ class _HistoryParser:
         self.ordinal = self.report.files_scanned  # the commit these diff lines belong to
         self.report.files_scanned += section.count(b"\n" + _COMMIT) + section.startswith(_COMMIT)
         if self._wanted(section):
-            self._scan_section(section, encoded=might_hold(section))
-        elif might_hold(section):  # a base64-encoded key: look at the lines with an anchor
-            self._scan_section(section, encoded=True)
+            self._scan_section(section)
+        if might_hold(section):  # a base64-encoded key, maybe wrapped over added lines
+            self._scan_encoded(section)
         if concat.might_hold(section):  # a key split over literals, maybe across lines
             self._scan_joined(section)
         self._note_binary(section)
@@ -169,7 +162,7 @@ class _HistoryParser:
             raw = pair[len(b"/dev/null and ") :]
         else:  # "a/P and b/P": the same path twice (--no-renames), quoted alike
             raw = pair[len(pair) - (len(pair) - len(b" and ")) // 2 :]
-        path = _unquote_path(raw)[2:]
+        path = unquote_path(raw)[2:]
         blob = blob_id(section, at + 1)
         if blob is None:
             self._skip(path, "binary")
@@ -205,16 +198,16 @@ class _HistoryParser:
             for m in matches:
                 self._record(m, version.path, version.ordinal, version.commit, version.date)
 
-    def _scan_section(self, section: bytes, *, encoded: bool = False) -> None:
-        """Look only at the added lines that contain a keyword (or, when ``encoded``, an
-        anchor of a base64-encoded key); locate them by counting."""
-        target = self._target(section)
-        if target is None:
+    def _scan_section(self, section: bytes) -> None:
+        """Look only at the added lines that contain a keyword; locate them by counting.
+        (Base64 is decoded by :meth:`_scan_encoded`, over whole runs of added lines.)"""
+        where = diff_target(section)
+        if where is None:
             return
-        first_hunk, file_path = target
+        first_hunk, file_path = where
         done: set[int] = set()
         # every added line starts with '+': with scan_all, each one is a hit
-        keywords = [b"+"] if self.scan_all else self.keywords + list(ANCHORS if encoded else ())
+        keywords = [b"+"] if self.scan_all else self.keywords
         for keyword in keywords:
             hit = section.find(keyword, first_hunk)
             while hit >= 0:
@@ -223,59 +216,56 @@ class _HistoryParser:
                     done.add(start)
                     end = section.find(b"\n", start)
                     line = section[start + 1 : end if end >= 0 else len(section)]
-                    self._found(line, file_path, self._line_number(section, start))
+                    number = line_number(section, start)
+                    self._found(line, file_path, number, encoded=False)
                 hit = section.find(keyword, hit + len(keyword))
-
-    @staticmethod
-    def _target(section: bytes) -> tuple[int, str] | None:
-        """``(offset of the first hunk, path)`` of a diff that adds lines, else ``None``."""
-        first_hunk = section.find(b"\n@@ ")
-        target = section.find(b"\n+++ ", 0, first_hunk)
-        if first_hunk < 0 or target < 0:
-            return None  # binary, mode change only, ...
-        # git appends a tab to names that contain a space ("+++ b/a b.txt\t")
-        raw_path = section[target + 5 : section.find(b"\n", target + 1)].rstrip(b"\t")
-        if raw_path == b"/dev/null":
-            return None  # a deletion adds nothing
-        return first_hunk, _unquote_path(raw_path)[2:]
 
     def _scan_joined(self, section: bytes) -> None:
         """Keys split over string literals joined across lines: each run of consecutive added
         lines around a hit of the concatenation prefilter is scanned as one text."""
-        target = self._target(section)
-        if target is None:
+        where = diff_target(section)
+        if where is None:
             return
-        first_hunk, file_path = target
+        first_hunk, file_path = where
         done = first_hunk
         for hit in concat.hits(section, first_hunk):
             start = section.rfind(b"\n", 0, hit) + 1
             if hit < done or not section.startswith(b"+", start):
                 continue
-            begin = start
-            while (prev := section.rfind(b"\n", 0, begin - 1) + 1) > first_hunk:
-                if not section.startswith(b"+", prev):
-                    break
-                begin = prev
-            end = section.find(b"\n", start)
-            while end >= 0 and section.startswith(b"+", end + 1):
-                end = section.find(b"\n", end + 1)
-            end = end if end >= 0 else len(section)
-            done = end
-            lines = [line[1:] for line in section[begin:end].split(b"\n")]
-            text = b"\n".join(lines).decode("utf-8", "surrogateescape")
-            first = self._line_number(section, begin)
-            for m in scan_text(text, (), base64_detectors=(), concat_detectors=self.detectors):
-                line_no = first + m.line - 1
-                self._record(
-                    m._replace(line=line_no), file_path, self.ordinal, self.commit, self.date
-                )
+            begin, done = run_around(section, first_hunk, start)
+            self._scan_run(section, begin, done, file_path, concat_detectors=self.detectors)
 
-    @staticmethod
-    def _line_number(section: bytes, start: int) -> int:
-        """New-file line number of the added line at ``start`` (-U0: hunks hold only +/-)."""
-        hunk = section.rfind(b"\n@@ ", 0, start)
-        new = section[hunk + 1 : section.find(b"\n", hunk + 1)].split(b" ")[2]  # +start[,n]
-        return int(new[1:].split(b",")[0]) + section.count(b"\n+", hunk + 1, start)
+    def _scan_encoded(self, section: bytes) -> None:
+        """Base64-encoded keys, also wrapped over several added lines: each run of consecutive
+        added lines that passes the base64 prefilter is decoded as one text (a line of a
+        wrapped run alone would decode to a cut key)."""
+        where = diff_target(section)
+        if where is None:
+            return
+        first_hunk, file_path = where
+        for begin, end in runs(section, first_hunk):
+            if might_hold(section[begin:end]):
+                self._scan_run(section, begin, end, file_path, base64_detectors=self.detectors)
+
+    def _scan_run(
+        self,
+        section: bytes,
+        begin: int,
+        end: int,
+        file_path: str,
+        *,
+        base64_detectors: Sequence[Detector] = (),
+        concat_detectors: Sequence[Detector] = (),
+    ) -> None:
+        """Scan the added lines ``section[begin:end]`` (their "+" removed) as one text."""
+        lines = [line[1:] for line in section[begin:end].split(b"\n")]
+        text = b"\n".join(lines).decode("utf-8", "surrogateescape")
+        first = line_number(section, begin)
+        for m in scan_text(
+            text, (), base64_detectors=base64_detectors, concat_detectors=concat_detectors
+        ):
+            line_no = first + m.line - 1
+            self._record(m._replace(line=line_no), file_path, self.ordinal, self.commit, self.date)
 
     def scan_messages(self, repo: Path) -> None:
         """Keys in commit messages ("old key was sk-…"), reported as ``<commit message>``."""
@@ -288,9 +278,10 @@ class _HistoryParser:
                     if self._wanted(line):
                         self._found(line, "<commit message>", number)
 
-    def _found(self, raw: bytes, file_path: str, line_no: int) -> None:
+    def _found(self, raw: bytes, file_path: str, line_no: int, *, encoded: bool = True) -> None:
+        """Keys in one line (``encoded``: base64-encoded ones too)."""
         text = raw.decode("utf-8", "surrogateescape")
-        for m in scan_text(text, self.detectors):
+        for m in scan_text(text, self.detectors, base64_detectors=None if encoded else ()):
             self._record(m._replace(line=line_no), file_path, self.ordinal, self.commit, self.date)
 
     def _record(
@@ -308,29 +299,6 @@ class _HistoryParser:
             self.report.findings[known[1]] = f
 
 
-def _sections(stream: IO[bytes], block: int = 1 << 20) -> Iterator[bytes]:
-    """Split a byte stream at every ``\ndiff --git `` without holding more than one section."""
-    sep = b"\ndiff --git "
-    pending: list[bytes] = []
-    tail = b""
-    while chunk := stream.read(block):
-        data = tail + chunk
-        pos = 0
-        while (cut := data.find(sep, pos)) >= 0:
-            pending.append(data[pos : cut + 1])
-            yield b"".join(pending)
-            pending = []
-            pos = cut + 1
-        # keep a separator-sized tail so a separator split across reads is still found
-        keep = max(pos, len(data) - len(sep))
-        pending.append(data[pos:keep])
-        tail = data[keep:]
-    pending.append(tail)
-    last = b"".join(pending)
-    if last:
-        yield last
-
-
 def scan_history(scanner: Scanner, path: Path) -> ScanReport:
     """Every key added by any commit reachable from any ref, each reported once (oldest)."""
     repo = require_repo(path)
@@ -343,7 +311,7 @@ def scan_history(scanner: Scanner, path: Path) -> ScanReport:
            "--format=tformat:%x01commit %H %aI"]  # fmt: skip
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None
-        for section in _sections(proc.stdout):
+        for section in sections(proc.stdout):
             parser.feed(section)
         stderr = proc.stderr.read() if proc.stderr else b""
     if proc.returncode not in (0, None) and b"does not have any commits" not in stderr:

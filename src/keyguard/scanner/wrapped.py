@@ -56,13 +56,15 @@ def split_anchor_near(data: bytes, pos: int, anchors: tuple[bytes, ...]) -> bool
         start = data.rfind(b"\n", max(0, pos - _SPAN), pos)
         if start < 1:
             return False
-        head = data[start + 1 : pos].lstrip(b" \t")
+        head = data[start + 1 : pos]
+        head = (head[1:] if head.startswith(b"+") else head).lstrip(b" \t")  # "+": a diff
         if len(head) > _NEAR:
             return False
         before = data[start - 2 : start].rstrip(b"\r")[-1:]
         if not before or not _B64_RUN.fullmatch(head + before):
             return False
-    joined = data[max(0, pos - _SPAN) : pos + _SPAN].translate(None, b" \t\r\n")
+    window = data[max(0, pos - _SPAN) : pos + _SPAN].replace(b"\n+", b"\n")  # diffs' "+"
+    joined = window.translate(None, b" \t\r\n")
     return any(a in joined for a in anchors)
 
 
@@ -70,7 +72,7 @@ def any_split_anchor(data: bytes, anchors: tuple[bytes, ...]) -> bool:
     """Is any anchor in ``data`` once blanks and line breaks are removed (a full pass)?"""
     if b"\n" not in data:
         return False
-    joined = data.translate(None, b" \t\r\n")
+    joined = data.replace(b"\n+", b"\n").translate(None, b" \t\r\n")
     return any(a in joined for a in anchors)
 
 
