@@ -410,3 +410,16 @@ def test_fix_without_libcst_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_libcst)
     result = run("fix", str(tmp_path))
     assert result.exit_code == 2 and "pip install libcst" in result.output
+
+
+def test_hostile_file_names_are_printed_escaped(tmp_path, rng):
+    """A file name with terminal escapes (cursor up, erase line) cannot hide its finding."""
+    key = openai_key(rng)
+    name = "x\x1b[1A\x1b[2K\u202ey.py"
+    (tmp_path / name).write_text(f"k = '{key}'\n")
+    text = run("scan", str(tmp_path))
+    assert text.exit_code == 1
+    assert "x\\x1b[1A\\x1b[2K\\u202ey.py" in text.output
+    assert "\x1b" not in text.output and "\u202e" not in text.output
+    doc = json.loads(run("scan", "--json", str(tmp_path)).output)
+    assert [f["path"] for f in doc["findings"]] == [str(tmp_path / name)]  # JSON: exact

@@ -8,6 +8,7 @@ import json
 from itertools import groupby
 from typing import IO, Any
 
+from keyguard.domain.display import printable
 from keyguard.scanner.model import Finding, ScanReport
 
 JSON_VERSION = 1
@@ -89,7 +90,9 @@ def render_text(report: ScanReport, out: IO[str], *, color: bool = False) -> Non
     lines: list[tuple[str, str]] = []  # (style, text)
 
     def add(style: str, text: str) -> None:
-        lines.append((style, text))
+        # paths and notes come from the scanned tree: never let them drive the terminal (an
+        # escape sequence in a file name could erase the finding printed above it)
+        lines.append((style, printable(text)))
 
     for path, group in groupby(report.findings, key=lambda f: f.path):
         items = list(group)
