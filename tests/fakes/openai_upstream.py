@@ -71,6 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("x-request-id", "req_fake")
+        self.send_header("openai-organization", "org-keyguardtest")  # as OpenAI does
+        self.send_header("openai-project", "proj_keyguardtest")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()

@@ -159,3 +159,5 @@ def test_custom_header_passes_and_response_headers(
     )
     assert r.json()["values"]["x-custom"] == "kept"
     assert r.headers[b"x-request-id"] == b"req_fake"
+    # the upstream account's identifiers stay with keyguard
+    assert b"openai-organization" not in r.headers and b"openai-project" not in r.headers

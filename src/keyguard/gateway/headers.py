@@ -6,7 +6,8 @@
    gateway answers 100-continue itself) and forwarding headers (the client's addresses are not
    the upstream's business).
 2. Add the upstream's ``Host`` and ``Authorization: Bearer`` plus its organization/project.
-3. From the upstream's response drop hop-by-hop and framing headers.
+3. From the upstream's response drop hop-by-hop and framing headers and the identifiers of the
+   upstream account (``OpenAI-Organization``, ``OpenAI-Project``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ _CLIENT_DROP = HOP_BY_HOP | {
     b"x-real-ip",
 }
 
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+#: the upstream account's identifiers (OpenAI names the organization and project of the real
+#: key in every response) are not the virtual-key holder's business either
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"openai-organization", b"openai-project"}
 
 
 _NONE: frozenset[bytes] = frozenset()
