@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import keyring
@@ -142,3 +144,17 @@ def test_key_file_override_from_env(tmp_path: Path) -> None:
 def test_bad_env_value_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="KEYGUARD_MASTER_KEY"):
         resolve_master_key(tmp_path, {"KEYGUARD_MASTER_KEY": "c2hvcnQ="})
+
+
+def test_key_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    # opening a FIFO for reading blocks until a writer comes: the check must not wait for one
+    os.mkfifo(tmp_path / "master.key", 0o600)
+    code = (
+        "import sys; from pathlib import Path; from keyguard.crypto.sources import read_key_file\n"
+        "from keyguard.errors import ConfigError\n"
+        "try:\n    read_key_file(Path(sys.argv[1]))\n"
+        "except ConfigError as exc:\n    print(exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "master.key")],
+                          capture_output=True, text=True, timeout=30)
+    assert "not a regular file" in proc.stdout, proc.stderr

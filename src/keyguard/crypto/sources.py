@@ -84,8 +84,10 @@ def _fsync_dir(directory: Path) -> None:
 
 def read_key_file(path: Path) -> MasterKey:
     """Read a key file, refusing one that group or others can access or another user owns."""
+    # O_NONBLOCK: a FIFO in its place must not block the open (it is refused below)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, flags)
     except OSError as exc:
         raise ConfigError(f"cannot open master key file {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as fh:
