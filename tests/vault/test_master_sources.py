@@ -155,6 +155,10 @@ def test_key_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> 
         "try:\n    read_key_file(Path(sys.argv[1]))\n"
         "except ConfigError as exc:\n    print(exc)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "master.key")],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "master.key")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "not a regular file" in proc.stdout, proc.stderr
