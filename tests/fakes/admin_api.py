@@ -85,6 +85,7 @@ class FakeOpenAIPlatform(FakeOpenAI):
         self.admin_keys: dict[str, FakeKey] = {}
         self.forced_401: set[str] = set()  # keys the model endpoints reject although valid
         self.fail_create = 0  # how many upcoming service-account creations answer 500
+        self.fail_delete = 0  # how many upcoming service-account deletions answer 500
         self.admin_calls: list[tuple[str, str]] = []
         self.rejected: list[str] = []  # paths of model requests refused with 401
         self.project_id = project_id
@@ -121,8 +122,14 @@ class FakeOpenAIPlatform(FakeOpenAI):
             now = int(time.time())
             aid = self._id("svc_acct_")
             key = FakeKey(
-                self._id("key_"), generate_openai_style_key("svcacct"), "Secret Key", now,
-                "service_account", aid, name, project_id=project,
+                self._id("key_"),
+                generate_openai_style_key("svcacct"),
+                "Secret Key",
+                now,
+                "service_account",
+                aid,
+                name,
+                project_id=project,
             )
             account = FakeAccount(aid, name, now, key)
             self.projects[project][aid] = account
@@ -132,8 +139,14 @@ class FakeOpenAIPlatform(FakeOpenAI):
         with self._lock:
             project = project or self.project_id
             key = FakeKey(
-                self._id("key_"), generate_openai_style_key("proj"), "My key", int(time.time()),
-                "user", "user_1", "someone", project_id=project,
+                self._id("key_"),
+                generate_openai_style_key("proj"),
+                "My key",
+                int(time.time()),
+                "user",
+                "user_1",
+                "someone",
+                project_id=project,
             )
             self.user_keys[project].append(key)
             return key
@@ -196,10 +209,13 @@ class _PlatformHandler(_Handler):
         key = self._bearer()
         if key not in fake.admin_keys:
             if fake.find_key(key) is not None:
-                self._json(403, _err(
-                    "You have insufficient permissions for this operation.",
-                    "insufficient_permissions",
-                ))
+                self._json(
+                    403,
+                    _err(
+                        "You have insufficient permissions for this operation.",
+                        "insufficient_permissions",
+                    ),
+                )
             else:
                 self._json(401, _err("Incorrect API key provided.", "invalid_api_key"))
             return
@@ -222,16 +238,23 @@ class _PlatformHandler(_Handler):
             ids = [i["id"] for i in items]
             items = items[ids.index(after) + 1 :] if after in ids else []
         page = items[:limit]
-        self._json(200, {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(items) > limit,
-        })
+        self._json(
+            200,
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > limit,
+            },
+        )
 
     def _accounts(
-        self, fake: FakeOpenAIPlatform, project: str, aid: str | None, body: bytes,
+        self,
+        fake: FakeOpenAIPlatform,
+        project: str,
+        aid: str | None,
+        body: bytes,
         query: dict[str, str],
     ) -> None:
         accounts = fake.projects.get(project)
@@ -248,11 +271,19 @@ class _PlatformHandler(_Handler):
                 self._json(400, _err("Missing required parameter: 'name'."))
                 return
             a = fake.add_service_account(name, project)
-            self._json(200, {**a.doc(), "api_key": {
-                "object": "organization.project.service_account.api_key",
-                "value": a.key.value, "name": a.key.name, "created_at": a.key.created_at,
-                "id": a.key.id,
-            }})
+            self._json(
+                200,
+                {
+                    **a.doc(),
+                    "api_key": {
+                        "object": "organization.project.service_account.api_key",
+                        "value": a.key.value,
+                        "name": a.key.name,
+                        "created_at": a.key.created_at,
+                        "id": a.key.id,
+                    },
+                },
+            )
         elif self.command == "GET" and aid is None:
             self._page([a.doc() for a in accounts.values()], query)
         elif aid is not None and aid not in accounts:
@@ -260,11 +291,19 @@ class _PlatformHandler(_Handler):
         elif self.command == "GET" and aid is not None:
             self._json(200, accounts[aid].doc())
         elif self.command == "DELETE" and aid is not None:
+            if fake.fail_delete > 0:
+                fake.fail_delete -= 1
+                self._json(500, _err("The server had an error.", None, "server_error"))
+                return
             del accounts[aid]
-            self._json(200, {
-                "object": "organization.project.service_account.deleted", "id": aid,
-                "deleted": True,
-            })
+            self._json(
+                200,
+                {
+                    "object": "organization.project.service_account.deleted",
+                    "id": aid,
+                    "deleted": True,
+                },
+            )
         else:
             self._json(405, _err("Method not allowed"))
 
@@ -280,18 +319,32 @@ class _PlatformHandler(_Handler):
             owner: dict[str, Any] = {"type": k.owner_type}
             if k.owner_type == "service_account":
                 owner["service_account"] = {
-                    "object": "organization.project.service_account", "id": k.owner_id,
-                    "name": k.owner_name, "created_at": k.created_at, "role": "member",
+                    "object": "organization.project.service_account",
+                    "id": k.owner_id,
+                    "name": k.owner_name,
+                    "created_at": k.created_at,
+                    "role": "member",
                 }
             else:
-                owner["user"] = {"object": "organization.project.user", "id": k.owner_id,
-                                 "name": k.owner_name, "email": "owner@example.invalid",
-                                 "role": "owner", "added_at": k.created_at}
-            docs.append({
-                "object": "organization.project.api_key", "redacted_value": _redacted(k.value),
-                "name": k.name, "created_at": k.created_at, "last_used_at": k.last_used_at,
-                "id": k.id, "owner": owner,
-            })
+                owner["user"] = {
+                    "object": "organization.project.user",
+                    "id": k.owner_id,
+                    "name": k.owner_name,
+                    "email": "owner@example.invalid",
+                    "role": "owner",
+                    "added_at": k.created_at,
+                }
+            docs.append(
+                {
+                    "object": "organization.project.api_key",
+                    "redacted_value": _redacted(k.value),
+                    "name": k.name,
+                    "created_at": k.created_at,
+                    "last_used_at": k.last_used_at,
+                    "id": k.id,
+                    "owner": owner,
+                }
+            )
         if kid is not None:
             match = [d for d in docs if d["id"] == kid]
             if match:
@@ -307,20 +360,39 @@ class _PlatformHandler(_Handler):
             value = fake.new_admin_key(str(req.get("name", "admin key")))
             k = fake.admin_keys[value]
             expires = req.get("expires_in_seconds")
-            self._json(200, {
-                "object": "organization.admin_api_key", "id": k.id, "name": k.name,
-                "redacted_value": _redacted(value), "value": value, "created_at": k.created_at,
-                "last_used_at": None,
-                "expires_at": k.created_at + int(expires) if expires else None,
-                "owner": {"type": "user", "object": "organization.user", "id": "user_1",
-                          "name": "owner", "role": "owner", "created_at": k.created_at},
-            })
+            self._json(
+                200,
+                {
+                    "object": "organization.admin_api_key",
+                    "id": k.id,
+                    "name": k.name,
+                    "redacted_value": _redacted(value),
+                    "value": value,
+                    "created_at": k.created_at,
+                    "last_used_at": None,
+                    "expires_at": k.created_at + int(expires) if expires else None,
+                    "owner": {
+                        "type": "user",
+                        "object": "organization.user",
+                        "id": "user_1",
+                        "name": "owner",
+                        "role": "owner",
+                        "created_at": k.created_at,
+                    },
+                },
+            )
         elif self.command == "DELETE" and kid is not None:
             for value, k in list(fake.admin_keys.items()):
                 if k.id == kid:
                     del fake.admin_keys[value]
-                    self._json(200, {"id": kid, "object": "organization.admin_api_key.deleted",
-                                     "deleted": True})
+                    self._json(
+                        200,
+                        {
+                            "id": kid,
+                            "object": "organization.admin_api_key.deleted",
+                            "deleted": True,
+                        },
+                    )
                     return
             self._json(404, _err(f"No such admin API key: {kid}"))
         else:

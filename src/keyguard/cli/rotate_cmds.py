@@ -172,6 +172,11 @@ def rotate_cmd(ctx: click.Context, names: tuple[str, ...], resume: bool, due: bo
                  "compromised_at": None, "action": "emergency_revoke",
                  "detail": f"version {e.new_version} is CURRENT; {e.reminder}"}
                 for name, e in outcome.emergency
+            ] + [
+                {"upstream": name, "version": v, "label": None, "compromised_at": None,
+                 "action": "service_account_deleted",
+                 "detail": "the leaked key's service account was deleted"}
+                for name, v in outcome.cut_off
             ]
             tokens = [{"key_id": k.key_id, "name": k.name, "key": s.reveal()}
                       for k, s in outcome.keys]
@@ -201,6 +206,8 @@ def rotate_cmd(ctx: click.Context, names: tuple[str, ...], resume: bool, due: bo
             if c["action"] == "emergency_revoke":
                 click.echo(f"{c['upstream']}: compromised version {c['version']} replaced"
                            f" (emergency revoke): {c['detail']}")
+            elif c["action"] == "service_account_deleted":
+                click.echo(f"{c['upstream']}: compromised version {c['version']}: {c['detail']}")
         for t in tokens:
             click.echo(f"virtual key {t['key_id']} ({t['name']!r}) rotated; new key (shown once):",
                        err=True)

@@ -7,6 +7,9 @@
   one step (created through the Admin API, or brought by the user), drop the leaked version from
   every label (no fallback to it), delete its service account when keyguard created it, audit
   with high priority.
+* :func:`cut_off_leaked` — a compromised version that is no longer in use (its emergency
+  revoke switched keys but could not delete its service account; a compromised PREVIOUS
+  outside a rotation) still works at OpenAI: delete its service account.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from keyguard.domain.audit import AuditEvent
 from keyguard.domain.records import Label, UpstreamVersion
 from keyguard.domain.rotation import ServiceAccountLink
 from keyguard.domain.secret import Secret
-from keyguard.errors import KeyNotFound, VaultError
+from keyguard.errors import KeyNotFound, UpstreamError, UpstreamUnavailable, VaultError
 from keyguard.rotation.admin_api import AdminApi, check_key
 from keyguard.rotation.upstream import Connect, UpstreamRotator
 from keyguard.vault.vault import Vault
@@ -146,7 +149,11 @@ def _emergency(
             if link is not None and admin is not None:
                 store.add_service_account(
                     ServiceAccountLink(
-                        name, new.version, admin.project_id, link.account.id, link.api_key_id,
+                        name,
+                        new.version,
+                        admin.project_id,
+                        link.account.id,
+                        link.api_key_id,
                         vault.now(),
                     )
                 )
@@ -157,8 +164,11 @@ def _emergency(
     vault.clear_caches()
     deleted = False
     old_link = next(
-        (s for s in store.list_service_accounts(name)
-         if s.version == leaked.version and s.deleted_at is None),
+        (
+            s
+            for s in store.list_service_accounts(name)
+            if s.version == leaked.version and s.deleted_at is None
+        ),
         None,
     )
     if old_link is not None and admin is not None:
@@ -167,7 +177,15 @@ def _emergency(
                 name, purpose="emergency revoke", actor=actor, source=source
             )
             api = AdminApi(connect(cred), admin_secret, record.project_id)
-        api.delete_service_account(old_link.account_id)
+        try:
+            api.delete_service_account(old_link.account_id)
+        except UpstreamError as exc:
+            raise UpstreamUnavailable(
+                f"version {new.version} of {name!r} is CURRENT, but the service account of the"
+                f" leaked version {leaked.version} could not be deleted ({exc}): the leaked key"
+                " still works at OpenAI until 'keyguard rotate --due' (or the serve loop)"
+                " deletes it"
+            ) from None
         store.mark_service_account_deleted(name, old_link.account_id, vault.now())
         deleted = True
     vault.append(
@@ -193,3 +211,60 @@ def _emergency(
         " dashboard (https://platform.openai.com/api-keys)."
     )
     return EmergencyResult(leaked.version, new.version, deleted, reminder)
+
+
+def leaked_links(vault: Vault, name: str) -> list[ServiceAccountLink]:
+    """The live service accounts of ``name``'s compromised versions that are not in use
+    (no label, or PREVIOUS) and not the old key a rotation in flight retires itself."""
+    store = vault.store
+    r = store.get_rotation(name)
+    retiring = r.old_version if r is not None and not r.state.terminal else None
+    leaked = {
+        v.version
+        for v in vault.get_upstream(name).versions
+        if v.compromised and v.label in (None, Label.PREVIOUS) and v.version != retiring
+    }
+    return [
+        s for s in store.list_service_accounts(name) if s.version in leaked and s.deleted_at is None
+    ]
+
+
+def cut_off_leaked(
+    vault: Vault, name: str, connect: Connect, *, actor: str = "system", source: str = "rotation"
+) -> list[int]:
+    """Delete the service accounts of :func:`leaked_links` (call under the rotation lease);
+    returns the versions cut off. A PREVIOUS version among them loses its label."""
+    links = leaked_links(vault, name)
+    if not links:
+        return []
+    store = vault.store
+    record, admin_secret = vault.reveal_admin_key(
+        name, purpose="leaked key cut-off", actor=actor, source=source
+    )
+    cred = vault.get_upstream(name)
+    done = []
+    for link in links:
+        api = AdminApi(connect(cred), admin_secret, link.project_id or record.project_id)
+        existed = api.delete_service_account(link.account_id)
+        with store.transaction():
+            store.mark_service_account_deleted(name, link.account_id, vault.now())
+            version = vault.get_upstream(name).version_number(link.version)
+            if version is not None and version.label is Label.PREVIOUS:
+                store.set_upstream_labels(name, {link.version: None})
+            vault.append(
+                AuditEvent(
+                    "upstream.leaked_account_deleted",
+                    actor,
+                    name,
+                    source,
+                    details={
+                        "priority": "high",
+                        "version": link.version,
+                        "service_account": link.account_id,
+                        "existed": existed,
+                    },
+                )
+            )
+        done.append(link.version)
+    vault.clear_caches()
+    return done

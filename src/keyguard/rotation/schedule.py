@@ -21,7 +21,12 @@ from keyguard.domain.rotation import DueItem, RotationInputs, UpstreamRotation, 
 from keyguard.domain.secret import Secret
 from keyguard.errors import ConcurrentUpdate, KeyguardError
 from keyguard.rotation.lease import hold
-from keyguard.rotation.manual import EmergencyResult, emergency_revoke
+from keyguard.rotation.manual import (
+    EmergencyResult,
+    cut_off_leaked,
+    emergency_revoke,
+    leaked_links,
+)
 from keyguard.rotation.upstream import UpstreamRotator
 
 log = logging.getLogger("keyguard.rotation")
@@ -45,6 +50,8 @@ class DueResult:
     errors: list[tuple[str, str]] = field(default_factory=list)
     emergency: list[tuple[str, EmergencyResult]] = field(default_factory=list)
     aborted: list[UpstreamRotation] = field(default_factory=list)
+    #: ``(upstream, version)``: compromised keys out of use whose service account was deleted
+    cut_off: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def compromised_manual(self) -> list[DueItem]:
@@ -90,6 +97,7 @@ def run_due(
                     result.resumed.append(done)
             except KeyguardError as exc:
                 result.errors.append((r.upstream, str(exc)))
+        _cut_off(rotator, result, actor=actor, source=source)
         inputs = RotationInputs(
             upstreams=vault.list_upstreams(),
             keys=vault.list_keys(),
@@ -112,6 +120,22 @@ def run_due(
             except KeyguardError as exc:
                 result.errors.append((item.name, str(exc)))
     return result
+
+
+def _cut_off(rotator: UpstreamRotator, result: DueResult, *, actor: str, source: str) -> None:
+    """Delete the service accounts of compromised keys no longer in use (an emergency revoke
+    whose deletion failed): a leaked key works at OpenAI until its account is deleted."""
+    vault = rotator.vault
+    for admin in vault.store.list_admin_keys():
+        name = admin.upstream
+        try:
+            if not leaked_links(vault, name):
+                continue
+            with rotator.locked(name):
+                versions = cut_off_leaked(vault, name, rotator.connect, actor=actor, source=source)
+            result.cut_off += [(name, v) for v in versions]
+        except KeyguardError as exc:
+            result.errors.append((name, str(exc)))
 
 
 def _replace_compromised(
@@ -158,6 +182,12 @@ class PeriodicRotation:
                     log.warning("rotation of %s failed: %s", name, message)
                 for item in result.compromised_manual:  # every pass, until it is replaced
                     log.warning("upstream %s: %s", item.name, item.reason)
+                for name, version in result.cut_off:
+                    log.warning(
+                        "upstream %s: service account of compromised version %d deleted",
+                        name,
+                        version,
+                    )
                 for name, done in result.emergency:
                     log.warning(
                         "upstream %s: compromised version %d replaced by version %d",

@@ -1,0 +1,85 @@
+"""Rotation under real-world failures: an Admin API call that fails after the vault already
+switched, keys mangled in transit, ... Against the fake OpenAI platform; no key value in any
+output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fakes.admin_api import FakeOpenAIPlatform
+from keyguard.domain.records import Label
+from keyguard.errors import UpstreamError
+from keyguard.rotation.admin_api import AdminApiError, check_key
+from keyguard.rotation.manual import emergency_revoke
+from keyguard.rotation.schedule import run_due
+from keyguard.vault import Vault
+from rotation.conftest import PROJECT, rotator
+from rotation.test_cli_rotation import Run, run  # noqa: F401 - the fixture
+
+__all__ = ["run"]
+
+
+def test_a_leaked_key_whose_deletion_failed_is_deleted_by_the_next_pass(
+    vault: Vault, platform: FakeOpenAIPlatform, connect: Any
+) -> None:
+    """Emergency revoke switched to a fresh key, then deleting the leaked key's service account
+    failed (a 500): the leaked version holds no label any more, but its key still works at
+    OpenAI. The next scheduled pass must finish the job."""
+    _, leaked = vault.upstream_secret("default")
+    platform.fail_delete = 1
+    with pytest.raises(UpstreamError, match="leaked key still works"):
+        emergency_revoke(vault, "default", connect, actor="tester", source="test")
+    cred = vault.get_upstream("default")
+    assert {v.version: v.label for v in cred.versions} == {1: None, 2: Label.CURRENT}
+    check_key(connect(cred), leaked)  # still alive at OpenAI
+    result = run_due(rotator(vault, connect), actor="tester", source="test")
+    assert result.errors == []
+    with pytest.raises(AdminApiError):
+        check_key(connect(cred), leaked)
+    (link,) = [s for s in vault.store.list_service_accounts("default") if s.version == 1]
+    assert link.deleted_at is not None
+    assert len(platform.projects[PROJECT]) == 1
+    again = run_due(rotator(vault, connect), actor="tester", source="test")
+    assert again.errors == [] and len(platform.projects[PROJECT]) == 1
+
+
+def test_a_compromised_previous_key_outside_a_rotation_is_cut_off(
+    vault: Vault, platform: FakeOpenAIPlatform, connect: Any
+) -> None:
+    """After a manual rotation the old key (made by keyguard's service account) stays PREVIOUS
+    with no rotation in flight; once marked compromised, the next pass deletes its account."""
+    from keyguard.rotation.manual import rotate_manually
+
+    _, old = vault.upstream_secret("default")
+    fresh = platform.add_service_account("made-by-hand").key.value
+    rotate_manually(vault, "default", _secret(fresh), connect, actor="tester", source="test")
+    vault.mark_upstream_compromised("default", 1, "found in a log", source="cli")
+    result = run_due(rotator(vault, connect), actor="tester", source="test")
+    assert result.cut_off == [("default", 1)] and result.errors == []
+    cred = vault.get_upstream("default")
+    assert {v.version: v.label for v in cred.versions} == {1: None, 2: Label.CURRENT}
+    with pytest.raises(AdminApiError):
+        check_key(connect(cred), old)
+    actions = [a.action for a in vault.audit.list()]
+    assert "upstream.leaked_account_deleted" in actions
+
+
+def _secret(value: str) -> Any:
+    from keyguard.domain.secret import Secret
+
+    return Secret(value)
+
+
+def test_rotate_due_reports_the_cut_off(run: Run) -> None:
+    import json
+
+    run.platform.fail_delete = 1
+    failed = run("upstream", "revoke", "default", "--now", "--yes", expect=7)
+    assert "version 2 of 'default' is CURRENT" in failed.output
+    assert "rotate --due" in failed.output
+    out = json.loads(run("rotate", "--due", "--json").stdout)
+    (entry,) = out["compromised"]
+    assert entry == {**entry, "version": 1, "action": "service_account_deleted"}
+    assert len(run.platform.projects[PROJECT]) == 1
