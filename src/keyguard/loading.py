@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 DEFAULT_SOURCES = ("env", "dotenv", "keyring", "vault")
 KEYRING_SERVICE = "keyguard"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 class KeyNotConfigured(ConfigError):
@@ -156,6 +157,15 @@ def _ssl_context(ca_bundle: str | Path | None) -> ssl.SSLContext:
     return ctx  # verify_mode=CERT_REQUIRED and check_hostname=True by default
 
 
+def _trust_env(url: str) -> bool:
+    """Whether httpx may take proxies from the environment (``HTTP(S)_PROXY``, ``ALL_PROXY``).
+
+    Never for plain http (a loopback gateway): a proxy would receive the key in clear text.
+    Over https a proxy only relays the TLS connection, which is still verified end to end.
+    """
+    return not url.lower().startswith("http://")
+
+
 class _KeyProvider:
     """Re-reads the key at most every ``refresh`` seconds, so a rotated key is picked up."""
 
@@ -186,11 +196,11 @@ def _client_kwargs(
     refresh: float,
     load_kwargs: Mapping[str, Any],
     env: Mapping[str, str] | None,
-) -> tuple[_KeyProvider, str | None]:
+) -> tuple[_KeyProvider, str]:
     environ = os.environ if env is None else env
-    url = base_url or environ.get("OPENAI_BASE_URL") or None
-    if url is not None:
-        check_base_url(url, allow_insecure_loopback=allow_insecure_loopback)
+    # always explicit: with ``env=`` given, openai would otherwise read os.environ unchecked
+    url = base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    check_base_url(url, allow_insecure_loopback=allow_insecure_loopback)
     if api_key is not None:
         if not isinstance(api_key, Secret):
             raise TypeError("api_key must be a keyguard.Secret (use keyguard.load_api_key())")
@@ -225,7 +235,9 @@ def openai_client(
     provider, url = _client_kwargs(
         api_key, name, base_url, allow_insecure_loopback, refresh, load_kwargs or {}, env
     )
-    http_client = openai.DefaultHttpxClient(verify=_ssl_context(ca_bundle), follow_redirects=False)
+    http_client = openai.DefaultHttpxClient(
+        verify=_ssl_context(ca_bundle), follow_redirects=False, trust_env=_trust_env(url)
+    )
     return openai.OpenAI(api_key=provider, base_url=url, http_client=http_client, **client_kwargs)
 
 
@@ -253,7 +265,7 @@ def async_openai_client(
 
     get_key: Callable[[], Awaitable[str]] = key
     http_client = openai.DefaultAsyncHttpxClient(
-        verify=_ssl_context(ca_bundle), follow_redirects=False
+        verify=_ssl_context(ca_bundle), follow_redirects=False, trust_env=_trust_env(url)
     )
     return openai.AsyncOpenAI(
         api_key=get_key, base_url=url, http_client=http_client, **client_kwargs
