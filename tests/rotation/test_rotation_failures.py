@@ -83,3 +83,27 @@ def test_rotate_due_reports_the_cut_off(run: Run) -> None:
     (entry,) = out["compromised"]
     assert entry == {**entry, "version": 1, "action": "service_account_deleted"}
     assert len(run.platform.projects[PROJECT]) == 1
+
+
+@pytest.mark.parametrize("tail", ["\n", "\r\nsecond line"])
+def test_a_key_with_a_line_break_is_refused_without_quoting_it(
+    home_env: dict[str, str], platform: FakeOpenAIPlatform, tail: str
+) -> None:
+    """A key read from a variable filled from a file keeps its trailing newline; http.client
+    refuses such a header with a ValueError quoting the whole 'Bearer <key>' (a traceback)."""
+    import subprocess
+    import sys
+
+    new = platform.add_service_account("made-by-hand").key.value
+    for args in (["rotate"], ["revoke", "--now", "--yes"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "keyguard.cli", "upstream", *args, "default", "--from-env", "K"],
+            env={**home_env, "K": new + tail},
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+        text = out.stdout + out.stderr
+        assert new not in text and "Traceback" not in text, args
+        assert out.returncode not in (0, 1) and "line break" in text, (args, out.returncode)

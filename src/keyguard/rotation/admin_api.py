@@ -30,7 +30,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from keyguard.domain.records import check_base_url
 from keyguard.domain.redaction import redact
 from keyguard.domain.secret import Secret
-from keyguard.errors import UpstreamTimeout, UpstreamUnavailable
+from keyguard.errors import KeyFormatError, UpstreamTimeout, UpstreamUnavailable
 
 _PAGE = 100
 
@@ -125,7 +125,14 @@ class Endpoint:
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self._timeout)
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Authorization": f"Bearer {key.reveal()}", "Accept": "application/json"}
+        value = key.reveal()
+        if not value.isascii() or any(ch < " " or ch == "\x7f" for ch in value):
+            # http.client would refuse it with a ValueError quoting the whole header
+            raise KeyFormatError(
+                "the key holds a line break, a control or a non-ASCII character (a trailing"
+                " newline?): it cannot be sent"
+            )
+        headers = {"Authorization": f"Bearer {value}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
@@ -137,7 +144,7 @@ class Endpoint:
             raise UpstreamTimeout(f"{self.host}: the API did not answer in time") from None
         except ssl.SSLError as exc:
             raise UpstreamUnavailable(f"{self.host}: TLS failed ({exc.reason})") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             raise UpstreamUnavailable(f"{self.host}: {type(exc).__name__}") from None
         finally:
             conn.close()
@@ -192,7 +199,9 @@ class AdminApi:
         try:
             key = doc["api_key"]
             account = ServiceAccount(
-                doc["id"], doc.get("name", name), doc.get("role", "member"),
+                doc["id"],
+                doc.get("name", name),
+                doc.get("role", "member"),
                 _time(doc.get("created_at")),
             )
             return NewServiceAccount(account, key["id"], Secret(key["value"], name=f"sa {name}"))
@@ -237,8 +246,12 @@ class AdminApi:
             holder: dict[str, Any] = found if isinstance(found, dict) else {}
             out.append(
                 ProjectKey(
-                    d["id"], d.get("name", ""), d.get("redacted_value", ""),
-                    _time(d.get("created_at")), _time(d.get("last_used_at")), kind,
+                    d["id"],
+                    d.get("name", ""),
+                    d.get("redacted_value", ""),
+                    _time(d.get("created_at")),
+                    _time(d.get("last_used_at")),
+                    kind,
                     holder.get("id"),
                 )
             )
