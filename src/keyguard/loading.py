@@ -60,8 +60,16 @@ def _from_dotenv(name: str, dotenv_path: str | Path | None) -> str | None:
     path = str(dotenv_path) if dotenv_path is not None else find_dotenv(usecwd=True)
     if not path or not Path(path).is_file():
         return None
-    value: str | None = dotenv_values(path).get(name)
-    return value or None
+    try:
+        values = dotenv_values(path, encoding="utf-8")
+    except UnicodeDecodeError as exc:  # its .object is the whole file: never chain it
+        problem = f"it is not UTF-8 text (byte {exc.start})"
+    except OSError as exc:
+        problem = exc.strerror or type(exc).__name__
+    else:
+        value: str | None = values.get(name)
+        return value or None
+    raise ConfigError(f"cannot read the .env file {path}: {problem}")
 
 
 def _from_keyring(name: str) -> str | None:
