@@ -146,11 +146,13 @@ def _parse(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"invalid value {value!r} for {name} (from {source}): {exc}") from None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, *, required: bool = False) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
+        if required:  # named explicitly: a typo must not silently drop its settings
+            raise ConfigError(f"config file {path} (from KEYGUARD_CONFIG) does not exist") from None
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
@@ -185,7 +187,10 @@ def load_settings(
     home: Path = values.get("home", Settings().home)
 
     config_path = Path(environ["KEYGUARD_CONFIG"]) if environ.get("KEYGUARD_CONFIG") else None
-    file_values = _read_toml(config_path or home / CONFIG_FILE_NAME)
+    if config_path is not None:
+        file_values = _read_toml(config_path, required=True)
+    else:
+        file_values = _read_toml(home / CONFIG_FILE_NAME)
     for name in _ENV:
         if name in values:
             continue

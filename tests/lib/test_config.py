@@ -30,8 +30,10 @@ def test_errors_name_the_setting(tmp_path: Path) -> None:
 
 
 def test_database_url_secret_not_echoed(tmp_path: Path) -> None:
-    env = {"KEYGUARD_HOME": str(tmp_path),
-           "KEYGUARD_DATABASE_URL": "mysql://user:hunter2secret@db/x"}
+    env = {
+        "KEYGUARD_HOME": str(tmp_path),
+        "KEYGUARD_DATABASE_URL": "mysql://user:hunter2secret@db/x",
+    }
     with pytest.raises(ConfigError) as info:
         load_settings(env=env)
     assert "hunter2secret" not in str(info.value)
@@ -50,9 +52,21 @@ def test_url_passwords_never_shown(tmp_path: Path) -> None:
 
     pw = "pw" + secrets.token_hex(8)
     url = f"postgresql://kg:{pw}@127.0.0.1:5432/test"
-    s = load_settings({"database_url": url, "redis_url": f"redis://:{pw}@127.0.0.1:6379/0"},
-                      env={"KEYGUARD_HOME": str(tmp_path)})
+    s = load_settings(
+        {"database_url": url, "redis_url": f"redis://:{pw}@127.0.0.1:6379/0"},
+        env={"KEYGUARD_HOME": str(tmp_path)},
+    )
     assert pw not in repr(s) and pw not in s.safe_database_url and pw not in str(s.safe_redis_url)
     assert s.safe_database_url == "postgresql://kg:***@127.0.0.1:5432/test"
     assert redact_url(f"host=db password={pw} user=x") == "host=db password=*** user=x"
     assert pw not in redact(f"connection failed: {url}")  # registered for log redaction
+
+
+def test_config_file_named_by_env_must_exist(tmp_path: Path) -> None:
+    """A typo in KEYGUARD_CONFIG must not silently drop its settings (admin_cidrs, TLS, ...)."""
+    env = {"KEYGUARD_HOME": str(tmp_path), "KEYGUARD_CONFIG": str(tmp_path / "kg.toml")}
+    with pytest.raises(ConfigError, match="KEYGUARD_CONFIG"):
+        load_settings(env=env)
+    (tmp_path / "kg.toml").write_text('admin_cidrs = ["10.0.0.0/8"]\n')
+    assert load_settings(env=env).admin_cidrs == ("10.0.0.0/8",)
+    assert load_settings(env={"KEYGUARD_HOME": str(tmp_path)}).admin_cidrs == ()  # optional
