@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from keyguard.domain import redaction
 from keyguard.errors import ConfigError
@@ -28,22 +28,33 @@ DEFAULT_HOME = "~/.keyguard"
 CONFIG_FILE_NAME = "keyguard.toml"
 
 
+#: ``scheme://userinfo@``: greedy, so up to the LAST ``@`` -- a password pasted without
+#: percent-encoding may hold ``/``, ``#``, ``?``, ``[`` or ``@``, which ``urlsplit`` misreads
+_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@")
+
+
+def _url_password(url: str) -> str | None:
+    match = _USERINFO_RE.match(url)
+    if match is None or ":" not in match.group(2):
+        return None
+    return match.group(2).split(":", 1)[1]
+
+
 def redact_url(url: str) -> str:
     """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db`` (also ``password=``)."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        user = parts.username or ""
-        host = parts.netloc.rsplit("@", 1)[1]
-        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    match = _USERINFO_RE.match(url)
+    if match is not None and ":" in match.group(2):
+        user = match.group(2).split(":", 1)[0]
+        url = f"{match.group(1)}{user}:***@{url[match.end() :]}"
     return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
 
 
 def _register_url_secret(url: str | None) -> None:
     """Make value-based redaction remove a URL's password from every log line and error."""
-    if url:
-        password = urlsplit(url).password
-        if password:
-            redaction.register(password)
+    password = _url_password(url) if url else None
+    if password:
+        redaction.register(password)
+        redaction.register(unquote(password))  # as a driver may show it, decoded
 
 
 def _as_bool(value: Any) -> bool:

@@ -70,3 +70,21 @@ def test_config_file_named_by_env_must_exist(tmp_path: Path) -> None:
     (tmp_path / "kg.toml").write_text('admin_cidrs = ["10.0.0.0/8"]\n')
     assert load_settings(env=env).admin_cidrs == ("10.0.0.0/8",)
     assert load_settings(env={"KEYGUARD_HOME": str(tmp_path)}).admin_cidrs == ()  # optional
+
+
+@pytest.mark.parametrize("special", ["/", "#", "?", "[", "@", ":"])
+def test_url_passwords_with_unencoded_special_characters_never_shown(
+    tmp_path: Path, special: str
+) -> None:
+    """People paste passwords into URLs without percent-encoding them: still never shown."""
+    import secrets
+
+    from keyguard.domain.redaction import redact
+
+    pw = f"pw{secrets.token_hex(4)}{special}{secrets.token_hex(4)}"
+    url = f"postgresql://kg:{pw}@127.0.0.1:5432/test"
+    s = load_settings({"database_url": url}, env={"KEYGUARD_HOME": str(tmp_path)})
+    shown = s.safe_database_url
+    assert pw not in shown and pw.split(special)[1] not in shown
+    assert shown.startswith("postgresql://kg:***@")
+    assert pw not in redact(f"cannot use the database {url}")
