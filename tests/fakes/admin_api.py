@@ -201,6 +201,17 @@ class _PlatformHandler(_Handler):
             fake.rejected.append(self.path)
             self._json(401, _err("Incorrect API key provided.", "invalid_api_key"))
             return False
+        project = self.headers.get("OpenAI-Project")
+        key = fake.find_key(self._bearer())
+        if project and key is not None and key.project_id and key.project_id != project:
+            fake.rejected.append(self.path)  # as OpenAI does: the key is another project's
+            self._json(
+                401,
+                _err(
+                    "OpenAI-Project header should match project for API key", "mismatched_project"
+                ),
+            )
+            return False
         return True
 
     def _admin(self, path: str, body: bytes) -> None:

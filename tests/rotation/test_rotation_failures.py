@@ -107,3 +107,42 @@ def test_a_key_with_a_line_break_is_refused_without_quoting_it(
         text = out.stdout + out.stderr
         assert new not in text and "Traceback" not in text, args
         assert out.returncode not in (0, 1) and "line break" in text, (args, out.returncode)
+
+
+def test_an_admin_key_for_another_project_never_switches_the_upstream(
+    vault: Vault, platform: FakeOpenAIPlatform, connect: Any
+) -> None:
+    """The credential sends OpenAI-Project: proj_keyguardtest, its admin key was set for another
+    project of the organization: a key created there passes GET /models without the header,
+    but every proxied request (which carries the header) is refused."""
+    from keyguard.domain.secret import Secret
+    from keyguard.errors import KeyguardError
+
+    other = "proj_other"
+    platform.projects[other], platform.user_keys[other] = {}, []
+    vault.set_admin_key("default", Secret(platform.new_admin_key()), project_id=other)
+    with pytest.raises(KeyguardError, match="proj_other"):
+        rotator(vault, connect).start("default")
+    cred = vault.get_upstream("default")
+    assert [v.label for v in cred.versions] == [Label.CURRENT]
+    assert platform.projects[other] == {}
+    with pytest.raises(KeyguardError, match="proj_other"):
+        emergency_revoke(vault, "default", connect, actor="tester", source="test")
+    assert platform.projects[other] == {}
+
+
+def test_admin_key_set_refuses_another_project(run: Run) -> None:
+    run.platform.projects["proj_other"], run.platform.user_keys["proj_other"] = {}, []
+    out = run(
+        "upstream",
+        "admin-key",
+        "set",
+        "default",
+        "--project-id",
+        "proj_other",
+        "--from-env",
+        "ADMIN",
+        expect=2,
+        ADMIN=run.platform.new_admin_key(),
+    )
+    assert "proj_other" in out.output and "OpenAI-Project" in out.output

@@ -168,6 +168,7 @@ def admin_key_set(ctx: click.Context, name: str, project_id: str, from_env: str 
     from keyguard.domain.records import Label
     from keyguard.domain.rotation import ServiceAccountLink
     from keyguard.rotation.admin_api import AdminApi
+    from keyguard.rotation.upstream import check_project
     from keyguard.vault.admin_keys import check_admin_key
 
     secret = read_secret(from_env=from_env, from_stdin=from_stdin, prompt="OpenAI admin key",
@@ -182,6 +183,7 @@ def admin_key_set(ctx: click.Context, name: str, project_id: str, from_env: str 
             accounts = {a.id for a in api.list_service_accounts()}
             if current_account and current_account not in accounts:
                 raise KeyNotFound(f"no service account {current_account} in {project_id}")
+        check_project(cred, project_id)
         vault.set_admin_key(name, secret, project_id=project_id, validate_key=not no_validate,
                             actor=actor(), source="cli")
         if current_account:

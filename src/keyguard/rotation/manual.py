@@ -23,7 +23,7 @@ from keyguard.domain.rotation import ServiceAccountLink
 from keyguard.domain.secret import Secret
 from keyguard.errors import KeyNotFound, UpstreamError, UpstreamUnavailable, VaultError
 from keyguard.rotation.admin_api import AdminApi, check_key
-from keyguard.rotation.upstream import Connect, UpstreamRotator
+from keyguard.rotation.upstream import Connect, UpstreamRotator, check_project
 from keyguard.vault.vault import Vault
 
 
@@ -132,6 +132,7 @@ def _emergency(
             raise KeyNotFound(
                 f"{name!r} has no admin key: give the replacement key (--from-env/--stdin)"
             )
+        check_project(cred, admin.project_id)
         record, admin_secret = vault.reveal_admin_key(
             name, purpose="emergency revoke", actor=actor, source=source
         )

@@ -24,7 +24,7 @@ from keyguard.domain.rotation import (
     UpstreamRotation,
     retire_decision,
 )
-from keyguard.errors import ConcurrentUpdate, KeyNotFound, VaultError
+from keyguard.errors import ConcurrentUpdate, ConfigError, KeyNotFound, VaultError
 from keyguard.rotation.admin_api import AdminApi, Endpoint, check_key
 from keyguard.rotation.lease import hold, new_holder
 from keyguard.vault.vault import Vault
@@ -45,6 +45,18 @@ class RotationPolicy:
     def __post_init__(self) -> None:
         if self.grace < timedelta(0) or self.max_grace < self.grace:
             raise ValueError("need 0 <= grace <= max_grace")
+
+
+def check_project(cred: UpstreamCredential, project_id: str) -> None:
+    """Refuse an admin key acting on another project than the one the credential's requests
+    name (``OpenAI-Project``): a key created there passes ``GET /models`` without that header,
+    then OpenAI refuses every proxied request with it (``mismatched_project``)."""
+    if cred.project and cred.project != project_id:
+        raise ConfigError(
+            f"upstream credential {cred.name!r} sends OpenAI-Project {cred.project}, but its"
+            f" admin key acts on project {project_id}: a key created there would be refused."
+            f" Set the admin key again with --project-id {cred.project}"
+        )
 
 
 class UpstreamRotator:
@@ -93,6 +105,7 @@ class UpstreamRotator:
                     f" upstream admin-key set {name}', or rotate by hand with"
                     f" 'keyguard upstream rotate {name}'"
                 )
+            check_project(self.vault.get_upstream(name), admin.project_id)
             existing = store.get_rotation(name)
             if existing is not None and not existing.state.terminal:
                 raise ConcurrentUpdate(
