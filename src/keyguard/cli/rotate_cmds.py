@@ -83,7 +83,11 @@ def make_rotator(
         grace=span(grace, setting="--grace"), max_grace=span(max_grace, setting="--max-grace")
     )
     return UpstreamRotator(
-        vault, connector(settings), policy=policy, actor=actor(), source="cli",
+        vault,
+        connector(settings),
+        policy=policy,
+        actor=actor(),
+        source="cli",
         after_step=fault_hook(),
     )
 
@@ -109,30 +113,67 @@ def _show(rows: list[dict[str, Any]]) -> None:
     if not rows:
         click.echo("nothing to rotate")
         return
-    table(("UPSTREAM", "ROTATION", "STATE", "OLD", "NEW", "RETIRES AFTER", "DETAIL"),
-          [(d["upstream"], d["rotation_id"], d["state"], d["old_version"], d["new_version"],
-            d["retires_after"] or "-", d["detail"]) for d in rows])
+    table(
+        ("UPSTREAM", "ROTATION", "STATE", "OLD", "NEW", "RETIRES AFTER", "DETAIL"),
+        [
+            (
+                d["upstream"],
+                d["rotation_id"],
+                d["state"],
+                d["old_version"],
+                d["new_version"],
+                d["retires_after"] or "-",
+                d["detail"],
+            )
+            for d in rows
+        ],
+    )
 
 
 @click.command("rotate")
 @click.argument("names", nargs=-1)
 @click.option("--resume", is_flag=True, help="Continue interrupted or waiting rotations.")
-@click.option("--due", is_flag=True,
-              help="Resume, then rotate every upstream and virtual key past its max age.")
+@click.option(
+    "--due",
+    is_flag=True,
+    help="Resume, then rotate every upstream and virtual key past its max age.",
+)
 @click.option("--abort", is_flag=True, help="Give up a rotation that has not switched yet.")
-@click.option("--grace", default="1h", show_default=True,
-              help="Keep the old upstream key at least this long (0s: retire at once if unused).")
-@click.option("--max-grace", default="24h", show_default=True,
-              help="Retire the old upstream key after this long even if still used.")
-@click.option("--key-grace", default="24h", show_default=True,
-              help="With --due: how long a rotated virtual key's old token keeps working.")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    help="Keep the old upstream key at least this long (0s: retire at once if unused).",
+)
+@click.option(
+    "--max-grace",
+    default="24h",
+    show_default=True,
+    help="Retire the old upstream key after this long even if still used.",
+)
+@click.option(
+    "--key-grace",
+    default="24h",
+    show_default=True,
+    help="With --due: how long a rotated virtual key's old token keeps working.",
+)
 @click.option("--wait", is_flag=True, help="Wait until the old upstream keys are retired.")
 @click.option("--poll", default="10s", show_default=True, help="Check interval for --wait.")
 @json_option
 @click.pass_context
-def rotate_cmd(ctx: click.Context, names: tuple[str, ...], resume: bool, due: bool, abort: bool,
-               grace: str, max_grace: str, key_grace: str, wait: bool, poll: str,
-               as_json: bool) -> None:
+def rotate_cmd(
+    ctx: click.Context,
+    names: tuple[str, ...],
+    resume: bool,
+    due: bool,
+    abort: bool,
+    grace: str,
+    max_grace: str,
+    key_grace: str,
+    wait: bool,
+    poll: str,
+    as_json: bool,
+) -> None:
     """Rotate upstream keys NAMES through the OpenAI Admin API (create -> test -> finish ->
     retire), or continue with --resume, or run the schedule with --due.
 
@@ -154,32 +195,56 @@ def rotate_cmd(ctx: click.Context, names: tuple[str, ...], resume: bool, due: bo
         if due:
             from keyguard.rotation.schedule import run_due
 
-            outcome = run_due(rotator, key_grace=span(key_grace, setting="--key-grace"),
-                              actor=actor(), source="cli")
+            outcome = run_due(
+                rotator,
+                key_grace=span(key_grace, setting="--key-grace"),
+                actor=actor(),
+                source="cli",
+            )
             results = outcome.aborted + outcome.resumed + outcome.started
             problems = outcome.errors
-            problems += [(m.name, "due: " + m.reason) for m in outcome.manual
-                         if m.compromised is None]
-            problems += [(m.name, "COMPROMISED: " + m.reason)
-                         for m in outcome.compromised_manual]
-            compromised = [
-                {"upstream": m.name, "version": m.compromised_version,
-                 "label": m.compromised.value if m.compromised else None,
-                 "compromised_at": iso(m.due_at), "action": "manual", "detail": m.reason}
-                for m in outcome.compromised_manual
-            ] + [
-                {"upstream": name, "version": e.revoked_version, "label": "CURRENT",
-                 "compromised_at": None, "action": "emergency_revoke",
-                 "detail": f"version {e.new_version} is CURRENT; {e.reminder}"}
-                for name, e in outcome.emergency
-            ] + [
-                {"upstream": name, "version": v, "label": None, "compromised_at": None,
-                 "action": "service_account_deleted",
-                 "detail": "the leaked key's service account was deleted"}
-                for name, v in outcome.cut_off
+            problems += [
+                (m.name, "due: " + m.reason) for m in outcome.manual if m.compromised is None
             ]
-            tokens = [{"key_id": k.key_id, "name": k.name, "key": s.reveal()}
-                      for k, s in outcome.keys]
+            problems += [(m.name, "COMPROMISED: " + m.reason) for m in outcome.compromised_manual]
+            compromised = (
+                [
+                    {
+                        "upstream": m.name,
+                        "version": m.compromised_version,
+                        "label": m.compromised.value if m.compromised else None,
+                        "compromised_at": iso(m.due_at),
+                        "action": "manual",
+                        "detail": m.reason,
+                    }
+                    for m in outcome.compromised_manual
+                ]
+                + [
+                    {
+                        "upstream": name,
+                        "version": e.revoked_version,
+                        "label": "CURRENT",
+                        "compromised_at": None,
+                        "action": "emergency_revoke",
+                        "detail": f"version {e.new_version} is CURRENT; {e.reminder}",
+                    }
+                    for name, e in outcome.emergency
+                ]
+                + [
+                    {
+                        "upstream": name,
+                        "version": v,
+                        "label": None,
+                        "compromised_at": None,
+                        "action": "service_account_deleted",
+                        "detail": "the leaked key's service account was deleted",
+                    }
+                    for name, v in outcome.cut_off
+                ]
+            )
+            tokens = [
+                {"key_id": k.key_id, "name": k.name, "key": s.reveal()} for k, s in outcome.keys
+            ]
         elif abort:
             results = [rotator.abort(n) for n in names]
         elif resume:
@@ -196,21 +261,33 @@ def rotate_cmd(ctx: click.Context, names: tuple[str, ...], resume: bool, due: bo
         import json
 
         # new virtual-key tokens are shown whole, once, like 'key create --json'
-        click.echo(json.dumps({"rotations": rows, "keys": tokens,
-                               "problems": [list(p) for p in problems],
-                               "compromised": compromised}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "rotations": rows,
+                    "keys": tokens,
+                    "problems": [list(p) for p in problems],
+                    "compromised": compromised,
+                },
+                indent=2,
+            )
+        )
     else:
         if rows or not compromised:
             emit(False, rows, lambda: _show(rows))
         for c in compromised:
             if c["action"] == "emergency_revoke":
-                click.echo(f"{c['upstream']}: compromised version {c['version']} replaced"
-                           f" (emergency revoke): {c['detail']}")
+                click.echo(
+                    f"{c['upstream']}: compromised version {c['version']} replaced"
+                    f" (emergency revoke): {c['detail']}"
+                )
             elif c["action"] == "service_account_deleted":
                 click.echo(f"{c['upstream']}: compromised version {c['version']}: {c['detail']}")
         for t in tokens:
-            click.echo(f"virtual key {t['key_id']} ({t['name']!r}) rotated; new key (shown once):",
-                       err=True)
+            click.echo(
+                f"virtual key {t['key_id']} ({t['name']!r}) rotated; new key (shown once):",
+                err=True,
+            )
             click.echo(t["key"])
         for name, message in problems:
             click.echo(f"{name}: {message}", err=True)
@@ -219,8 +296,9 @@ def rotate_cmd(ctx: click.Context, names: tuple[str, ...], resume: bool, due: bo
         ctx.exit(1)
 
 
-def _wait(rotator: UpstreamRotator, results: list[UpstreamRotation],
-          poll: timedelta) -> list[UpstreamRotation]:
+def _wait(
+    rotator: UpstreamRotator, results: list[UpstreamRotation], poll: timedelta
+) -> list[UpstreamRotation]:
     from keyguard.domain.rotation import RotationState
 
     out = []
