@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -61,7 +62,9 @@ def _from_dotenv(name: str, dotenv_path: str | Path | None) -> str | None:
     if not path or not Path(path).is_file():
         return None
     try:
-        values = dotenv_values(path, encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            _check_dotenv_writers(path, os.fstat(fh.fileno()).st_mode)
+            values = dotenv_values(stream=fh)
     except UnicodeDecodeError as exc:  # its .object is the whole file: never chain it
         problem = f"it is not UTF-8 text (byte {exc.start})"
     except OSError as exc:
@@ -70,6 +73,19 @@ def _from_dotenv(name: str, dotenv_path: str | Path | None) -> str | None:
         value: str | None = values.get(name)
         return value or None
     raise ConfigError(f"cannot read the .env file {path}: {problem}")
+
+
+def _check_dotenv_writers(path: str, mode: int) -> None:
+    """Refuse a .env that other users can write, or plant in its directory (e.g. ``/tmp``
+    above the project): the key it holds would be theirs, and so would every request."""
+    if os.name != "posix":
+        return
+    directory = os.stat(os.path.dirname(os.path.abspath(path))).st_mode
+    if mode & stat.S_IWOTH or directory & stat.S_IWOTH:
+        raise ConfigError(
+            f"refusing the .env file {path}: other users can write to it or to its directory. "
+            "Keep it in a directory only you can write, and chmod 600 it."
+        )
 
 
 def _from_keyring(name: str) -> str | None:

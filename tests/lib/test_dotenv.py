@@ -51,3 +51,32 @@ def test_run_with_a_dotenv_that_is_not_utf8_reports_an_error(tmp_path: Path) -> 
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
     assert key not in proc.stdout + proc.stderr
+
+
+def test_dotenv_found_in_a_directory_anyone_can_write_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upward search must not pick up a .env that another local user planted, e.g. in
+    /tmp above the project: the app would send every request with the planter's key."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    project = shared / "project"
+    project.mkdir()
+    planted = generate_openai_style_key("proj")
+    (shared / ".env").write_text(f"OPENAI_API_KEY={planted}\n")
+    monkeypatch.chdir(project)
+    with pytest.raises(ConfigError, match="other users can write") as info:
+        load_api_key(env={}, sources=("dotenv",))
+    assert planted not in str(info.value) and str(shared / ".env") in str(info.value)
+
+
+def test_dotenv_writable_by_others_is_refused(tmp_path: Path) -> None:
+    key = generate_openai_style_key("proj")
+    path = tmp_path / ".env"
+    path.write_text(f"OPENAI_API_KEY={key}\n")
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match="other users can write"):
+        load_api_key(env={}, sources=("dotenv",), dotenv_path=path)
+    path.chmod(0o644)  # readable is the user's call (keyguard fix writes 0600)
+    assert load_api_key(env={}, sources=("dotenv",), dotenv_path=path).reveal() == key
