@@ -118,21 +118,53 @@ def _from_vault(upstream: str, env: Mapping[str, str]) -> str | None:
     return secret.reveal()
 
 
-def validate_key(value: str, *, origin: str) -> None:
-    """Raise :class:`KeyFormatError` naming ``origin`` if ``value`` is not a usable key.
-
-    Accepts OpenAI keys and keyguard virtual keys (for use through the gateway).
-    """
+def _key_problem(value: str) -> str | None:
+    """Why ``value`` is not an OpenAI key or keyguard virtual key, or ``None`` if it is one."""
     try:
         if value.startswith(VIRTUAL_KEY_PREFIX):
             parse_virtual_key(value)
         else:
             openai_key_kind(value)
     except KeyFormatError as exc:
-        raise KeyFormatError(
-            f"the key from {origin} is malformed: {exc}. Copy it again from the OpenAI dashboard "
-            "(or `keyguard key create`) and check for quotes, spaces or a truncated value."
-        ) from None
+        return str(exc)
+    return None
+
+
+def _malformed(origin: str, problem: str) -> KeyFormatError:
+    return KeyFormatError(
+        f"the key from {origin} is malformed: {problem}. Copy it again from the OpenAI dashboard "
+        "(or `keyguard key create`) and check for quotes, spaces or a truncated value."
+    )
+
+
+def validate_key(value: str, *, origin: str) -> None:
+    """Raise :class:`KeyFormatError` naming ``origin`` if ``value`` is not a usable key.
+
+    Accepts OpenAI keys and keyguard virtual keys (for use through the gateway).
+    """
+    problem = _key_problem(value)
+    if problem is not None:
+        del value  # not in this frame's locals (a traceback with locals: Sentry, rich)
+        raise _malformed(origin, problem)
+
+
+def _lookup(
+    source: str,
+    name: str,
+    env: Mapping[str, str] | None,
+    dotenv_path: str | Path | None,
+    upstream: str,
+) -> tuple[str | None, str]:
+    """The value ``source`` has for ``name`` (or ``None``) and how to name where it came from."""
+    environ = os.environ if env is None else env
+    if source == "env":
+        return _from_env(name, environ), f"the environment variable {name}"
+    if source == "dotenv":
+        return _from_dotenv(name, dotenv_path), f"{name} in the .env file"
+    if source == "keyring":
+        return _from_keyring(name), f"{name} in the OS keyring"
+    value = _from_vault(upstream, environ)
+    return value, f"upstream credential {upstream!r} in the keyguard vault"
 
 
 def load_api_key(
@@ -150,28 +182,22 @@ def load_api_key(
     the value found is not an OpenAI (or keyguard virtual) key; neither message contains the
     value.
     """
-    environ = os.environ if env is None else env
     unknown = set(sources) - set(DEFAULT_SOURCES)
     if unknown:
         raise ValueError(f"unknown key sources: {sorted(unknown)}")
     for source in sources:
-        if source == "env":
-            value = _from_env(name, environ)
-            origin = f"the environment variable {name}"
-        elif source == "dotenv":
-            value = _from_dotenv(name, dotenv_path)
-            origin = f"{name} in the .env file"
-        elif source == "keyring":
-            value = _from_keyring(name)
-            origin = f"{name} in the OS keyring"
-        else:
-            value = _from_vault(upstream, environ)
-            origin = f"upstream credential {upstream!r} in the keyguard vault"
+        value, origin = _lookup(source, name, env, dotenv_path, upstream)
         if value is None:
             continue
+        # from here on only the Secret holds the value: a traceback that records the locals of
+        # its frames (Sentry, rich, pytest --showlocals) shows its redacted form, never the key
+        secret = Secret(value, name=name)
+        del value
         if validate:
-            validate_key(value, origin=origin)
-        return Secret(value, name=name)
+            problem = _key_problem(secret.reveal())
+            if problem is not None:
+                raise _malformed(origin, problem)
+        return secret
     raise KeyNotConfigured(_hint(name))
 
 
@@ -221,9 +247,10 @@ def _client_kwargs(
     load_kwargs: Mapping[str, Any],
     env: Mapping[str, str] | None,
 ) -> tuple[_KeyProvider, str]:
-    environ = os.environ if env is None else env
     # always explicit: with ``env=`` given, openai would otherwise read os.environ unchecked
-    url = base_url or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    # (and no local holds os.environ, with the key in it, for a traceback to show)
+    url = base_url or (os.environ if env is None else env).get("OPENAI_BASE_URL")
+    url = url or DEFAULT_BASE_URL
     check_base_url(url, allow_insecure_loopback=allow_insecure_loopback)
     if api_key is not None:
         if not isinstance(api_key, Secret):

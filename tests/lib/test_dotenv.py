@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from keyguard import load_api_key
+import keyguard
+from keyguard import KeyFormatError, load_api_key
 from keyguard.domain.keys import generate_openai_style_key
 from keyguard.errors import ConfigError
 
@@ -80,3 +82,32 @@ def test_dotenv_writable_by_others_is_refused(tmp_path: Path) -> None:
         load_api_key(env={}, sources=("dotenv",), dotenv_path=path)
     path.chmod(0o644)  # readable is the user's call (keyguard fix writes 0600)
     assert load_api_key(env={}, sources=("dotenv",), dotenv_path=path).reveal() == key
+
+
+def _shown_with_locals(call: Callable[[], object]) -> str:
+    """What Sentry, rich (show_locals) or pytest --showlocals would record for the error of
+    ``call`` (caught here, so no test frame holding the key is part of its traceback)."""
+    try:
+        call()
+    except KeyFormatError as exc:
+        return "".join(
+            traceback.TracebackException.from_exception(exc, capture_locals=True).format()
+        )
+    raise AssertionError("no KeyFormatError")
+
+
+def test_malformed_key_is_not_in_the_locals_of_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key with a stray space is still the real key: the frames the error passes through
+    must not hold it in a plain local variable."""
+    key = generate_openai_style_key("proj")
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f'OPENAI_API_KEY="{key} "\n')
+    shown = _shown_with_locals(lambda: load_api_key(sources=("dotenv",), dotenv_path=dotenv))
+    assert "malformed" in shown and key not in shown
+    monkeypatch.setenv("OPENAI_API_KEY", f"{key}\n")
+    shown = _shown_with_locals(lambda: load_api_key(sources=("env",)))
+    assert "malformed" in shown and key not in shown
+    shown = _shown_with_locals(lambda: keyguard.openai_client(load_kwargs={"sources": ("env",)}))
+    assert "malformed" in shown and key not in shown
