@@ -55,9 +55,13 @@ def create_key_file(path: Path, key: MasterKey) -> None:
     The key is written to a temporary file (0600 from the start, in the same directory),
     fsynced, then linked into place, so a crash never leaves a partial key file behind.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot create master key file {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(key.to_base64().encode("ascii") + b"\n")
