@@ -146,3 +146,38 @@ def test_admin_key_set_refuses_another_project(run: Run) -> None:
         ADMIN=run.platform.new_admin_key(),
     )
     assert "proj_other" in out.output and "OpenAI-Project" in out.output
+
+
+def test_the_old_key_is_not_retired_while_the_new_one_is_gone(
+    vault: Vault, platform: FakeOpenAIPlatform, connect: Any, db_path: Any, master: Any
+) -> None:
+    """The new service account was deleted out of band (a human cleaning up the dashboard):
+    the gateway lives on the PREVIOUS fallback. Retiring it at max-grace would delete the
+    only working key; it is kept until a working CURRENT exists again."""
+    from datetime import timedelta
+
+    from keyguard.domain.rotation import RotationState
+    from keyguard.rotation.manual import rotate_manually
+    from keyguard.storage.sqlite import SqliteStore
+
+    now = [vault.now()]
+    v = Vault.open(SqliteStore(db_path), master, clock=lambda: now[0])
+    rot = rotator(v, connect, grace=60.0, max_grace=600.0)
+    r = rot.start("default")
+    assert r.state is RotationState.FINISHED
+    _, old = v.upstream_secret("default", Label.PREVIOUS)
+    assert r.new_account_id is not None and platform.delete_account(r.new_account_id)
+    now[0] += timedelta(seconds=700)
+    r = rot.resume("default")  # type: ignore[assignment]
+    assert r.state is RotationState.FINISHED and "gone" in r.detail, r
+    cred = v.get_upstream("default")
+    assert cred.version_with(Label.PREVIOUS).version == 1  # type: ignore[union-attr]
+    check_key(connect(cred), old)  # still the working fallback
+    # a working CURRENT again (by hand): the old key is retired
+    fresh = platform.add_service_account("made-by-hand").key.value
+    rotate_manually(v, "default", _secret(fresh), connect, actor="tester", source="test")
+    r = rot.resume("default")  # type: ignore[assignment]
+    assert r.state is RotationState.RETIRED, r
+    with pytest.raises(AdminApiError):
+        check_key(connect(cred), old)
+    v.close()

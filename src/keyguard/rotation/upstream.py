@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -284,20 +284,23 @@ class UpstreamRotator:
         api = self._api(name, "rotation retire") if link is not None else None
         last_used = None
         gone = False
+        current_gone = None
+        cred = self.vault.get_upstream(name)
         if api is not None and link is not None:
             keys = {k.id: k for k in api.list_api_keys()}
             old_key = keys.get(link.api_key_id or "")
             gone = old_key is None
             last_used = old_key.last_used_at if old_key is not None else None
+            current_gone = self._current_gone(cred, keys)
         now = self.vault.now()
-        old = (
-            self.vault.get_upstream(name).version_number(r.old_version)
-            if r.old_version is not None
-            else None
-        )
-        check = retire_decision(
-            r, last_used, now, old_compromised=old is not None and old.compromised
-        )
+        old = cred.version_number(r.old_version) if r.old_version is not None else None
+        compromised = old is not None and old.compromised
+        if current_gone is not None and not gone and not compromised:
+            # the old key is the gateway's only working one (its fallback): never retire it
+            waiting = r.advance(S.FINISHED, now, detail=current_gone)
+            self._save(waiting, r)
+            return waiting
+        check = retire_decision(r, last_used, now, old_compromised=compromised)
         if not check.retire and not gone:
             waiting = r.advance(
                 S.FINISHED, now, old_last_used=last_used, old_observed=True, detail=check.reason
@@ -333,6 +336,26 @@ class UpstreamRotator:
         return done
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _current_gone(self, cred: UpstreamCredential, keys: Mapping[str, object]) -> str | None:
+        """Why the old key must stay: the CURRENT key's service account is gone at OpenAI
+        (deleted out of band); ``None`` when CURRENT is not known to be gone."""
+        current = cred.version_with(Label.CURRENT)
+        link = next(
+            (
+                s
+                for s in self.vault.store.list_service_accounts(cred.name)
+                if current is not None and s.version == current.version and s.deleted_at is None
+            ),
+            None,
+        )
+        if link is None or not link.api_key_id or link.api_key_id in keys:
+            return None
+        return (
+            f"the CURRENT key's service account ({link.account_id}) is gone at OpenAI: the old"
+            f" key is kept as the gateway's fallback; give {cred.name!r} a working key"
+            f" ('keyguard upstream rotate {cred.name}')"
+        )
 
     @contextlib.contextmanager
     def _lease(self, name: str) -> Iterator[None]:
