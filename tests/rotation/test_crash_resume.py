@@ -23,16 +23,23 @@ STEPS = ["creating", "create:api", "created", "tested", "finished", "retire:api"
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KEYGUARD, *args], capture_output=True, text=True, env=env,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*KEYGUARD, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_kill_after_each_step_then_resume(
     step: str, home_env: dict[str, str], platform: FakeOpenAIPlatform, connect: object
 ) -> None:
-    killed = run({**home_env, "KEYGUARD_FAULT_KILL_AFTER": step}, "rotate", "default",
-                 "--grace", "0s")
+    killed = run(
+        {**home_env, "KEYGUARD_FAULT_KILL_AFTER": step}, "rotate", "default", "--grace", "0s"
+    )
     assert killed.returncode == -signal.SIGKILL, (killed.stdout, killed.stderr)
     resumed = run(home_env, "rotate", "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
@@ -68,15 +75,21 @@ def test_serve_resumes_an_interrupted_rotation_on_start(
     import socket
     import time
 
-    killed = run({**home_env, "KEYGUARD_FAULT_KILL_AFTER": "created"}, "rotate", "default",
-                 "--grace", "0s")
+    killed = run(
+        {**home_env, "KEYGUARD_FAULT_KILL_AFTER": "created"}, "rotate", "default", "--grace", "0s"
+    )
     assert killed.returncode == -signal.SIGKILL
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([*KEYGUARD, "serve", "--port", str(port)], env=home_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*KEYGUARD, "serve", "--port", str(port)],
+        env=home_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     settings = load_settings({"home": Path(home_env["KEYGUARD_HOME"])})
     try:
         deadline = time.monotonic() + 30
@@ -96,3 +109,29 @@ def test_serve_resumes_an_interrupted_rotation_on_start(
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize("step", ["creating", "create:api", "created", "tested"])
+def test_kill_after_each_step_then_abort(
+    step: str, home_env: dict[str, str], platform: FakeOpenAIPlatform, connect: object
+) -> None:
+    before = set(platform.projects[PROJECT])
+    killed = run({**home_env, "KEYGUARD_FAULT_KILL_AFTER": step}, "rotate", "default")
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout, killed.stderr)
+    aborted = run(home_env, "rotate", "default", "--abort", "--json")
+    assert aborted.returncode == 0, aborted.stderr
+    assert set(platform.projects[PROJECT]) == before  # the new account is gone, the old kept
+    settings = load_settings({"home": Path(home_env["KEYGUARD_HOME"])})
+    vault = open_vault(settings, home_env)
+    try:
+        r = vault.store.get_rotation("default")
+        assert r is not None and r.state is RotationState.ABORTED, r
+        cred = vault.get_upstream("default")
+        assert [v.label for v in cred.versions if v.label] == [Label.CURRENT]
+        assert cred.version_with(Label.CURRENT).version == 1  # type: ignore[union-attr]
+        _, secret = vault.upstream_secret("default")
+        check_key(connect(cred), secret)  # type: ignore[operator]
+    finally:
+        vault.close()
+    again = run(home_env, "rotate", "default", "--grace", "0s")
+    assert again.returncode == 0, again.stderr
