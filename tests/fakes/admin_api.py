@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trustme
 
-from fakes.openai_upstream import _VK_RE, FakeOpenAI, _Handler
+from fakes.openai_upstream import _VK_RE, FakeOpenAI, _Handler, incorrect_key_message
 from keyguard.domain.keys import generate_openai_style_key
 
 _SA = re.compile(r"/v1/organization/projects/([^/]+)/service_accounts(?:/([^/]+))?")
@@ -199,7 +199,7 @@ class _PlatformHandler(_Handler):
             fake.violations.append(f"virtual key reached the upstream on {self.path}")
         if not fake.use(self._bearer()):
             fake.rejected.append(self.path)
-            self._json(401, _err("Incorrect API key provided.", "invalid_api_key"))
+            self._json(401, _err(incorrect_key_message(self._bearer()), "invalid_api_key"))
             return False
         project = self.headers.get("OpenAI-Project")
         key = fake.find_key(self._bearer())
@@ -228,7 +228,7 @@ class _PlatformHandler(_Handler):
                     ),
                 )
             else:
-                self._json(401, _err("Incorrect API key provided.", "invalid_api_key"))
+                self._json(401, _err(incorrect_key_message(self._bearer()), "invalid_api_key"))
             return
         fake.admin_keys[key].last_used_at = int(time.time())
         query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}

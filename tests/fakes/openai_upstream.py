@@ -101,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
                 401,
                 {
                     "error": {
-                        "message": "Incorrect API key provided.",
+                        "message": incorrect_key_message(auth[7:]),
                         "type": "invalid_request_error",
                         "code": "invalid_api_key",
                         "param": None,
@@ -363,6 +363,19 @@ class _Handler(BaseHTTPRequestHandler):
             200,
             {"bytes": len(body), "chunked": self.headers.get("Transfer-Encoding", "") == "chunked"},
         )
+
+
+def masked(key: str) -> str:
+    """A key as OpenAI quotes it in errors: prefix and first characters, stars, last four."""
+    return f"{key[:8]}{'*' * 39}{key[-4:]}"
+
+
+def incorrect_key_message(key: str) -> str:
+    """OpenAI's 401 message, which quotes the masked key it was sent."""
+    return (
+        f"Incorrect API key provided: {masked(key)}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys."
+    )
 
 
 class FakeOpenAI:

@@ -345,3 +345,72 @@ def test_upstream_trailers_never_become_response_headers(
             assert b"x-evil" not in r.headers and b"set-cookie" not in r.headers
     finally:
         raw.close()
+
+
+def _no_key_fragment(body: bytes, key: str) -> None:
+    text = body.decode()
+    assert "*" * 4 not in text, text
+    assert key[:8] not in text and key[8:12] not in text, text
+
+
+def test_upstream_401_never_shows_the_masked_real_key(
+    gateway: RunningGateway, vault: Vault, ca: trustme.CA, make_key: Any, transcript: Transcript
+) -> None:
+    """OpenAI's 401 quotes the key it was sent, masked but with nine of its characters: the
+    virtual-key holder gets the message with the key removed."""
+    from keyguard.domain.keys import generate_openai_style_key
+
+    revoked = generate_openai_style_key()  # the vault's key, no longer valid at OpenAI
+    with FakeOpenAI(ca, []) as up:
+        name = _upstream(vault, revoked, up.base_url)
+        r = request(
+            gateway, "GET", "/v1/models", token=make_key(upstream=name), transcript=transcript
+        )
+    assert r.status == 401
+    err = r.json()["error"]
+    assert err["code"] == "invalid_api_key"
+    assert err["message"].startswith("Incorrect API key provided: [redacted key].")
+    _no_key_fragment(r.body, revoked)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "oversized"])
+def test_upstream_error_bodies_are_cleaned_in_any_encoding(
+    gateway: RunningGateway, vault: Vault, make_key: Any, real_key: str, encoding: str
+) -> None:
+    import gzip
+    import json as _json
+    import zlib
+
+    from fakes.openai_upstream import incorrect_key_message
+
+    doc = {"error": {"message": incorrect_key_message(real_key), "code": "invalid_api_key"}}
+    plain = _json.dumps(doc).encode()
+    if encoding == "gzip":
+        payload = gzip.compress(plain)
+    elif encoding == "deflate":
+        payload = zlib.compress(plain)
+    elif encoding == "br":
+        payload = plain  # labelled br: keyguard cannot read it, so it must not pass it on
+    else:
+        payload, encoding = plain + b" " * 70_000, "identity"
+    head = (
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+        b"Content-Encoding: %s\r\nContent-Length: %d\r\n\r\n" % (encoding.encode(), len(payload))
+    )
+    raw = _RawUpstream(lambda n: [head + payload])
+    try:
+        name = _upstream(
+            vault, real_key, f"http://127.0.0.1:{raw.port}/v1", allow_insecure_loopback=True
+        )
+        r = request(gateway, "GET", "/v1/models", token=make_key(upstream=name))
+    finally:
+        raw.close()
+    assert r.status == 401
+    assert b"content-encoding" not in r.headers
+    assert int(r.headers[b"content-length"]) == len(r.body)
+    _no_key_fragment(r.body, real_key)
+    message = r.json()["error"]["message"]
+    if encoding in ("gzip", "deflate"):
+        assert message.startswith("Incorrect API key provided: [redacted key].")
+    else:
+        assert message == "the upstream answered 401"

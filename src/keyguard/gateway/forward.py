@@ -24,6 +24,7 @@ from keyguard.gateway.headers import request_head, response_headers
 from keyguard.gateway.http.client import ConnectionPool, UpstreamConnection
 from keyguard.gateway.http.messages import Request, ResponseWriter
 from keyguard.gateway.paths import upstream_target
+from keyguard.gateway.upstream_errors import MAX_ERROR_BODY, scrub_error_body
 from keyguard.gateway.usage import UsageTap
 
 
@@ -149,23 +150,14 @@ class Forwarder:
                 raise
             if status == 401 and fallback is not None and (alt := fallback()) is not None:
                 raise _Fallback(alt)  # nothing was sent to the client yet: replay there
-            cl = None
-            for k, v in conn.headers:
-                if k == b"content-length" and v.isdigit():
-                    cl = int(v)
-            if tap is not None:  # limits: watch for usage (may strip the usage chunk)
-                cl = tap.start(status, conn.headers, cl)
-            w.start(status, response_headers(conn.headers), cl)
-            chunk = conn.read_nowait()
-            if chunk is None:
-                w.flush()  # let the client see the head while the first chunk is on its way
-                chunk = await conn.read(self._timeout)
-            while chunk:
-                w.write(tap.feed(chunk) if tap is not None else chunk)
-                await w.drain()
-                chunk = conn.read_nowait()
-                if chunk is None:
-                    chunk = await conn.read(self._timeout)
+            if status >= 400:  # read whole and cleaned: it may quote the key it was sent
+                headers, data = scrub_error_body(status, conn.headers, await self._error(conn))
+                if tap is not None:
+                    tap.start(status, headers, len(data))
+                w.start(status, response_headers(headers), len(data))
+                w.write(data)
+            else:
+                await self._stream(w, conn, status, tap)
             if pump is not None and not pump.done():
                 pump.cancel()  # the upstream answered before reading our whole body
                 conn.close()
@@ -185,6 +177,44 @@ class Forwarder:
                     await pump
             elif pump is not None and not pump.cancelled():
                 pump.exception()  # retrieved: a late body failure is no "never retrieved" noise
+
+    async def _stream(
+        self, w: ResponseWriter, conn: UpstreamConnection, status: int, tap: UsageTap | None
+    ) -> None:
+        """Pass the response on chunk by chunk as it arrives (SSE unbuffered)."""
+        cl = None
+        for k, v in conn.headers:
+            if k == b"content-length" and v.isdigit():
+                cl = int(v)
+        if tap is not None:  # limits: watch for usage (may strip the usage chunk)
+            cl = tap.start(status, conn.headers, cl)
+        w.start(status, response_headers(conn.headers), cl)
+        chunk = conn.read_nowait()
+        if chunk is None:
+            w.flush()  # let the client see the head while the first chunk is on its way
+            chunk = await conn.read(self._timeout)
+        while chunk:
+            w.write(tap.feed(chunk) if tap is not None else chunk)
+            await w.drain()
+            chunk = conn.read_nowait()
+            if chunk is None:
+                chunk = await conn.read(self._timeout)
+
+    async def _error(self, conn: UpstreamConnection) -> bytes | None:
+        """An error response's whole body, or ``None`` when it is over MAX_ERROR_BODY (the
+        connection is then not reused: the rest is never read)."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = conn.read_nowait()
+            if chunk is None:
+                chunk = await conn.read(self._timeout)
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > MAX_ERROR_BODY:
+                return None
+            parts.append(chunk)
 
 
 async def _pump(

@@ -99,17 +99,17 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
-        if not self._head_done:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_RESPONSE_HEAD:  # headers without end: never buffer them
-                self._fail(UpstreamUnavailable("the upstream sent an invalid HTTP response"))
-                self.close()
-                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:  # includes _Unsolicited, raised from a callback
             self._fail(UpstreamUnavailable("the upstream sent an invalid HTTP response"))
             self.close()
+            return
+        if not self._head_done and not self.lost:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD:  # headers without end: never buffer them
+                self._fail(UpstreamUnavailable("the upstream sent an invalid HTTP response"))
+                self.close()
 
     def eof_received(self) -> bool | None:
         return None
