@@ -228,3 +228,31 @@ def test_audit_list_prints_hostile_text_literally(cli: CLI) -> None:
     assert "\x1b" not in out and "\u202e" not in out
     data = json.loads(cli("audit", "list", "--json").stdout)
     assert data[-1]["subject"] == "GET /v1/[/bold]x\x1b[2J\x1b[1A\u202eevil"  # JSON: exact
+
+
+def test_rotate_master_to_passphrase_and_back_without_a_terminal(cli: CLI) -> None:
+    """KEYGUARD_PASSPHRASE opens the vault; KEYGUARD_NEW_PASSPHRASE is the one rotated to."""
+    real = generate_openai_style_key()
+    cli("init")
+    cli("upstream", "add", "default", "--stdin", stdin=real)
+    proc = cli("vault", "rotate-master", "--to", "passphrase", expect=2)
+    assert "KEYGUARD_NEW_PASSPHRASE" in proc.stderr
+    cli("vault", "rotate-master", "--to", "passphrase", KEYGUARD_NEW_PASSPHRASE="first phrase")
+    assert not (cli.home / "master.key").exists()
+    cli("vault", "status", expect=2)  # no passphrase given: says to set KEYGUARD_PASSPHRASE
+    cli("vault", "status", KEYGUARD_PASSPHRASE="wrong phrase", expect=3)
+    cli("vault", "status", KEYGUARD_PASSPHRASE="first phrase")
+    cli(
+        "vault", "rotate-master", "--to", "passphrase",
+        KEYGUARD_PASSPHRASE="first phrase", KEYGUARD_NEW_PASSPHRASE="second phrase",
+    )  # fmt: skip
+    cli("vault", "status", KEYGUARD_PASSPHRASE="first phrase", expect=3)
+    cli("vault", "rotate-master", "--to", "file", KEYGUARD_PASSPHRASE="second phrase")
+    settings = load_settings(env={"KEYGUARD_HOME": str(cli.home)})
+    vault = open_vault(settings, {})
+    try:
+        assert vault.upstream_secret("default", audit=False)[1].reveal() == real
+    finally:
+        vault.close()
+    for out in cli.outputs:
+        assert real not in out and "first phrase" not in out and "second phrase" not in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
@@ -172,6 +173,25 @@ def rewrap(ctx: click.Context, new_kek: bool, as_json: bool) -> None:
     emit(as_json, data, lambda: click.echo(f"{prefix}re-wrapped {changed} records"))
 
 
+ENV_NEW_PASSPHRASE = "KEYGUARD_NEW_PASSPHRASE"
+
+
+def _new_passphrase() -> str:
+    """The passphrase to rotate to: ``KEYGUARD_NEW_PASSPHRASE`` (``KEYGUARD_PASSPHRASE`` is the
+    current one, which opens the vault), else asked twice on the terminal."""
+    value = os.environ.get(ENV_NEW_PASSPHRASE)
+    if value is not None:
+        if not value:
+            raise ConfigError(f"{ENV_NEW_PASSPHRASE} is empty")
+        return value
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"the new passphrase: set {ENV_NEW_PASSPHRASE} (KEYGUARD_PASSPHRASE is the current"
+            " one) or run interactively"
+        )
+    return prompt_passphrase(True)
+
+
 @vault.command("rotate-master")
 @click.option("--to", "target", type=click.Choice(MASTER_SOURCES), default="file",
               show_default=True, help="Where the new master key lives.")
@@ -202,7 +222,7 @@ def rotate_master(ctx: click.Context, target: str) -> None:
         else:
             if target == "passphrase":
                 kdf = ScryptParams.new()
-                new = kdf.derive(prompt_passphrase(True))
+                new = kdf.derive(_new_passphrase())
             else:
                 new = MasterKey.generate()
                 store_in_os_keyring(new)
