@@ -110,17 +110,21 @@ def test_resolution_order(tmp_path: Path, os_keyring: MemoryKeyring) -> None:
     # passphrase (only with the vault's kdf parameters)
     got = resolve_master_key(tmp_path, {}, prompt, kdf=kdf)
     assert (got.key, got.source) == (kdf.derive("a passphrase"), "passphrase")
-    # OS keyring beats the passphrase
+    # the OS keyring, for a vault without passphrase parameters...
     store_in_os_keyring(ring_key)
     assert os_keyring.entries[(KEYRING_SERVICE, KEYRING_USER)] == ring_key.to_base64()
-    got = resolve_master_key(tmp_path, {}, prompt, kdf=kdf)
+    got = resolve_master_key(tmp_path, {}, prompt)
     assert (got.key, got.source) == (ring_key, "keyring")
+    # ...never for a passphrase-protected one (the entry may be another vault's, or stale)
+    got = resolve_master_key(tmp_path, {}, prompt, kdf=kdf)
+    assert (got.key, got.source) == (kdf.derive("a passphrase"), "passphrase")
     assert (
         resolve_master_key(tmp_path, {}, prompt, kdf=kdf, use_os_keyring=False).source
         == "passphrase"
     )
     # key file beats the keyring
     create_key_file(tmp_path / "master.key", file_key)
+    assert resolve_master_key(tmp_path, {}).source == f"file:{tmp_path / 'master.key'}"
     got = resolve_master_key(tmp_path, {}, prompt, kdf=kdf)
     assert (got.key, got.source) == (file_key, f"file:{tmp_path / 'master.key'}")
     # the environment beats everything
@@ -128,7 +132,7 @@ def test_resolution_order(tmp_path: Path, os_keyring: MemoryKeyring) -> None:
         tmp_path, {"KEYGUARD_MASTER_KEY": env_key.to_base64()}, prompt, kdf=kdf
     )
     assert (got.key, got.source) == (env_key, "env")
-    assert len(asked) == 2  # the prompt ran only when the passphrase was the source
+    assert len(asked) == 3  # the prompt ran only when the passphrase was the source
 
 
 def test_key_file_override_from_env(tmp_path: Path) -> None:
@@ -162,3 +166,36 @@ def test_key_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> 
         timeout=30,
     )
     assert "not a regular file" in proc.stdout, proc.stderr
+
+
+def test_rotating_away_from_the_keyring_removes_its_stale_entry(
+    tmp_path: Path, os_keyring: MemoryKeyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keyring is tried before a passphrase: left behind, the old key there would lock the
+    vault after `rotate-master --to passphrase`."""
+    from click.testing import CliRunner
+
+    from keyguard.cli.main import cli
+
+    home = tmp_path / "home"
+    for var in ("KEYGUARD_MASTER_KEY", "KEYGUARD_PASSPHRASE", "KEYGUARD_MASTER_KEY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KEYGUARD_HOME", str(home))
+
+    def run(*args: str, **env: str) -> str:
+        result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == 0, (args, result.output)
+        return result.output
+
+    run("init", "--master", "keyring")
+    assert (KEYRING_SERVICE, KEYRING_USER) in os_keyring.entries
+    run("vault", "rotate-master", "--to", "passphrase", KEYGUARD_NEW_PASSPHRASE="a passphrase")
+    stale = (KEYRING_SERVICE, KEYRING_USER) in os_keyring.entries  # a bool: never print a key
+    assert not stale
+    run("vault", "status", KEYGUARD_PASSPHRASE="a passphrase")
+    run("vault", "rotate-master", "--to", "keyring", KEYGUARD_PASSPHRASE="a passphrase")
+    run("vault", "status")
+    run("vault", "rotate-master", "--to", "file")
+    stale = (KEYRING_SERVICE, KEYRING_USER) in os_keyring.entries
+    assert not stale
+    run("vault", "status")

@@ -203,7 +203,14 @@ def rotate_master(ctx: click.Context, target: str) -> None:
     parameters) before the vault changes, so a crash at any point leaves a vault that opens.
     """
     from keyguard.crypto.master import MasterKey, ScryptParams
-    from keyguard.crypto.sources import ENV_MASTER_KEY, key_file_path, store_in_os_keyring
+    from keyguard.crypto.sources import (
+        ENV_MASTER_KEY,
+        delete_from_os_keyring,
+        key_file_path,
+        read_os_keyring,
+        store_in_os_keyring,
+    )
+    from keyguard.vault.vault import Vault
     from keyguard.wiring import install_new_key_file, pending_key_file, write_pending_key_file
 
     if os.environ.get(ENV_MASTER_KEY):
@@ -213,6 +220,13 @@ def rotate_master(ctx: click.Context, target: str) -> None:
     v = open_vault(settings)
     old_file = key_file_path(settings.home, os.environ)
     try:
+        # opened with the OS keyring's key (no key file, no passphrase parameters): that entry
+        # is this vault's, and goes stale when the key moves elsewhere
+        in_keyring = (
+            not old_file.exists()
+            and Vault.passphrase_params(v.store) is None
+            and read_os_keyring() is not None
+        )
         kdf = None
         if target == "file":
             new = MasterKey.generate()
@@ -230,6 +244,8 @@ def rotate_master(ctx: click.Context, target: str) -> None:
             if old_file.exists():
                 old_file.unlink()  # it holds the old key, which no longer opens the vault
             pending_key_file(old_file).unlink(missing_ok=True)
+        if in_keyring and target != "keyring":
+            delete_from_os_keyring()  # the old key: it no longer opens anything
     finally:
         v.close()
     click.echo(f"master key rotated; it now lives in: {target}")

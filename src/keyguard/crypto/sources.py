@@ -9,7 +9,9 @@ first one that is present:
    a regular file owned by the current user with mode 0600 (no group/other access), otherwise a
    :class:`ConfigError` says to ``chmod 600`` it -- a readable key file is never used silently.
 3. The OS keyring (``keyring`` package, service ``keyguard``, user ``master-key``), when
-   ``use_os_keyring`` is true and the package and a backend are available.
+   ``use_os_keyring`` is true and the package and a backend are available — but never for a
+   passphrase-protected vault (one with scrypt parameters): its key comes from the passphrase,
+   and the one keyring entry per OS user may hold another vault's key or a stale one.
 4. A passphrase from the ``passphrase`` callback, when the vault has scrypt parameters (``kdf``).
 
 When none is present, :class:`VaultLocked` lists the ways to provide one.
@@ -126,6 +128,24 @@ def read_os_keyring() -> MasterKey | None:
     return MasterKey.from_base64(value, setting="master key in the OS keyring")
 
 
+def delete_from_os_keyring() -> bool:
+    """Remove keyguard's master-key entry from the OS keyring; True if there was one."""
+    if read_os_keyring() is None:
+        return False
+    import keyring
+    from keyring.errors import KeyringError, PasswordDeleteError
+
+    try:
+        keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
+    except PasswordDeleteError:
+        return False
+    except (KeyringError, RuntimeError, OSError) as exc:
+        raise ConfigError(
+            f"cannot remove the old master key from the OS keyring: {type(exc).__name__}"
+        ) from None
+    return True
+
+
 def store_in_os_keyring(key: MasterKey) -> None:
     """Save the master key in the OS keyring (service ``keyguard``)."""
     try:
@@ -159,7 +179,7 @@ def resolve_master_key(
     path = key_file_path(home, env)
     if env.get(ENV_MASTER_KEY_FILE) or path.exists() or path.is_symlink():
         return ResolvedMasterKey(read_key_file(path), f"file:{path}")
-    if use_os_keyring:
+    if use_os_keyring and kdf is None:
         key = read_os_keyring()
         if key is not None:
             return ResolvedMasterKey(key, "keyring")
