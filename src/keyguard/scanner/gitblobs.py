@@ -12,6 +12,7 @@ Real binary files and oversized blobs are listed as skipped, once per path, as b
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -48,7 +49,7 @@ def blob_sizes(repo: Path, blobs: Iterable[str]) -> dict[str, int]:
     query = "".join(f"{b}\n" for b in blobs).encode()
     if not query:
         return {}
-    out = _run(repo, ["cat-file", "--batch-check"], query)
+    out = git(repo, "cat-file", "--batch-check", stdin=query)
     sizes: dict[str, int] = {}
     for line in out.splitlines():
         parts = line.split()
@@ -93,7 +94,9 @@ def read_blobs(repo: Path, blobs: list[str]) -> Iterator[tuple[str, bytes]]:
                 proc.stdin.close()
 
 
-def _run(repo: Path, args: list[str], stdin: bytes) -> bytes:
+def git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    """``git -C repo ARGS`` with ``stdin``; its stdout, or :class:`ScanError` (stderr's last
+    line) when git cannot run or fails."""
     try:
         out = subprocess.run(
             ["git", "-C", str(repo), *args], input=stdin, capture_output=True, check=False
@@ -101,5 +104,6 @@ def _run(repo: Path, args: list[str], stdin: bytes) -> bytes:
     except OSError as exc:
         raise ScanError(f"cannot run git: {exc}") from exc
     if out.returncode != 0:
-        raise ScanError(f"git {args[0]} failed: {out.stderr.decode(errors='replace')[-200:]}")
+        msg = os.fsdecode(out.stderr).strip().splitlines()
+        raise ScanError(f"git {args[0]} failed: {msg[-1] if msg else out.returncode}")
     return out.stdout

@@ -20,6 +20,7 @@ from keyguard.scanner.detectors import Detector
 from keyguard.scanner.encoded import might_hold
 from keyguard.scanner.engine import scan_text
 from keyguard.scanner.gitblobs import BinaryVersion, blob_id, blob_sizes, read_blobs
+from keyguard.scanner.gitblobs import git as _git
 from keyguard.scanner.gitdiff import line_number, run_around, runs, sections, unquote_path
 from keyguard.scanner.gitdiff import target as diff_target
 from keyguard.scanner.model import Finding, RawMatch, ScanReport, Skipped
@@ -28,19 +29,6 @@ from keyguard.scanner.walk import git_toplevel
 
 _COMMIT = b"\x01commit "
 _BINARY = b"\nBinary files "
-
-
-def _git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), *args], input=stdin, capture_output=True, check=False
-        )
-    except OSError as exc:
-        raise ScanError(f"cannot run git: {exc}") from exc
-    if out.returncode != 0:
-        msg = os.fsdecode(out.stderr).strip().splitlines()
-        raise ScanError(f"git {args[0]} failed: {msg[-1] if msg else out.returncode}")
-    return out.stdout
 
 
 def require_repo(path: Path) -> Path:
