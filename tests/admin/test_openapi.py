@@ -114,3 +114,45 @@ def test_responses_match_their_schemas(
     _check(served, "RotatedKey", rotated.json())
     _check(served, "VirtualKey", client.post(f"/admin/v1/keys/{key_id}/revoke", admin).json())
     _check(served, "Error", client.get("/admin/v1/keys").json())
+
+
+def test_what_the_document_forbids_is_refused_and_errors_match_it(
+    served: dict[str, Any], client: Client, admin: str, reader: str
+) -> None:
+    """Found by fuzzing the API with schemathesis against this document: error bodies name the
+    field in ``param`` (documented as null only), ``all`` took any value, and rules the handlers
+    enforced (exclusive expiry fields, new_key per mode) were missing from the schemas."""
+    from keyguard.domain.keys import generate_openai_style_key
+
+    def refused(r: Any, message: str | None = None) -> None:
+        assert r.status_code == 400, r.text
+        _check(served, "Error", r.json())
+        if message is not None:
+            assert r.json()["error"]["message"] == message
+
+    refused(client.post("/admin/v1/keys", admin, json={}))  # param: "name"
+    assert client.post("/admin/v1/keys", admin, json={}).json()["error"]["param"] == "name"
+    refused(client.get("/admin/v1/keys?all=maybe", reader))
+    assert client.get("/admin/v1/keys?all=1", reader).status_code == 200
+    for bad_name in ("", "-x", "a b", "ü", "x" * 65):
+        refused(client.post("/admin/v1/keys", admin, json={"name": bad_name}))
+        refused(client.post("/admin/v1/keys", admin, json={"name": "ok", "upstream": bad_name}))
+    both = {"name": "x", "expires_at": "2099-01-01T00:00:00Z", "expires_in_s": 60}
+    refused(
+        client.post("/admin/v1/keys", admin, json=both), "give expires_at or expires_in_s, not both"
+    )
+    rotate = "/admin/v1/upstreams/default/rotate"
+    key = generate_openai_style_key()
+    refused(
+        client.post(rotate, admin, json={"mode": "manual"}),
+        "mode 'manual' needs the new key in new_key",
+    )
+    refused(
+        client.post(rotate, admin, json={"mode": "admin", "new_key": key}),
+        "mode 'admin' creates the new key itself: do not send new_key",
+    )
+    r = client.post(rotate, admin, json={"mode": "manual", "new_key": key + "\n"})
+    refused(r)
+    assert key not in r.text and key[-8:] not in r.text
+    for route in ROUTES:  # any request can be malformed: 400 is documented everywhere
+        assert "400" in served["paths"][route.path][route.method.lower()]["responses"]

@@ -57,7 +57,8 @@ def _operation(route: Route) -> dict[str, Any]:
             "content": {"application/json": {"schema": ref(route.response)}},
         }
     }
-    for status in sorted({401, 403, 429, *route.errors}):
+    # 400: any request can carry a malformed path, query or body
+    for status in sorted({400, 401, 403, 429, *route.errors}):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     op: dict[str, Any] = {
         "operationId": route.operation_id,

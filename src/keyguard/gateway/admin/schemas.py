@@ -66,17 +66,17 @@ _KEY_FIELDS: dict[str, Schema] = {
 }
 
 _POSITIVE = {"type": "integer", "minimum": 1}
+#: a key's or upstream credential's name (keyguard.domain.records.check_name)
+NAME: Schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}
 
 SCHEMAS: dict[str, Schema] = {
-    "Error": obj(
-        {"error": obj({"message": STR, "type": STR, "code": NSTR, "param": {"type": "null"}})}
-    ),
+    "Error": obj({"error": obj({"message": STR, "type": STR, "code": NSTR, "param": NSTR})}),
     "VirtualKey": obj(_KEY_FIELDS),
     "VirtualKeyList": listing("VirtualKey"),
     "KeyCreate": obj(
         {
-            "name": {"type": "string", "minLength": 1, "maxLength": 64},
-            "upstream": {"type": "string", "default": "default", "maxLength": 64},
+            "name": NAME,
+            "upstream": {**NAME, "default": "default"},
             "owner": {"type": "string", "maxLength": 200},
             "allowed_models": STRS,
             "allowed_endpoints": STRS,
@@ -92,6 +92,12 @@ SCHEMAS: dict[str, Schema] = {
         },
         ("name",),
         additionalProperties=False,
+        allOf=[
+            {
+                "not": {"required": ["expires_at", "expires_in_s"]},
+                "x-error": "give expires_at or expires_in_s, not both",
+            }
+        ],
     ),
     "CreatedKey": {
         "allOf": [
@@ -179,12 +185,34 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "manual: bring the new key in new_key; admin: keyguard creates"
                 " it through the OpenAI Admin API with the upstream's admin key",
             },
-            "new_key": {"type": "string", "minLength": 20, "maxLength": 400, "writeOnly": True},
+            "new_key": {
+                "type": "string",
+                "minLength": 20,
+                "maxLength": 400,
+                "pattern": "^[!-~]+$",  # printable ASCII: a key with a line break can't be sent
+                "writeOnly": True,
+            },
             "test": {"type": "boolean", "default": True},
             "validate": {"type": "boolean", "default": True},
         },
         ("mode",),
         additionalProperties=False,
+        allOf=[
+            {
+                "if": {"properties": {"mode": {"const": "manual"}}},
+                "then": {
+                    "required": ["new_key"],
+                    "x-error": "mode 'manual' needs the new key in new_key",
+                },
+            },
+            {
+                "if": {"properties": {"mode": {"const": "admin"}}},
+                "then": {
+                    "not": {"required": ["new_key"]},
+                    "x-error": "mode 'admin' creates the new key itself: do not send new_key",
+                },
+            },
+        ],
     ),
     "UpstreamRotation": obj(
         {

@@ -1,14 +1,17 @@
 """Request-body validation against the admin API's own schemas (:mod:`.schemas`).
 
 A small checker for the subset of JSON Schema those schemas use (``type``, ``enum``,
-``const``, ``minimum``/``maximum``, ``minLength``/``maxLength``, ``maxItems``, ``items``,
-``properties``/``required``/``additionalProperties: false``), so the runtime needs no schema
-library and what the OpenAPI document says is exactly what is enforced. Messages name the
-field, never echo its value (a misplaced secret must not come back in an error).
+``const``, ``minimum``/``maximum``, ``minLength``/``maxLength``, ``pattern``, ``maxItems``,
+``items``, ``properties``/``required``/``additionalProperties: false``, ``allOf``,
+``if``/``then``, ``not``), so the runtime needs no schema library and what the OpenAPI document
+says is exactly what is enforced. Messages name the field, never echo its value (a misplaced
+secret must not come back in an error); a ``then`` branch may carry its own message
+(``x-error``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from keyguard.gateway.admin.schemas import SCHEMAS, Schema
@@ -63,6 +66,8 @@ def check(value: Any, schema: Schema, where: str = "body") -> None:
             raise InvalidBody(f"{where} is too short", where)
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise InvalidBody(f"{where} is too long", where)
+        if "pattern" in schema and re.search(schema["pattern"], value) is None:
+            raise InvalidBody(f"{where} has characters or a length not allowed here", where)
     if isinstance(value, list):
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             raise InvalidBody(f"{where} has too many items", where)
@@ -70,6 +75,26 @@ def check(value: Any, schema: Schema, where: str = "body") -> None:
             check(item, schema.get("items", {}), f"{where}[{i}]")
     if isinstance(value, dict):
         _check_object(value, schema, where)
+    for sub in schema.get("allOf", ()):
+        check(value, sub, where)
+    if "if" in schema and _matches(value, schema["if"], where):
+        then = schema.get("then", {})
+        try:
+            check(value, then, where)
+        except InvalidBody as exc:
+            if "x-error" in then:
+                raise InvalidBody(then["x-error"], exc.param) from None
+            raise
+    if "not" in schema and _matches(value, schema["not"], where):
+        raise InvalidBody(schema.get("x-error", f"{where} does not have an allowed shape"), None)
+
+
+def _matches(value: Any, schema: Schema, where: str) -> bool:
+    try:
+        check(value, schema, where)
+    except InvalidBody:
+        return False
+    return True
 
 
 def _check_object(value: dict[str, Any], schema: Schema, where: str) -> None:
