@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from keyguard.domain.pricing import Estimate, nano_to_usd, usd_to_nano
+from keyguard.domain.pricing import COUNTER_MAX, Estimate, nano_to_usd, usd_to_nano
 from keyguard.domain.records import BudgetPeriod, VirtualKey
 from keyguard.errors import RateLimited
 
@@ -275,6 +275,6 @@ class KeyCounters:
         return True
 
     def _spend(self, period: str, nano: int) -> None:
-        self.spent[period] = self.spent.get(period, 0) + nano
+        self.spent[period] = min(self.spent.get(period, 0) + nano, COUNTER_MAX)  # as Redis
         if nano and self.spend_log is not None:
             self.spend_log(period, nano)

@@ -22,6 +22,13 @@ from typing import Any
 NANO = 1_000_000_000
 #: output tokens assumed when a request sets no max_tokens (settled to the real count later)
 DEFAULT_OUTPUT_TOKENS = 1024
+#: the most tokens any one request is counted for (estimate or reported usage): far above any
+#: real request, small enough that no counter (Redis HINCRBY, SQLite) can overflow from a few
+MAX_TOKENS = 1 << 32
+#: the most nano-USD one request is charged (about $9M: what a Lua number holds exactly)
+MAX_COST_NANO = 1 << 53
+#: counters saturate here (a signed 64-bit integer: Redis and SQLite integers)
+COUNTER_MAX = (1 << 63) - 1
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
 _INPUT_FIELDS = ("messages", "input", "prompt", "instructions", "tools", "functions")
 
@@ -51,18 +58,21 @@ class ModelPrice:
             cached = float(data.get("cached_input", inp))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"price of {name!r}: needs numeric input/output") from exc
-        if min(inp, out, cached) < 0:
-            raise ValueError(f"price of {name!r}: prices must not be negative")
+        if not min(inp, out, cached) >= 0 or max(inp, out, cached) == float("inf"):
+            raise ValueError(f"price of {name!r}: prices must be finite and not negative")
         return cls(inp, cached, out)
 
     def cost_nano(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
         """Cost in nano-USD; ``cached_tokens`` is the part of ``input_tokens`` served cached."""
-        cached = min(max(cached_tokens, 0), max(input_tokens, 0))
-        fresh = max(input_tokens, 0) - cached
+        inp = min(max(input_tokens, 0), MAX_TOKENS)
+        cached = min(max(cached_tokens, 0), inp)
+        fresh = inp - cached
+        out = min(max(output_tokens, 0), MAX_TOKENS)
         # nano-USD = tokens * USD/1M * 1e9 / 1e6 = tokens * price * 1000
-        return round((fresh * self.input + cached * self.cached_input) * 1000) + round(
-            max(output_tokens, 0) * self.output * 1000
+        cost = round((fresh * self.input + cached * self.cached_input) * 1000) + round(
+            out * self.output * 1000
         )
+        return min(cost, MAX_COST_NANO)
 
 
 @dataclass(frozen=True)
@@ -182,7 +192,7 @@ def requested_output_tokens(body: Mapping[str, Any]) -> int | None:
     for name in _OUTPUT_FIELDS:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value * requested_choices(body)
+            return min(value * requested_choices(body), MAX_TOKENS)
     return None
 
 
@@ -217,11 +227,15 @@ def estimate_request(
             out = cap
         else:  # no cap named: the default per completion asked for
             out = default_output_tokens * requested_choices(body)
+    inp, out = min(inp, MAX_TOKENS), min(out, MAX_TOKENS)
     return Estimate(tokens=inp + out, cost_nano=prices.cost_nano(model, inp, out))
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A reported token count: a positive integer (at most :data:`MAX_TOKENS`), else 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(value, MAX_TOKENS)
+    return 0
 
 
 def usage_from_response(usage: Any) -> TokenUsage | None:

@@ -25,7 +25,7 @@ from keyguard.domain.limits import (
     period_bounds,
     period_id,
 )
-from keyguard.domain.pricing import Estimate, nano_to_usd
+from keyguard.domain.pricing import COUNTER_MAX, Estimate, nano_to_usd
 from keyguard.errors import StorageError
 from keyguard.limits.ports import SpendStore, reservation_ids
 
@@ -124,13 +124,13 @@ class MemoryLimiter:
     def _note(self, key_id: str, period: str, nano: int) -> None:
         """A spend increment to persist (called under the lock, by the key's counters)."""
         row = (key_id, period)
-        self._pending[row] = self._pending.get(row, 0) + nano
+        self._pending[row] = min(self._pending.get(row, 0) + nano, COUNTER_MAX)
 
     def _apply(self, totals: dict[tuple[str, str], int]) -> None:
         """Take the stored totals as truth, plus what was spent here since they were read."""
         for (key_id, period), total in totals.items():
             c = self._counters(key_id)
-            c.spent[period] = total + self._pending.get((key_id, period), 0)
+            c.spent[period] = min(total + self._pending.get((key_id, period), 0), COUNTER_MAX)
 
     def flush(self) -> None:
         """Write spend increments and read every total back (also done by the flush thread)."""
@@ -145,7 +145,7 @@ class MemoryLimiter:
             log.warning("could not persist budget counters: %s", type(exc).__name__)
             with self._lock:  # keep them for the next attempt
                 for row, delta in deltas.items():
-                    self._pending[row] = self._pending.get(row, 0) + delta
+                    self._pending[row] = min(self._pending.get(row, 0) + delta, COUNTER_MAX)
             return
         with self._lock:
             self._apply(totals)

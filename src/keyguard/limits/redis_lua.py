@@ -27,7 +27,7 @@ from keyguard.domain.limits import (
     period_bounds,
     period_id,
 )
-from keyguard.domain.pricing import Estimate, nano_to_usd
+from keyguard.domain.pricing import MAX_COST_NANO, MAX_TOKENS, Estimate, nano_to_usd
 from keyguard.domain.records import BudgetPeriod
 
 #: arguments travel as one "|"-joined string (cheaper for the client to encode than twelve)
@@ -37,7 +37,21 @@ local ARGV = {}
 for v in string.gmatch(packed .. '|', '([^|]*)|') do ARGV[#ARGV + 1] = v end
 """
 
-_SETTLE_FN = """
+#: add nano-USD to a budget counter, saturating at the largest integer Redis holds (an error
+#: half-way through a script would leave the writes before it in place)
+_SPEND_FN = """
+local function spend(bk, cost)
+  if cost == '0' then return end
+  local r = redis.pcall('HINCRBY', bk, 'spent', cost)
+  if type(r) == 'table' and r.err then
+    redis.call('HSET', bk, 'spent', '9223372036854775807')
+  end
+end
+"""
+
+_SETTLE_FN = (
+    _SPEND_FN
+    + """
 local function settle(win, fl, info, bprefix, now_s, r, tokens, cost)
   local data = redis.call('HGET', info, r)
   redis.call('ZREM', fl, r)
@@ -52,7 +66,7 @@ local function settle(win, fl, info, bprefix, now_s, r, tokens, cost)
   end
   local bk = bprefix .. p
   if c ~= '0' then redis.call('HINCRBY', bk, 'held', '-' .. c) end
-  redis.call('HINCRBY', bk, 'spent', cost)
+  spend(bk, cost)
   return 1
 end
 local function expire(win, fl, info, bprefix, now_s, now_ms)
@@ -67,6 +81,7 @@ local function expire(win, fl, info, bprefix, now_s, now_ms)
   end
 end
 """
+)
 
 RESERVE = (
     _UNPACK
@@ -144,7 +159,10 @@ return settle(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_s, ARGV[2], ARGV[3], ARGV[
 #: count a finished request of a key without limits: one round trip, nothing to check. Fields
 #: 61-120 s old are deleted by name (a hash idle for 61 s expires as a whole), so the window
 #: stays bounded without reading it.
-RECORD = _UNPACK + """
+RECORD = (
+    _UNPACK
+    + _SPEND_FN
+    + """
 local win, now_ms = KEYS[1], tonumber(ARGV[2])
 local now_s = math.floor(now_ms / 1000)
 local old = {}
@@ -154,11 +172,12 @@ redis.call('HINCRBY', win, 'r' .. now_s, 1)
 if ARGV[3] ~= '0' then redis.call('HINCRBY', win, 't' .. now_s, ARGV[3]) end
 redis.call('PEXPIRE', win, 61000)
 local bk = ARGV[1] .. ARGV[5]
-if ARGV[4] ~= '0' then redis.call('HINCRBY', bk, 'spent', ARGV[4]) end
+spend(bk, ARGV[4])
 local bttl = tonumber(ARGV[6])
 if bttl > 0 then redis.call('EXPIRE', bk, bttl) end
 return 1
 """
+)
 
 #: how long a period's budget counter outlives the period (for ``key usage`` afterwards)
 _KEEP_S = {BudgetPeriod.DAILY: 8 * 86400, BudgetPeriod.MONTHLY: 40 * 86400}
@@ -190,6 +209,14 @@ def pack(args: list[str]) -> list[str]:
     return ["|".join(args)]
 
 
+def _tokens(value: int) -> str:
+    return str(min(max(int(value), 0), 2 * MAX_TOKENS))  # input + output
+
+
+def _cost(value: int) -> str:
+    return str(min(max(int(value), 0), MAX_COST_NANO))
+
+
 def _opt(value: int | None) -> str:
     return "-1" if value is None else str(int(value))
 
@@ -202,34 +229,38 @@ def _budget_ttl(limits: Limits, now: datetime) -> int:
 def record_args(
     names: KeyNames, limits: Limits, tokens: int, cost: int, now: datetime
 ) -> list[str]:
-    return pack([
-        names.budget_prefix,
-        str(int(now.timestamp() * 1000)),
-        str(max(int(tokens), 0)),
-        str(max(int(cost), 0)),
-        period_id(limits.period, now),
-        str(_budget_ttl(limits, now)),
-    ])
+    return pack(
+        [
+            names.budget_prefix,
+            str(int(now.timestamp() * 1000)),
+            _tokens(tokens),
+            _cost(cost),
+            period_id(limits.period, now),
+            str(_budget_ttl(limits, now)),
+        ]
+    )
 
 
 def reserve_args(
     names: KeyNames, rid: str, limits: Limits, est: Estimate, now: datetime, lease_s: float
 ) -> list[str]:
     ttl = _budget_ttl(limits, now)
-    return pack([
-        names.budget_prefix,
-        str(int(now.timestamp() * 1000)),
-        rid,
-        _opt(limits.rpm),
-        _opt(limits.tpm),
-        _opt(limits.max_concurrency),
-        _opt(limits.budget_nano),
-        str(max(int(est.tokens), 0)),
-        str(max(int(est.cost_nano), 0)),
-        period_id(limits.period, now),
-        str(int(lease_s * 1000)),
-        str(ttl),
-    ])
+    return pack(
+        [
+            names.budget_prefix,
+            str(int(now.timestamp() * 1000)),
+            rid,
+            _opt(limits.rpm),
+            _opt(limits.tpm),
+            _opt(limits.max_concurrency),
+            _opt(limits.budget_nano),
+            _tokens(est.tokens),
+            _cost(est.cost_nano),
+            period_id(limits.period, now),
+            str(int(lease_s * 1000)),
+            str(ttl),
+        ]
+    )
 
 
 def reserve_result(
@@ -254,16 +285,18 @@ def reserve_result(
     raise deny(reason, key_id, limits, int(str(reply[2])) / 1000)
 
 
-def settle_args(names: KeyNames, res: Reservation, tokens: int, cost: int, now: datetime) -> list[
-    str
-]:
-    return pack([
-        names.budget_prefix,
-        res.rid,
-        str(max(int(tokens), 0)),
-        str(max(int(cost), 0)),
-        str(int(now.timestamp() * 1000)),
-    ])
+def settle_args(
+    names: KeyNames, res: Reservation, tokens: int, cost: int, now: datetime
+) -> list[str]:
+    return pack(
+        [
+            names.budget_prefix,
+            res.rid,
+            _tokens(tokens),
+            _cost(cost),
+            str(int(now.timestamp() * 1000)),
+        ]
+    )
 
 
 def _text(value: object) -> str:

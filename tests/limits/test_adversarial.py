@@ -1,0 +1,155 @@
+"""Limits as a client holding a limited key (or a buggy upstream) would probe them: every
+request is settled or released exactly once, whatever the client, the upstream or Redis does,
+and no reported figure can break the counters."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import redis
+
+from fakes.openai_upstream import FakeOpenAI
+from keyguard.domain.limits import Limits
+from keyguard.domain.pricing import COUNTER_MAX, Estimate
+from keyguard.domain.records import BudgetPeriod
+from keyguard.gateway.config import GatewayConfig
+from keyguard.gateway.limits import Admission
+from keyguard.gateway.server import RunningGateway
+from keyguard.limits.memory import AsyncMemoryLimiter, MemoryLimiter
+from keyguard.limits.prices import shipped_prices
+from keyguard.limits.redis_async import AsyncRedisLimiter, connect_async
+from keyguard.limits.redis_sync import RedisLimiter
+from keyguard.vault import Vault
+
+from .conftest import REDIS_URL
+from .test_gateway_limits import (
+    MSG,
+    _close_clients,  # noqa: F401 (autouse fixture)
+    client,
+    gateway_with,
+    wait_for,
+)
+from .test_replicas import RedisServer
+
+PRICES = shipped_prices()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _raw_request(gw: RunningGateway, token: str, path: str, doc: dict[str, Any]) -> socket.socket:
+    """Send one request on a raw socket and return it unread (the caller disconnects)."""
+    body = json.dumps(doc).encode()
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+@pytest.fixture
+def redis_admission(redis_client: redis.Redis, prefix: str) -> Iterator[Admission]:
+    yield Admission(AsyncRedisLimiter(connect_async(REDIS_URL), prefix=prefix), PRICES)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (it gets paused: never the machine's shared one)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def _pause(server: RedisServer, ms: int) -> None:
+    c = redis.Redis.from_url(server.url, socket_timeout=5)
+    c.execute_command("CLIENT", "PAUSE", str(ms), "ALL")
+    c.close()
+
+
+# ---- figures that do not fit ---------------------------------------------------------------
+
+
+def test_huge_usage_from_the_upstream_breaks_nothing(
+    gateway_config: GatewayConfig,
+    vault: Vault,
+    make_key: Any,
+    upstream: FakeOpenAI,
+    redis_admission: Admission,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    """A (buggy) upstream reporting absurd usage: the request is settled (its slot returned),
+    the spend is charged, and Redis is not taken for down (no 503 for every other key)."""
+    key_id, token = make_key(max_concurrency=2, budget_usd=5.0)
+    _, other = make_key(rpm=100)
+    lim = RedisLimiter(redis_client, prefix=prefix)
+    with gateway_with(gateway_config, vault, redis_admission) as gw:
+        upstream.usage_tokens = (10**20, 10**20)
+        try:
+            client(gw, token).chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        finally:
+            upstream.usage_tokens = (3, 3)
+        wait_for(lambda: lim.usage(key_id, Limits(), _now()).in_flight == 0)
+        assert not redis_admission.degraded
+        assert lim.usage(key_id, Limits(), _now()).spent_usd > 5.0  # over budget: denied now
+        with pytest.raises(openai.RateLimitError):
+            client(gw, token).chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        client(gw, other).chat.completions.create(model="gpt-4o-mini", messages=MSG)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_absurd_max_tokens_without_usage_breaks_nothing(
+    gateway_config: GatewayConfig,
+    vault: Vault,
+    make_key: Any,
+    redis_client: redis.Redis,
+    prefix: str,
+    backend: str,
+) -> None:
+    """A request-rate-only key sends max_tokens=10**30 to an endpoint whose answer reports no
+    usage: it is charged an estimate the counters can hold, and nothing else breaks."""
+    mem = MemoryLimiter()
+    if backend == "memory":
+        admission = Admission(AsyncMemoryLimiter(mem), PRICES)
+        reader: Any = mem
+    else:
+        admission = Admission(AsyncRedisLimiter(connect_async(REDIS_URL), prefix=prefix), PRICES)
+        reader = RedisLimiter(redis_client, prefix=prefix)
+    key_id, token = make_key(rpm=100)
+    _, other = make_key(rpm=100)
+    with gateway_with(gateway_config, vault, admission) as gw:
+        for _ in range(3):
+            sock = _raw_request(
+                gw, token, "/v1/test/headers", {"model": "gpt-4o-mini", "max_tokens": 10**30}
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            sock.close()
+        wait_for(lambda: reader.usage(key_id, Limits(), _now()).in_flight == 0)
+        assert not admission.degraded
+        usage = reader.usage(key_id, Limits(), _now())
+        assert 0 < usage.spent_usd < 1e7 and usage.tokens_last_minute < 2**63
+        client(gw, other).chat.completions.create(model="gpt-4o-mini", messages=MSG)
+
+
+def test_spend_counter_saturates_instead_of_failing(redis_client: redis.Redis, prefix: str) -> None:
+    """A budget counter at the top of Redis' integer range: settling and recording saturate it
+    (an error half-way through the script would leave the request's slot taken)."""
+    lim = RedisLimiter(redis_client, prefix=prefix)
+    limits = Limits(rpm=10, period=BudgetPeriod.TOTAL)
+    redis_client.hset(f"{prefix}{{k}}:b:total", "spent", str(COUNTER_MAX - 5))
+    now = _now()
+    lim.settle(lim.reserve("k", limits, Estimate(), now), 10, 10**12, now)
+    lim.record("k", limits, 10, 10**12, now)
+    usage = lim.usage("k", limits, now)
+    assert usage.in_flight == 0 and usage.spent_usd == COUNTER_MAX / 1e9
