@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import redis
 
 from fakes.openai_upstream import FakeOpenAI
 from keyguard.domain.limits import Limits
-from keyguard.domain.pricing import COUNTER_MAX, Estimate
+from keyguard.domain.pricing import COUNTER_MAX, Estimate, estimate_request
 from keyguard.domain.records import BudgetPeriod
 from keyguard.gateway.config import GatewayConfig
 from keyguard.gateway.limits import Admission
@@ -75,6 +76,49 @@ def _pause(server: RedisServer, ms: int) -> None:
     c = redis.Redis.from_url(server.url, socket_timeout=5)
     c.execute_command("CLIENT", "PAUSE", str(ms), "ALL")
     c.close()
+
+
+# ---- the client disconnects ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["hangup", "timeout"])
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_no_answer_yet_is_charged(
+    gateway_config: GatewayConfig,
+    vault: Vault,
+    make_key: Any,
+    upstream: FakeOpenAI,
+    redis_client: redis.Redis,
+    prefix: str,
+    backend: str,
+    how: str,
+) -> None:
+    """The upstream got the whole request (it will bill it, and may store its answer for the
+    client to fetch later): hanging up before the response head, or a generation slower than
+    the upstream timeout, must not make it free."""
+    mem = MemoryLimiter()
+    if backend == "memory":
+        admission = Admission(AsyncMemoryLimiter(mem), PRICES)
+        reader: Any = mem
+    else:
+        admission = Admission(AsyncRedisLimiter(connect_async(REDIS_URL), prefix=prefix), PRICES)
+        reader = RedisLimiter(redis_client, prefix=prefix)
+    key_id, token = make_key(budget_usd=5.0, budget_period="daily")
+    limits = Limits(budget_nano=5_000_000_000, period=BudgetPeriod.DAILY)
+    doc = {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 1000}
+    est = estimate_request(doc, "gpt-4o-mini", PRICES)
+    config = replace(gateway_config, upstream_timeout=0.3 if how == "timeout" else 5.0)
+    with gateway_with(config, vault, admission) as gw:
+        seen = len(upstream.requests)
+        sock = _raw_request(gw, token, "/v1/test/stall", doc)
+        wait_for(lambda: any(r["path"] == "/v1/test/stall" for r in upstream.requests[seen:]))
+        if how == "timeout":
+            assert sock.recv(4096).startswith(b"HTTP/1.1 504")
+        sock.close()  # hang up while the upstream works on it (or after the 504)
+        wait_for(lambda: reader.usage(key_id, limits, _now()).in_flight == 0)
+        wait_for(lambda: reader.usage(key_id, limits, _now()).held_usd == 0)
+        usage = reader.usage(key_id, limits, _now())
+    assert usage.spent_usd == pytest.approx(est.cost_usd)
 
 
 # ---- figures that do not fit ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 from keyguard.domain.limits import Limits, Reservation, Usage, period_id
 from keyguard.domain.pricing import DEFAULT_OUTPUT_TOKENS, Estimate, PriceTable, estimate_request
 from keyguard.domain.records import VirtualKey
+from keyguard.errors import UpstreamTimeout
 from keyguard.gateway.errors import ClientError
 from keyguard.gateway.forward import PreparedBody
 from keyguard.gateway.usage import UsageTap, request_usage_upstream
@@ -39,6 +41,8 @@ log = logging.getLogger("keyguard.gateway.limits")
 
 _GENERATING = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 _NOTHING = Estimate()
+#: why forwarding may stop after the upstream got the request but before it answered
+_ABANDONED = (asyncio.CancelledError, UpstreamTimeout)
 UNAVAILABLE = (
     "rate limits cannot be checked: the limits store (Redis) is unreachable; "
     "the gateway refuses requests until it is back"
@@ -165,10 +169,15 @@ class Admission:
 
     def finish(self, ticket: Ticket, now: datetime, *, completed: bool) -> None:
         """Settle: at once with the in-process limiter (a few dict updates, no I/O), else in
-        the background (the response is already on its way to the client)."""
+        the background (the response is already on its way to the client).
+
+        Called from the ``finally`` around the forwarding: when that failed because the client
+        hung up or the upstream did not answer in time, the upstream had (or may have had) the
+        request and bills it — the estimate is charged unless usage was seen."""
+        abandoned = not completed and isinstance(sys.exc_info()[1], _ABANDONED)
         limiter = ticket.limiter
         if isinstance(limiter, AsyncMemoryLimiter):
-            tokens, cost = self._figures(ticket, completed)
+            tokens, cost = self._figures(ticket, completed, abandoned)
             res, sync = ticket.reservation, limiter.limiter
             if not res.counted:
                 sync.record(res.key_id, ticket.limits, tokens, cost, now)
@@ -177,13 +186,17 @@ class Admission:
             else:
                 sync.release(res, now)
             return
-        task = asyncio.get_running_loop().create_task(self._finish(ticket, now, completed))
+        task = asyncio.get_running_loop().create_task(
+            self._finish(ticket, now, completed, abandoned)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish(self, ticket: Ticket, now: datetime, completed: bool) -> None:
+    async def _finish(
+        self, ticket: Ticket, now: datetime, completed: bool, abandoned: bool = False
+    ) -> None:
         res = ticket.reservation
-        tokens, cost = self._figures(ticket, completed)
+        tokens, cost = self._figures(ticket, completed, abandoned)
         try:
             if not res.counted:
                 await ticket.limiter.record(res.key_id, ticket.limits, tokens, cost, now)
@@ -197,7 +210,7 @@ class Admission:
             if ticket.limiter is self.limiter:
                 self._failed()
 
-    def _figures(self, ticket: Ticket, completed: bool) -> tuple[int, int]:
+    def _figures(self, ticket: Ticket, completed: bool, abandoned: bool = False) -> tuple[int, int]:
         """Tokens and cost to settle ``ticket`` at."""
         tap = ticket.tap
         if tap.usage is not None:
@@ -208,6 +221,10 @@ class Admission:
             )
         elif tap.status and tap.status < 400 and (completed or tap.status < 300):
             # answered without usage (or cut short): charge the estimate
+            tokens, cost = ticket.estimate.tokens, ticket.estimate.cost_nano
+        elif not tap.status and abandoned:
+            # no answer yet when the client hung up or the upstream timed out: it has the
+            # request (and bills it; an answer it stores can be fetched later)
             tokens, cost = ticket.estimate.tokens, ticket.estimate.cost_nano
         else:
             tokens = cost = 0  # the upstream refused it or was never reached
