@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -119,6 +120,34 @@ def test_no_answer_yet_is_charged(
         wait_for(lambda: reader.usage(key_id, limits, _now()).held_usd == 0)
         usage = reader.usage(key_id, limits, _now())
     assert usage.spent_usd == pytest.approx(est.cost_usd)
+
+
+# ---- Redis fails between reserve and settle ------------------------------------------------
+
+
+def test_settle_during_a_redis_blip_is_retried(
+    gateway_config: GatewayConfig,
+    vault: Vault,
+    make_key: Any,
+    private_redis: RedisServer,
+) -> None:
+    """Settling fails while Redis is unreachable for a moment; once it is back the reservation
+    is settled, not left to hold the key's only concurrency slot for 15 minutes."""
+    admission = Admission(
+        AsyncRedisLimiter(connect_async(private_redis.url, timeout=0.3), timeout=0.3), PRICES
+    )
+    key_id, token = make_key(max_concurrency=1)
+    sync = RedisLimiter(redis.Redis.from_url(private_redis.url, socket_timeout=5))
+    with gateway_with(gateway_config, vault, admission) as gw:
+        sock = _raw_request(gw, token, "/v1/test/slow-stream", {"model": "gpt-4o-mini"})
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        _pause(private_redis, 1000)
+        sock.close()  # the stream ends while Redis does not answer: the settle fails
+        time.sleep(1.2)
+        wait_for(lambda: sync.usage(key_id, Limits(), _now()).in_flight == 0, 10)
+        r = client(gw, token).chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        assert r.choices[0].message.content == "Hello from fake"
+    sync.close()
 
 
 # ---- figures that do not fit ---------------------------------------------------------------

@@ -93,6 +93,7 @@ class Admission:
         self._down_until = 0.0
         self._monotonic = monotonic
         self._tasks: set[asyncio.Task[None]] = set()
+        self._retries: set[asyncio.Task[None]] = set()  # settles waiting for Redis to be back
         self._limits_cache: dict[int, tuple[VirtualKey, Limits, bool]] = {}
         self.degraded = False
 
@@ -205,10 +206,34 @@ class Admission:
             else:
                 await ticket.limiter.release(res, now)
         except LimiterUnavailable:
-            # a reservation's lease expires in the store and charges its estimate (safe side);
-            # Redis is down: later requests of limited keys fail fast (logged once)
+            # Redis is down: later requests of limited keys fail fast (logged once), and this
+            # reservation is settled once it is back — not left holding a concurrency slot and
+            # its estimate until its lease runs out
             if ticket.limiter is self.limiter:
                 self._failed()
+                if res.counted:
+                    retry = self._settle_later(ticket.limiter, res, tokens, cost, now)
+                    task = asyncio.get_running_loop().create_task(retry)
+                    self._retries.add(task)
+                    task.add_done_callback(self._retries.discard)
+
+    async def _settle_later(
+        self, limiter: AsyncLimiter, res: Reservation, tokens: int, cost: int, now: datetime
+    ) -> None:
+        """Retry a failed settle with back-off until it lands or the lease has run out (the
+        store then charged the estimate; settling is idempotent either way)."""
+        delay = self._backoff[0]
+        while time.time() < res.lease_until:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff[1])
+            try:
+                if tokens or cost:
+                    await limiter.settle(res, tokens, cost, now)
+                else:
+                    await limiter.release(res, now)
+            except LimiterUnavailable:
+                continue
+            return
 
     def _figures(self, ticket: Ticket, completed: bool, abandoned: bool = False) -> tuple[int, int]:
         """Tokens and cost to settle ``ticket`` at."""
@@ -277,6 +302,10 @@ class Admission:
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._retries):  # Redis is still away: the leases will expire there
+            task.cancel()
+        if self._retries:
+            await asyncio.gather(*self._retries, return_exceptions=True)
         await self.limiter.aclose()
         if self.fallback is not None:
             await self.fallback.aclose()
