@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from fakes.openai_upstream import FakeOpenAI
 from keyguard.domain.limits import Limits
 from keyguard.domain.pricing import COUNTER_MAX, Estimate, estimate_request
 from keyguard.domain.records import BudgetPeriod
+from keyguard.errors import RateLimited
 from keyguard.gateway.config import GatewayConfig
 from keyguard.gateway.limits import Admission
 from keyguard.gateway.server import RunningGateway
@@ -226,3 +227,27 @@ def test_spend_counter_saturates_instead_of_failing(redis_client: redis.Redis, p
     lim.record("k", limits, 10, 10**12, now)
     usage = lim.usage("k", limits, now)
     assert usage.in_flight == 0 and usage.spent_usd == COUNTER_MAX / 1e9
+
+
+# ---- the clock ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_clock_stepping_back_does_not_lock_the_key_out(
+    redis_client: redis.Redis, prefix: str, backend: str
+) -> None:
+    """The clock steps back an hour (an NTP correction): the requests counted "in the future"
+    must not hold the key's request window shut for the hour."""
+    limiter: Any = (
+        MemoryLimiter() if backend == "memory" else RedisLimiter(redis_client, prefix=prefix)
+    )
+    limits = Limits(rpm=2, tpm=1000)
+    t = _now()
+    for _ in range(2):
+        limiter.settle(limiter.reserve("k", limits, Estimate(tokens=400), t), 400, 0, t)
+    with pytest.raises(RateLimited):
+        limiter.reserve("k", limits, Estimate(tokens=400), t)
+    back = t - timedelta(hours=1)
+    res = limiter.reserve("k", limits, Estimate(tokens=400), back)
+    limiter.settle(res, 400, 0, back)
+    assert limiter.usage("k", limits, back).requests_last_minute == 1

@@ -88,21 +88,27 @@ _PERIOD_MEMO: dict[tuple[BudgetPeriod, float], str] = {}
 
 
 class SlidingWindow:
-    """Amounts in one-second buckets over the last :data:`WINDOW_S` seconds."""
+    """Amounts in one-second buckets over the last :data:`WINDOW_S` seconds.
 
-    __slots__ = ("buckets", "low")
+    Buckets more than :data:`WINDOW_S` seconds *ahead* of ``now`` are dropped too: they are
+    left from before the clock stepped back, and would otherwise keep the window full until the
+    clock caught up with them (an hour, after a one-hour step)."""
+
+    __slots__ = ("buckets", "high", "low")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
         self.low: float = float("inf")  # no bucket is older than this second
+        self.high: float = float("-inf")  # ... nor newer than this one
 
     def prune(self, now_s: int) -> None:
-        oldest = now_s - WINDOW_S
-        if self.low > oldest:  # nothing has left the window (the common case: no scan)
+        oldest, newest = now_s - WINDOW_S, now_s + WINDOW_S
+        if self.low > oldest and self.high <= newest:  # the common case: no scan
             return
-        for sec in [s for s in self.buckets if s <= oldest]:
+        for sec in [s for s in self.buckets if s <= oldest or s > newest]:
             del self.buckets[sec]
         self.low = min(self.buckets, default=float("inf"))
+        self.high = max(self.buckets, default=float("-inf"))
 
     def total(self, now_s: int) -> int:
         self.prune(now_s)
@@ -112,6 +118,8 @@ class SlidingWindow:
         self.buckets[sec] = max(0, self.buckets.get(sec, 0) + amount)
         if sec < self.low:
             self.low = sec
+        if sec > self.high:
+            self.high = sec
 
     def retry_after(self, now: float, limit: int, need: int) -> float:
         """Seconds until ``total + need <= limit`` as old buckets leave the window."""

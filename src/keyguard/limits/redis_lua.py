@@ -100,7 +100,7 @@ local reqs, toks, rsum, tsum = {}, {}, 0, 0
 for i = 1, #h, 2 do
   local f, v = h[i], tonumber(h[i + 1])
   local sec = tonumber(string.sub(f, 2))
-  if sec <= now_s - 60 then
+  if sec <= now_s - 60 or sec > now_s + 60 then  -- past, or left from before a clock step back
     redis.call('HDEL', win, f)
   elseif string.sub(f, 1, 1) == 'r' then
     rsum = rsum + v; reqs[#reqs + 1] = {sec, v}
@@ -316,7 +316,7 @@ def usage_from(
     reqs = toks = 0
     for f, v in window.items():
         field = _text(f)
-        if int(field[1:]) <= now_s - WINDOW_S:
+        if not now_s - WINDOW_S < int(field[1:]) <= now_s + WINDOW_S:
             continue
         if field[0] == "r":
             reqs += int(_text(v))
