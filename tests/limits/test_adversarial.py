@@ -251,3 +251,30 @@ def test_clock_stepping_back_does_not_lock_the_key_out(
     res = limiter.reserve("k", limits, Estimate(tokens=400), back)
     limiter.settle(res, 400, 0, back)
     assert limiter.usage("k", limits, back).requests_last_minute == 1
+
+
+# ---- responses too big for the JSON copy ----------------------------------------------------
+
+
+def test_usage_of_a_json_answer_bigger_than_the_copy_is_read() -> None:
+    """A client can make an answer outgrow the 4 MiB copy (``logprobs`` with ``top_logprobs``:
+    about 1 KiB of JSON per token) without max_tokens: its usage must still be read, not the
+    1024-token default estimate charged for thousands of tokens."""
+    from keyguard.gateway.usage import UsageTap
+
+    token = {"token": "x", "logprob": -0.1, "bytes": [120]}
+    content = [{**token, "top_logprobs": [token] * 20} for _ in range(6000)]
+    doc = {
+        "id": "chatcmpl-big",
+        "choices": [
+            {"index": 0, "message": {"content": "x" * 6000}, "logprobs": {"content": content}}
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 6000, "total_tokens": 6012},
+    }
+    body = json.dumps(doc).encode()
+    assert len(body) > 4 * 1024 * 1024
+    tap = UsageTap()
+    tap.start(200, [(b"content-type", b"application/json")], len(body))
+    out = b"".join(tap.feed(body[i : i + 65536]) for i in range(0, len(body), 65536)) + tap.end()
+    assert out == body
+    assert tap.usage is not None and tap.usage.output_tokens == 6000

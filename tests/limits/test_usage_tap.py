@@ -70,7 +70,7 @@ def test_json_body_plain_and_gzip() -> None:
         assert tap.usage is not None and tap.usage.total == 9
 
 
-def test_errors_and_oversized_bodies_report_nothing() -> None:
+def test_errors_report_nothing_and_oversized_bodies_are_read_from_their_end() -> None:
     tap = UsageTap()
     tap.start(400, JSON, None)
     tap.feed(b'{"usage": {"prompt_tokens": 1}}')
@@ -78,9 +78,14 @@ def test_errors_and_oversized_bodies_report_nothing() -> None:
     assert tap.usage is None
     big = UsageTap(max_json=10)
     big.start(200, JSON, None)
-    big.feed(b'{"usage": {"prompt_tokens": 1}}')
+    big.feed(b'{"note": "usage", "usage" : {"prompt_tokens": 1}}')
     big.end()
-    assert big.usage is None
+    assert big.usage is not None and big.usage.input_tokens == 1
+    bad = UsageTap(max_json=10)
+    bad.start(200, JSON, None)
+    bad.feed(b'{"usage": {"prompt_tokens": 1, "completion_tokens": [')
+    bad.end()
+    assert bad.usage is None
 
 
 def test_request_rewrite() -> None:

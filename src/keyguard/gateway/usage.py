@@ -23,6 +23,9 @@ from keyguard.domain.pricing import TokenUsage, usage_from_response
 
 _STREAM_USAGE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _MAX_EVENT = 1024 * 1024
+#: how much of the end of a JSON body too big to parse is kept to find its ``usage``
+_TAIL = 64 * 1024
+_DECODER = json.JSONDecoder()
 
 
 def request_usage_upstream(path: str, body: dict[str, Any]) -> bool:
@@ -78,6 +81,8 @@ class UsageTap:
         if not self._sse:
             if self._size + len(chunk) <= self._max_json:
                 self._copy.append(chunk)
+            else:  # too big to parse: keep the end, where OpenAI puts ``usage``
+                self._copy = [b"".join([*self._copy, chunk])[-_TAIL:]]
             self._size += len(chunk)
             return chunk
         complete = self._complete_events(chunk)
@@ -108,8 +113,11 @@ class UsageTap:
             if rest:
                 self._scan(rest)
             return rest if self.strip else b""
-        if self.status < 400 and self._copy and self._size <= self._max_json:
-            self._parse_json(b"".join(self._copy))
+        if self.status < 400 and self._copy:
+            if self._size <= self._max_json:
+                self._parse_json(b"".join(self._copy))
+            elif self._encoding in (b"identity", b""):
+                self._parse_tail(self._copy[0])
         self._copy = []
         return rest
 
@@ -128,6 +136,21 @@ class UsageTap:
             return
         if isinstance(doc, dict):
             self.usage = usage_from_response(doc.get("usage")) or self.usage
+
+    def _parse_tail(self, tail: bytes) -> None:
+        """The top-level ``usage`` of a JSON body from its last bytes (the body is too big to
+        parse whole; a key can only be a ``"usage"`` followed by ``:`` outside any string)."""
+        at = tail.rfind(b'"usage"')
+        while at >= 0:
+            rest = tail[at + 7 :].lstrip()
+            if rest[:1] == b":":
+                try:
+                    value, _ = _DECODER.raw_decode(rest[1:].lstrip().decode("utf-8", "replace"))
+                except (ValueError, RecursionError):
+                    return
+                self.usage = usage_from_response(value) or self.usage
+                return
+            at = tail.rfind(b'"usage"', 0, at)
 
     def _scan(self, data: bytes) -> None:
         if b'"usage"' in data:
