@@ -181,3 +181,17 @@ def test_multipart_scanner_finds_models_in_any_chunking(
     assert scanner.finished
     assert multipart_boundary(b'multipart/form-data; boundary="BND"') == b"BND"
     json.dumps(scanner.models)
+
+
+def test_accept_encoding_is_cut_to_what_keyguard_can_read() -> None:
+    from keyguard.gateway.headers import readable_encodings
+
+    assert readable_encodings(b"gzip, deflate") == b"gzip, deflate"
+    assert readable_encodings(b"gzip, deflate, br, zstd") == b"gzip, deflate"
+    assert readable_encodings(b"br") == b"identity"
+    assert readable_encodings(b"zstd;q=1.0, br;q=0.9") == b"identity"
+    assert readable_encodings(b"GZIP;q=0.5, br") == b"GZIP;q=0.5"
+    assert readable_encodings(b"*") == b"gzip, deflate"
+    assert readable_encodings(b"gzip, *") == b"gzip, deflate"
+    head = request_head("GET", b"/v1/x", b"h", [(b"accept-encoding", b"br, gzip")], b"", b"")
+    assert b"accept-encoding: gzip\r\n" in head

@@ -414,3 +414,14 @@ def test_upstream_error_bodies_are_cleaned_in_any_encoding(
         assert message.startswith("Incorrect API key provided: [redacted key].")
     else:
         assert message == "the upstream answered 401"
+
+
+def test_upstream_is_never_asked_for_codings_keyguard_cannot_read(
+    gateway: RunningGateway, upstream: FakeOpenAI, make_key: Any
+) -> None:
+    """Usage and error bodies are read from responses: a br/zstd answer would hide both."""
+    token = make_key()
+    for sent, got in [("br, zstd", "identity"), ("gzip, br", "gzip"), ("*", "gzip, deflate")]:
+        r = request(gateway, "GET", "/v1/models", token=token, headers={"Accept-Encoding": sent})
+        assert r.status == 200
+        assert upstream.requests[-1]["headers"]["accept-encoding"] == got

@@ -5,7 +5,8 @@
    header the client's ``Connection`` names), framing headers (re-set by us), ``Expect`` (the
    gateway answers 100-continue itself) and forwarding headers (the client's addresses are not
    the upstream's business).
-2. Add the upstream's ``Host`` and ``Authorization: Bearer`` plus its organization/project.
+2. Add the upstream's ``Host`` and ``Authorization: Bearer`` plus its organization/project;
+   cut ``Accept-Encoding`` to the codings keyguard can read (:func:`readable_encodings`).
 3. From the upstream's response drop hop-by-hop and framing headers and the identifiers of the
    upstream account (``OpenAI-Organization``, ``OpenAI-Project``).
 """
@@ -83,6 +84,30 @@ def upstream_auth_lines(secret: str, organization: str | None, project: str | No
     return lines
 
 
+_READABLE = frozenset({b"gzip", b"x-gzip", b"deflate", b"identity"})
+_encodings_memo: dict[bytes, bytes] = {}
+
+
+def readable_encodings(value: bytes) -> bytes:
+    """The client's ``Accept-Encoding`` cut to the codings keyguard can read itself (gzip,
+    deflate, identity; ``*`` becomes gzip and deflate; ``identity`` when nothing is left): the
+    gateway reads usage and cleans error bodies from responses, so the upstream must never
+    answer in br or zstd. Memoised: clients send the same few values."""
+    out = _encodings_memo.get(value)
+    if out is None:
+        kept: list[bytes] = []
+        for part in value.split(b","):
+            coding = part.split(b";", 1)[0].strip().lower()
+            if coding in _READABLE:
+                kept.append(part.strip())
+            elif coding == b"*":
+                kept += (b"gzip", b"deflate")
+        out = b", ".join(dict.fromkeys(kept)) if kept else b"identity"
+        if len(_encodings_memo) < 256:
+            _encodings_memo[value] = out
+    return out
+
+
 def request_head(
     method: str,
     target: bytes,
@@ -97,6 +122,8 @@ def request_head(
     for k, v in client_headers:
         if k in _CLIENT_DROP or k in named:
             continue
+        if k == b"accept-encoding":
+            v = readable_encodings(v)
         parts += (k, b": ", v, b"\r\n")
     parts += (auth_lines, framing, b"\r\n")
     return b"".join(parts)
