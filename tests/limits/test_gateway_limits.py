@@ -212,7 +212,7 @@ def test_rate_only_key_reserves_nothing_but_charges_the_estimate_without_usage(
     ticket.tap.start(200, [(b"content-type", b"application/json")], 2)
     ticket.tap.feed(b"{}")
     ticket.tap.end()
-    admission.finish(ticket, now, completed=True)
+    admission.finish(ticket, now, stopped=None)
     usage = mem.usage(key.key_id, Limits.of(key), now)
     assert usage.in_flight == 0 and usage.requests_last_minute == 1
     assert usage.tokens_last_minute == ticket.estimate.tokens > 0

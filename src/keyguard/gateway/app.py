@@ -204,15 +204,16 @@ class Gateway:
         if self._limits is None:
             return await self._forwarder.forward(req, w, route, path, query, body, on_401=on_401)
         ticket = await self._limits.admit(key, path, body, now, req.content_length)
-        completed = False
+        stopped: BaseException | None = None
         try:
-            status = await self._forwarder.forward(
+            return await self._forwarder.forward(
                 req, w, route, path, query, body, ticket.tap, on_401=on_401
             )
-            completed = True
-            return status
+        except BaseException as exc:  # why forwarding stopped decides what is charged
+            stopped = exc
+            raise
         finally:
-            self._limits.finish(ticket, self._clock(), completed=completed)
+            self._limits.finish(ticket, self._clock(), stopped=stopped)
 
     def _authenticate(self, req: Request, ip: IPAddress, ctx: _Ctx, now: datetime) -> VirtualKey:
         mono = time.monotonic()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,14 +167,15 @@ class Admission:
         self._limits_cache[id(key)] = (key, limits, limits.active)
         return limits, limits.active
 
-    def finish(self, ticket: Ticket, now: datetime, *, completed: bool) -> None:
+    def finish(self, ticket: Ticket, now: datetime, *, stopped: BaseException | None) -> None:
         """Settle: at once with the in-process limiter (a few dict updates, no I/O), else in
         the background (the response is already on its way to the client).
 
-        Called from the ``finally`` around the forwarding: when that failed because the client
+        ``stopped`` is why forwarding did not complete (``None`` when it did): when the client
         hung up or the upstream did not answer in time, the upstream had (or may have had) the
         request and bills it — the estimate is charged unless usage was seen."""
-        abandoned = not completed and isinstance(sys.exc_info()[1], _ABANDONED)
+        completed = stopped is None
+        abandoned = isinstance(stopped, _ABANDONED)
         limiter = ticket.limiter
         if isinstance(limiter, AsyncMemoryLimiter):
             tokens, cost = self._figures(ticket, completed, abandoned)
