@@ -174,7 +174,8 @@ def start_keyguard(
 #: ceiling for keyguard on this machine: what the wire costs before keyguard does anything.
 HOP_SCRIPT = r"""
 import asyncio, sys, uvloop
-from keyguard.gateway.http.server import HttpServerProtocol, ServerLimits
+from keyguard.gateway.http.framing import ServerLimits
+from keyguard.gateway.http.server import HttpServerProtocol
 from keyguard.gateway.http.tracker import ConnectionTracker
 from keyguard.gateway.http.client import ConnectionPool, Origin
 from keyguard.gateway.headers import request_head, response_headers

@@ -19,7 +19,7 @@ from keyguard.domain.keys import VIRTUAL_KEY_RE
 from keyguard.domain.secret import Secret
 from keyguard.gateway.admin.setup import admin_api
 from keyguard.gateway.config import GatewayConfig
-from keyguard.gateway.http.server import ServerLimits
+from keyguard.gateway.http.framing import ServerLimits
 from keyguard.gateway.server import RunningGateway, run_in_thread
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault

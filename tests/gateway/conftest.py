@@ -23,7 +23,7 @@ from keyguard.crypto.master import MasterKey
 from keyguard.domain.records import KeySpec
 from keyguard.domain.secret import Secret
 from keyguard.gateway.config import GatewayConfig
-from keyguard.gateway.http.server import ServerLimits
+from keyguard.gateway.http.framing import ServerLimits
 from keyguard.gateway.server import RunningGateway, run_in_thread
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault

@@ -24,7 +24,7 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 def gateway_config(settings: Any, **limits: Any) -> Any:
     """Build the gateway's :class:`~keyguard.gateway.config.GatewayConfig` from settings."""
     from keyguard.gateway.config import GatewayConfig
-    from keyguard.gateway.http.server import ServerLimits
+    from keyguard.gateway.http.framing import ServerLimits
 
     server_limits = ServerLimits(
         max_header_bytes=limits["max_header_bytes"],

@@ -40,8 +40,8 @@ from keyguard.gateway.credentials import CredentialCache, UpstreamRoute
 from keyguard.gateway.errors import ClientError
 from keyguard.gateway.forward import Forwarder, PreparedBody
 from keyguard.gateway.headers import bearer_token
+from keyguard.gateway.http.framing import BodyTooLarge, MalformedBody
 from keyguard.gateway.http.messages import BodyTimeout, Request, ResponseWriter
-from keyguard.gateway.http.server import BodyTooLarge, MalformedBody
 from keyguard.gateway.limits import Admission
 from keyguard.gateway.paths import BadPath, check_path, check_query, split_target
 from keyguard.gateway.ports import Authenticator, UpstreamProvider

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyguard.errors import ConfigError
-from keyguard.gateway.http.server import ServerLimits
+from keyguard.gateway.http.framing import ServerLimits
 
 
 @dataclass(frozen=True)

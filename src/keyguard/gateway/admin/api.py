@@ -53,8 +53,8 @@ from keyguard.gateway.clientip import (
 )
 from keyguard.gateway.errors import error_body, for_exception
 from keyguard.gateway.headers import bearer_token
+from keyguard.gateway.http.framing import BodyTooLarge, MalformedBody
 from keyguard.gateway.http.messages import Request, ResponseWriter
-from keyguard.gateway.http.server import BodyTooLarge, MalformedBody
 from keyguard.gateway.limits import Admission
 from keyguard.gateway.paths import BadPath, check_path, check_query
 from keyguard.gateway.throttle import FailedAuthThrottle

@@ -23,11 +23,17 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import httptools
 
+from keyguard.gateway.http.framing import (
+    REASONS,
+    BodyTooLarge,
+    MalformedBody,
+    Reject,
+    ServerLimits,
+)
 from keyguard.gateway.http.messages import BodyStream, ConnState, Request, ResponseWriter
 from keyguard.gateway.http.tracker import ConnectionTracker
 
@@ -36,36 +42,6 @@ log = logging.getLogger("keyguard.gateway")
 Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
 #: renders a wire-level rejection: (status, message, code) -> (content type, body)
 ErrorRenderer = Callable[[int, str, str], bytes]
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """Wire-level limits; every one is configurable (see ``GatewayConfig``)."""
-
-    max_header_bytes: int = 16 * 1024
-    max_headers: int = 100
-    max_body_bytes: int = 64 * 1024 * 1024
-    header_timeout: float = 10.0
-    keepalive_timeout: float = 75.0
-    body_buffer_high: int = 256 * 1024
-    #: longest pause while receiving a request body (408 / connection closed)
-    body_timeout: float = 60.0
-
-
-class _Reject(Exception):
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-
-_REASONS = {
-    400: b"Bad Request",
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    431: b"Request Header Fields Too Large",
-}
 
 
 class HttpServerProtocol(asyncio.Protocol):
@@ -166,13 +142,13 @@ class HttpServerProtocol(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except _Reject as exc:
+        except Reject as exc:
             self._reject(exc.status, exc.message, exc.code)
         except httptools.HttpParserUpgrade:
             self._reject(400, "protocol upgrades and CONNECT are not supported", "bad_request")
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, _Reject):
+            if isinstance(cause, Reject):
                 self._reject(cause.status, cause.message, cause.code)
             else:
                 log.error("internal error while parsing a request: %s", type(cause).__name__)
@@ -212,7 +188,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._url += url
         self._header_bytes += len(url)
         if self._header_bytes > self._limits.max_header_bytes:
-            raise _Reject(431, "request line or headers too large", "request_header_too_large")
+            raise Reject(431, "request line or headers too large", "request_header_too_large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
@@ -220,43 +196,43 @@ class HttpServerProtocol(asyncio.Protocol):
             # a trailer field (after a chunked body): counted against the limit, then dropped —
             # it must never turn into a header of the request that was already checked
             if self._header_bytes > self._limits.max_header_bytes:
-                raise _Reject(431, "request trailers too large", "request_header_too_large")
+                raise Reject(431, "request trailers too large", "request_header_too_large")
             return
         if (
             self._header_bytes > self._limits.max_header_bytes
             or len(self._headers) >= self._limits.max_headers
         ):
-            raise _Reject(431, "request headers too large", "request_header_too_large")
+            raise Reject(431, "request headers too large", "request_header_too_large")
         lname = name.lower()
         if lname == b"content-length":
             if self._content_length is not None:
-                raise _Reject(400, "duplicate Content-Length header", "bad_request")
+                raise Reject(400, "duplicate Content-Length header", "bad_request")
             if not value.isdigit() or len(value) > 18:
-                raise _Reject(400, "invalid Content-Length header", "bad_request")
+                raise Reject(400, "invalid Content-Length header", "bad_request")
             self._content_length = int(value)
         elif lname == b"transfer-encoding":
             if self._chunked or value.strip().lower() != b"chunked":
-                raise _Reject(400, "unsupported Transfer-Encoding", "bad_request")
+                raise Reject(400, "unsupported Transfer-Encoding", "bad_request")
             self._chunked = True
         elif lname == b"host":
             if self._has_host:
-                raise _Reject(400, "duplicate Host header", "bad_request")
+                raise Reject(400, "duplicate Host header", "bad_request")
             self._has_host = True
         self._headers.append((lname, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         if self._content_length is not None and self._chunked:
-            raise _Reject(400, "Content-Length together with Transfer-Encoding", "bad_request")
+            raise Reject(400, "Content-Length together with Transfer-Encoding", "bad_request")
         if not self._url.startswith(b"/"):
-            raise _Reject(400, "only origin-form request targets are accepted", "bad_request")
+            raise Reject(400, "only origin-form request targets are accepted", "bad_request")
         if self._parser.should_upgrade():
-            raise _Reject(400, "protocol upgrades are not supported", "bad_request")
+            raise Reject(400, "protocol upgrades are not supported", "bad_request")
         version = self._parser.get_http_version()
         if version == "1.1" and not self._has_host:
-            raise _Reject(400, "missing Host header", "bad_request")
+            raise Reject(400, "missing Host header", "bad_request")
         if self._content_length is not None and self._content_length > self._limits.max_body_bytes:
-            raise _Reject(413, "request body too large", "request_too_large")
+            raise Reject(413, "request body too large", "request_too_large")
         if self._active is None and not self._pending:
             self._cancel_timer()
         body = BodyStream(self, self._limits.body_buffer_high, self._limits.body_timeout)
@@ -364,7 +340,7 @@ class HttpServerProtocol(asyncio.Protocol):
         if self.transport is None or self._closing:
             return
         body = self._render_error(status, message, code)
-        reason = _REASONS.get(status, b"Error")
+        reason = REASONS.get(status, b"Error")
         head = (
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n" % (status, reason, len(body))
@@ -407,11 +383,3 @@ class HttpServerProtocol(asyncio.Protocol):
             self._close()
         else:
             self._closing_after_response()
-
-
-class MalformedBody(Exception):
-    """The request body broke HTTP framing (e.g. a bad chunk size) while it was streaming."""
-
-
-class BodyTooLarge(Exception):
-    """The request body exceeded the configured limit while streaming."""
