@@ -131,8 +131,8 @@ class UsageTap:
                 body = zlib.decompress(body)
             elif self._encoding not in (b"identity", b""):
                 return  # br, zstd: settle on the estimate
-            doc = json.loads(body)
-        except (ValueError, zlib.error, RecursionError):
+            doc = json.loads(body.decode("utf-8"))  # str: no encoding detection per answer
+        except (ValueError, zlib.error, RecursionError):  # UnicodeDecodeError is a ValueError
             return
         if isinstance(doc, dict):
             self.usage = usage_from_response(doc.get("usage")) or self.usage
