@@ -20,6 +20,17 @@ from typing import NamedTuple
 
 from keyguard.errors import ScanError
 
+#: ``git -c …`` overrides for every git process keyguard runs on a scanned (untrusted) repository:
+#: its own config must not make git run a program (``core.fsmonitor`` runs on commands that
+#: read the index; ``log.showSignature`` makes ``git log`` run ``gpg.program``). External
+#: diffs and textconv filters are turned off by the history scan's own options.
+SAFE_CONFIG = ("-c", "core.fsmonitor=false", "-c", "log.showSignature=false")
+
+
+def git_cmd(repo: Path, *args: str) -> list[str]:
+    """``git -C repo`` with :data:`SAFE_CONFIG`, then ``args``."""
+    return ["git", "-C", str(repo), *SAFE_CONFIG, *args]
+
 
 class BinaryVersion(NamedTuple):
     """One version of a file git showed as binary in the history."""
@@ -62,7 +73,7 @@ def read_blobs(repo: Path, blobs: list[str]) -> Iterator[tuple[str, bytes]]:
     """``(blob id, content)`` for each blob, one at a time through one ``cat-file --batch``."""
     if not blobs:
         return
-    cmd = ["git", "-C", str(repo), "cat-file", "--batch"]
+    cmd = git_cmd(repo, "cat-file", "--batch")
     try:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -98,9 +109,7 @@ def git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
     """``git -C repo ARGS`` with ``stdin``; its stdout, or :class:`ScanError` (stderr's last
     line) when git cannot run or fails."""
     try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), *args], input=stdin, capture_output=True, check=False
-        )
+        out = subprocess.run(git_cmd(repo, *args), input=stdin, capture_output=True, check=False)
     except OSError as exc:
         raise ScanError(f"cannot run git: {exc}") from exc
     if out.returncode != 0:

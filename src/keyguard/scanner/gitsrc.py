@@ -19,7 +19,7 @@ from keyguard.scanner import concat
 from keyguard.scanner.detectors import Detector
 from keyguard.scanner.encoded import might_hold
 from keyguard.scanner.engine import scan_text
-from keyguard.scanner.gitblobs import BinaryVersion, blob_id, blob_sizes, read_blobs
+from keyguard.scanner.gitblobs import BinaryVersion, blob_id, blob_sizes, git_cmd, read_blobs
 from keyguard.scanner.gitblobs import git as _git
 from keyguard.scanner.gitdiff import line_number, run_around, runs, sections, unquote_path
 from keyguard.scanner.gitdiff import target as diff_target
@@ -293,7 +293,7 @@ def scan_history(scanner: Scanner, path: Path) -> ScanReport:
     start = time.perf_counter()
     report = ScanReport(unit="commits")
     parser = _HistoryParser(scanner, report)
-    cmd = ["git", "-C", str(repo), "-c", "core.quotepath=off", "log", "--all", "--reverse",
+    cmd = [*git_cmd(repo, "-c", "core.quotepath=off"), "log", "--all", "--reverse",
            "-p", "-U0", "--no-color", "--no-ext-diff", "--no-renames", "--no-textconv",
            "--full-index",
            "--format=tformat:%x01commit %H %aI"]  # fmt: skip

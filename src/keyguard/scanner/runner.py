@@ -9,6 +9,7 @@ process pool where fork is not safe); workers send back plain
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import stat
@@ -27,6 +28,8 @@ PARALLEL_THRESHOLD = 200  # files; below this a pool costs more than it saves
 BATCH_FILES = 48
 
 FileResult = tuple[str, list[RawMatch], str | None, int]
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 #: skip reason for paths that are not (or no longer) regular files; not reported
 GONE = "gone"
@@ -48,8 +51,9 @@ def too_large(max_size: int) -> str:
 def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int) -> FileResult:
     """Read one file and scan it; returns ``(rel, matches, skip reason, bytes read)``."""
     try:
-        # O_NONBLOCK: a FIFO in the tree must not hang the scan (no effect on regular files)
-        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        # O_NONBLOCK: a FIFO in the tree must not hang the scan (no effect on regular files);
+        # O_NOFOLLOW: a symlink in the tree (git tracks them) is not followed, maybe out of it
+        fd = os.open(full, _OPEN_FLAGS)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -64,6 +68,8 @@ def scan_file(full: str, rel: str, detectors: Sequence[Detector], max_size: int)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return rel, [], GONE, 0  # deleted since listing, or a submodule: nothing to report
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink: its target, if in the tree, is read itself
+            return rel, [], GONE, 0
         return rel, [], f"unreadable ({exc.strerror or type(exc).__name__})", 0
     return scan_data(data, rel, detectors)
 

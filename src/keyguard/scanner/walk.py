@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from keyguard.errors import ScanError
+from keyguard.scanner.gitblobs import git_cmd
 from keyguard.scanner.gitignore import IgnoreMatcher
 
 ALWAYS_SKIPPED_DIRS = frozenset({".git", ".hg", ".svn"})
@@ -17,7 +18,7 @@ def git_toplevel(path: Path) -> Path | None:
     start = path if path.is_dir() else path.parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(start), "rev-parse", "--show-toplevel"],
+            git_cmd(start, "rev-parse", "--show-toplevel"),
             capture_output=True,
             check=False,
         )
@@ -41,7 +42,7 @@ def list_files(root: Path, *, respect_ignore: bool = True) -> list[str]:
 
 def _git_files(root: Path) -> list[str]:
     out = subprocess.run(
-        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        git_cmd(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"),
         capture_output=True,
         check=False,
     )

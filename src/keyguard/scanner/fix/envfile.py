@@ -17,6 +17,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from keyguard.domain.secret import Secret
+from keyguard.scanner.gitblobs import git_cmd
 
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_.~+/=-]+\Z")
 
@@ -87,7 +88,7 @@ def is_ignored(root: Path, name: str = ".env") -> bool:
     """Whether git (or, outside a repository, the root ``.gitignore``) ignores ``root/name``."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), "check-ignore", "-q", name], capture_output=True, check=False
+            git_cmd(root, "check-ignore", "-q", name), capture_output=True, check=False
         )
         if out.returncode in (0, 1):
             return out.returncode == 0

@@ -1,0 +1,80 @@
+"""A scanned repository is untrusted: its config must not make keyguard run programs, and its
+symbolic links must not make keyguard read files outside it (CI scans strangers' pull requests).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+
+from keyguard.scanner.gitsrc import scan_history, scan_staged
+from keyguard.scanner.walk import list_files
+from scanner.gitutil import GIT_ENV, git
+from scanner.keygen import openai_key
+
+
+def _trap(tmp_path):
+    """A program that leaves a mark when run, and the mark's path."""
+    mark = tmp_path / "ran"
+    script = tmp_path / "trap.sh"
+    script.write_text(f"#!/bin/sh\ntouch '{mark}'\nexit 1\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script), mark
+
+
+def test_tree_and_staged_scans_do_not_run_core_fsmonitor(repo, tmp_path, scanner, monkeypatch):
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_SYSTEM", os.devnull)
+    program, mark = _trap(tmp_path)
+    (repo / "a.txt").write_text("hello\n")
+    git(repo, "add", "a.txt")
+    git(repo, "commit", "-qm", "one")
+    (repo / "b.txt").write_text("world\n")
+    git(repo, "add", "b.txt")
+    git(repo, "config", "core.fsmonitor", program)
+    scanner.scan_files(repo, list_files(repo))
+    scan_staged(scanner, repo)
+    assert not mark.exists()
+
+
+def test_history_scan_does_not_run_gpg_program(repo, tmp_path, scanner, monkeypatch):
+    """``log.showSignature`` in the repo's config makes ``git log`` run ``gpg.program`` for each
+    signed commit."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_SYSTEM", os.devnull)
+    program, mark = _trap(tmp_path)
+    (repo / "a.txt").write_text("hello\n")
+    git(repo, "add", "a.txt")
+    git(repo, "commit", "-qm", "one")
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    signed = (
+        f"tree {tree}\nauthor a <a@b> 1 +0000\ncommitter a <a@b> 1 +0000\n"
+        "gpgsig -----BEGIN PGP SIGNATURE-----\n \n x\n -----END PGP SIGNATURE-----\n\nsigned\n"
+    )
+    commit = subprocess.run(
+        ["git", "-C", str(repo), "hash-object", "-t", "commit", "-w", "--stdin"],
+        input=signed,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **GIT_ENV},
+    ).stdout.strip()
+    git(repo, "update-ref", "refs/heads/signed", commit)
+    git(repo, "config", "log.showSignature", "true")
+    git(repo, "config", "gpg.program", program)
+    report = scan_history(scanner, repo)
+    assert report.files_scanned == 2
+    assert not mark.exists()
+
+
+def test_tracked_symlink_to_a_file_outside_the_repo_is_not_read(repo, tmp_path, scanner, rng):
+    outside = tmp_path / "outside.env"
+    outside.write_text(f"OPENAI_API_KEY={openai_key(rng)}\n")
+    (repo / "inside.txt").write_text("nothing here\n")
+    (repo / "link.txt").symlink_to(outside)
+    (repo / "proc.txt").symlink_to("/proc/self/environ")
+    git(repo, "add", "inside.txt", "link.txt", "proc.txt")
+    report = scanner.scan_files(repo, list_files(repo))
+    assert [f.fingerprint for f in report.findings] == []
+    assert report.files_scanned == 1
