@@ -22,9 +22,20 @@ from keyguard.vault.admin_keys import AdminKeyService
 from keyguard.vault.core import INTERNAL_KEYS, VaultCore, internal_context, upstream_context
 
 
+def _require_current_master(core: VaultCore) -> None:
+    """Inside a write transaction: refuse to wrap anything under a master key that another
+    process has rotated away (a KEK wrapped under it would open for no key: the vault bricked)."""
+    if not opens(core.master, core.vault_id, core.store.get_meta("check") or b""):
+        raise VaultLocked(
+            "the vault's master key was rotated by another process:"
+            " open the vault again with the current master key"
+        )
+
+
 def add_kek(core: VaultCore, *, actor: str, source: str) -> int:
     """Add a new KEK (it seals from now on) and return its id."""
     with core.store.transaction():
+        _require_current_master(core)
         kek_id = max([r.kek_id for r in core.store.list_keks()] + [*core.keyring.ids]) + 1
         kek = new_kek()
         core.store.add_kek(
@@ -78,11 +89,7 @@ def rotate_master_key(
     """Re-wrap the KEK records and the check value under ``new_master``, atomically."""
     store = core.store
     with store.transaction():
-        if not opens(core.master, core.vault_id, store.get_meta("check") or b""):
-            raise VaultLocked(
-                "the vault's master key was rotated by another process:"
-                " open the vault again with the current master key"
-            )
+        _require_current_master(core)
         for record in store.list_keks():
             kek = unwrap_kek(core.master, core.vault_id, record.kek_id, record.wrapped)
             store.replace_kek(
