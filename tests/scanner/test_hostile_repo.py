@@ -8,6 +8,9 @@ import os
 import stat
 import subprocess
 
+import pytest
+
+from keyguard.errors import ScanError
 from keyguard.scanner.gitsrc import scan_history, scan_staged
 from keyguard.scanner.walk import list_files
 from scanner.gitutil import GIT_ENV, git
@@ -78,3 +81,32 @@ def test_tracked_symlink_to_a_file_outside_the_repo_is_not_read(repo, tmp_path, 
     report = scanner.scan_files(repo, list_files(repo))
     assert [f.fingerprint for f in report.findings] == []
     assert report.files_scanned == 1
+
+
+@pytest.mark.parametrize(
+    ("link", "dangling"), [(".env", False), (".env", True), (".gitignore", False)]
+)
+def test_fix_never_writes_through_a_symlink_out_of_the_repo(
+    repo, tmp_path, scanner, rng, link, dangling
+):
+    """A repository that ships ``.env`` or ``.gitignore`` as a symlink (maybe dangling) must not
+    make ``keyguard fix`` append to, create or chmod a file outside it."""
+    from keyguard.scanner.fix.fixer import fix_findings
+
+    outside = tmp_path / "victim"
+    if not dangling:
+        outside.write_text("untouched\n")
+        outside.chmod(0o644)
+    (repo / link).symlink_to(outside)
+    source = f'KEY = "{openai_key(rng)}"\n'
+    (repo / "app.py").write_text(source)
+    findings = scanner.scan_files(repo, list_files(repo)).findings
+    assert len(findings) == 1
+    with pytest.raises(ScanError, match="symbolic link"):
+        fix_findings(repo, findings)
+    if dangling:
+        assert not outside.exists()
+    else:
+        assert outside.read_text() == "untouched\n"
+        assert stat.S_IMODE(outside.stat().st_mode) == 0o644
+    assert (repo / "app.py").read_text() == source  # nothing changed before the refusal

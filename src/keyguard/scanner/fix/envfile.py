@@ -55,7 +55,9 @@ class EnvFile:
         for value in self.pending.values():
             if not _SAFE_VALUE.match(value):
                 raise ValueError("refusing to write a value that would need quoting")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # O_NOFOLLOW: never append to (or create) a file a symlink points to
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(self.path, flags, 0o600)
         try:
             mode = stat.S_IMODE(os.fstat(fd).st_mode)
             if mode & 0o077:

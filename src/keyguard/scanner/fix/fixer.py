@@ -31,6 +31,7 @@ from typing import Protocol
 import libcst as cst
 
 from keyguard.domain.secret import Secret
+from keyguard.errors import ScanError
 from keyguard.scanner.fix.envfile import EnvFile, ensure_ignored
 from keyguard.scanner.fix.guidance import guidance
 from keyguard.scanner.fix.pyrewrite import rewrite_python
@@ -210,7 +211,12 @@ def fix_findings(
     dry_run: bool = False,
 ) -> FixResult:
     """Fix every finding (paths relative to ``root``); see the module docstring for order."""
-    env = EnvFile(env_path or root / ".env")
+    env_path = env_path or root / ".env"
+    # a scanned repository may ship these as links (maybe dangling) to files outside it
+    for path in (env_path, root / ".gitignore"):
+        if path.is_symlink():
+            raise ScanError(f"refusing to write through a symbolic link: {path}")
+    env = EnvFile(env_path)
     env_label = os.path.relpath(env.path, root)
     result = FixResult(env_file=env_label, dry_run=dry_run)
     by_file: dict[str, list[Finding]] = defaultdict(list)
