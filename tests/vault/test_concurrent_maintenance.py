@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,45 @@ def test_kek_rotation_by_a_process_holding_the_old_master_key(tmp_path: Path) ->
     reopened.add_upstream("prod", Secret(generate_openai_style_key()))
     assert reopened.check() >= 3
     reopened.close()
+
+
+#: another process holding the database's write lock (a CLI command, another worker's audit
+#: batch, a long rewrap) for ``argv[2]`` seconds
+HOLD_WRITE_LOCK = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    conn.execute("COMMIT")
+    """
+)
+
+
+def test_a_writer_waiting_for_the_lock_does_not_stall_readers_of_its_store(tmp_path: Path) -> None:
+    # the gateway's request path reads (authenticator, upstream cache checks) through the store
+    # its spend-counter thread writes through: waiting for another process's write lock must
+    # not hold up those reads
+    db = tmp_path / "vault.db"
+    master = MasterKey.generate()
+    vault = Vault.create(SqliteStore(db), master)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(db), "1.5"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        writer = threading.Thread(target=vault.touch_keys, args=({"k1": datetime.now(UTC)},))
+        writer.start()
+        time.sleep(0.2)  # the writer now waits for the write lock
+        started = time.monotonic()
+        vault.store.generation()
+        vault.authenticator().refresh(force=True)
+        waited = time.monotonic() - started
+        writer.join(timeout=10)
+    finally:
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    assert waited < 0.3, f"a read waited {waited:.2f} s behind a writer waiting for the lock"
+    vault.close()

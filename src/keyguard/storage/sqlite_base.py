@@ -15,6 +15,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from keyguard.storage.sqlite_schema import migrate
 __all__ = ["MEMORY", "SqliteBase", "decodes"]
 
 MEMORY = ":memory:"
+
+#: how long one attempt to take the write lock waits inside SQLite (then other threads may read)
+_BEGIN_STEP_MS = 10
 
 
 def _wrap(exc: sqlite3.Error) -> StorageError:
@@ -40,6 +44,11 @@ def _wrap(exc: sqlite3.Error) -> StorageError:
     return StorageError(f"database error: {text}")
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    low = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in low or "busy" in low)
+
+
 def _text(raw: bytes) -> str:
     # invalid UTF-8 (a tampered or corrupt row) must not break reads: keep the bytes recoverable
     return raw.decode("utf-8", "surrogateescape")
@@ -53,6 +62,8 @@ class SqliteBase(SqlBase):
         self.path = str(path)
         self._lock = threading.RLock()
         self._depth = 0
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._busy_timeout = busy_timeout_ms / 1000
         try:
             if self.path != MEMORY and not os.path.exists(self.path):
                 with contextlib.suppress(FileExistsError):  # create 0600 before sqlite does
@@ -80,10 +91,33 @@ class SqliteBase(SqlBase):
 
     # -- plumbing -------------------------------------------------------------------------
 
+    def _begin(self) -> None:
+        """Take ``self._lock`` and ``BEGIN IMMEDIATE``. While another connection holds the
+        file's write lock, wait for it in short steps with ``self._lock`` released: this
+        store's other threads (the gateway's request path) keep reading meanwhile."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            self._lock.acquire()
+            if self._depth:  # a transaction of this thread: join it
+                return
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {_BEGIN_STEP_MS}")
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+                return
+            except sqlite3.Error as exc:
+                self._lock.release()
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise _wrap(exc) from exc
+            time.sleep(0)  # let a waiting reader have self._lock
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """A write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
-        with self._lock:
+        self._begin()
+        try:
             if self._depth:
                 self._depth += 1
                 try:
@@ -91,7 +125,6 @@ class SqliteBase(SqlBase):
                 finally:
                     self._depth -= 1
                 return
-            self._run("BEGIN IMMEDIATE")
             self._depth = 1
             try:
                 yield
@@ -107,6 +140,8 @@ class SqliteBase(SqlBase):
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
                 raise _wrap(exc) from exc
+        finally:
+            self._lock.release()
 
     def _one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
         with self._lock:
