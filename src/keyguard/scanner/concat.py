@@ -40,19 +40,13 @@ _JOIN = _GAP + r"(?:(?:\+|\.\.?|&|\|\|)" + _GAP + r")?[rRuUbBfF@$]{0,2}"
 _DIFF_GAP = r"(?:\s|\\\r?\n|(?:#|//)[^\n]*\n|(?<=\n)\+)*"
 _DIFF_JOIN = _DIFF_GAP + r"(?:(?:\+|\.\.?|&|\|\|)" + _DIFF_GAP + r")?[rRuUbBfF@$]{0,2}"
 
-#: what follows a key prefix in the prefilter: key characters up to a quote (possessive where
-#: Python has it: a run of key characters holds no quote to backtrack to), a join, a quote
-PREFILTER_TAIL = (
-    _KEY_CHARS
-    + ("*+" if sys.version_info >= (3, 11) else "*")
-    + "["
-    + _QUOTES
-    + "]"
-    + _DIFF_JOIN
-    + "["
-    + _QUOTES
-    + "]"
-).encode()
+#: key characters in a chain's first literal, possessive where Python has it (a run of key
+#: characters holds no quote to backtrack to), at most MAX_LENGTH (a longer one is joined to
+#: nothing). Unbounded, a run of "sk-sk-sk-…" not closed by a quote is read to its end from
+#: each "sk-" in it: quadratic (100 KB took 25 s)
+_LEAD_CHARS = f"{_KEY_CHARS}{{0,{MAX_LENGTH}}}" + ("+" if sys.version_info >= (3, 11) else "")
+#: what follows a key prefix in the prefilter: key characters up to a quote, a join, a quote
+PREFILTER_TAIL = (_LEAD_CHARS + "[" + _QUOTES + "]" + _DIFF_JOIN + "[" + _QUOTES + "]").encode()
 #: the key prefixes after their ``k``, as regex source: ``sk-`` (the ``-`` checked before the
 #: look-behind: ``sk`` is common in words), ``kg_``, ``kga_``.
 #: :func:`keyguard.scanner.detectors.first_pass` merges them with the other ``k…`` anchors
@@ -60,7 +54,7 @@ PREFIXES_AFTER_K: dict[bytes, bytes] = {b"sk-": rb"-(?<=sk-)", b"kg_": b"g_", b"
 #: starting with the literal ``k``, the regex engine skips to each ``k`` fast (an alternation of
 #: the prefixes would visit every position: 15x slower)
 PREFILTER = re.compile(b"k(?:" + b"|".join(PREFIXES_AFTER_K.values()) + b")" + PREFILTER_TAIL)
-_LEAD = re.compile(r"k(?:(?<=sk)-|ga?_)" + _KEY_CHARS + r"*(?=[" + _QUOTES + "])")
+_LEAD = re.compile(r"k(?:(?<=sk)-|ga?_)" + _LEAD_CHARS + r"(?=[" + _QUOTES + "])")
 _NEXT = re.compile(_JOIN + r"(?P<q>[" + _QUOTES + r"])(?P<body>" + _KEY_CHARS + "*)")
 
 
