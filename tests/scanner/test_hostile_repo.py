@@ -110,3 +110,19 @@ def test_fix_never_writes_through_a_symlink_out_of_the_repo(
         assert outside.read_text() == "untouched\n"
         assert stat.S_IMODE(outside.stat().st_mode) == 0o644
     assert (repo / "app.py").read_text() == source  # nothing changed before the refusal
+
+
+@pytest.mark.parametrize("depth", [900, 995, 100_000])
+def test_deeply_nested_notebook_json_does_not_crash_the_scan(repo, scanner, rng, depth):
+    """A notebook whose JSON nests too deep for Python's parser (or its own walk) is scanned
+    as text: its keys are still reported, with no cell."""
+    key = openai_key(rng)
+    nested = "[" * depth + "]" * depth
+    (repo / "deep.ipynb").write_text(
+        '{"cells": [{"cell_type": "code", "source": ["k = \'%s\'"], "outputs": %s}]}'
+        % (key, nested)
+    )
+    report = scanner.scan_files(repo, ["deep.ipynb"])
+    assert [f.fingerprint for f in report.findings] == [
+        f.fingerprint for f in scanner.scan_blob(key.encode(), "k.txt")
+    ]

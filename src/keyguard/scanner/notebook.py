@@ -52,10 +52,9 @@ def _places(nb: Any) -> list[tuple[int, str, str]]:
 def annotate_notebook(text: str, matches: list[RawMatch]) -> list[RawMatch]:
     """Return ``matches`` with ``cell`` and ``part`` set where the notebook parses."""
     try:
-        nb = json.loads(text)
-    except ValueError:
+        places = _places(json.loads(text))
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses
         return matches
-    places = _places(nb)
     queues: dict[str, deque[tuple[int, str]]] = defaultdict(deque)
     for match in matches:
         if match.value not in queues:
