@@ -126,3 +126,18 @@ def test_deeply_nested_notebook_json_does_not_crash_the_scan(repo, scanner, rng,
     assert [f.fingerprint for f in report.findings] == [
         f.fingerprint for f in scanner.scan_blob(key.encode(), "k.txt")
     ]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"version": 1, "salt": "\xff\xfe"}', b"[" * 100_000 + b"]" * 100_000],
+    ids=["not-utf8", "deep"],
+)
+def test_a_malformed_baseline_is_a_scan_error_not_a_crash(tmp_path, content):
+    """The baseline usually lives in the scanned repository: a pull request can break it."""
+    from keyguard.scanner import baseline
+
+    path = tmp_path / "baseline.json"
+    path.write_bytes(content)
+    with pytest.raises(ScanError, match="baseline"):
+        baseline.load(path)

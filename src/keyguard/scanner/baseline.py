@@ -94,9 +94,11 @@ def load(path: Path) -> Baseline:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScanError(f"cannot read baseline {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ScanError(f"baseline {path} is not valid JSON (not UTF-8)") from exc
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
         raise ScanError(f"baseline {path} is not valid JSON") from exc
     return Baseline.from_json(doc)
 
