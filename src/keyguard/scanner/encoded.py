@@ -164,31 +164,51 @@ def decoded_windows(text: str) -> Iterator[tuple[int, str, str]]:
 
     ``decoded`` is the decoded bytes as Latin-1 text (one character per byte); a key found at
     index ``i`` of it starts at character ``offset + 4 * i // 3`` of ``text``. ``alphabet`` is
-    ``base64`` or ``base64url`` (the run holds ``-`` or ``_``).
+    ``base64`` or ``base64url`` (the run holds ``-`` or ``_``). Windows of anchors in the same
+    run that overlap are merged and decoded once, so a run dense with anchors (crafted, or just
+    long) costs time linear in its length, not in anchors times window.
     """
-    done: set[tuple[int, int]] = set()
+    span = WINDOW * 4 // 3  # characters that encode WINDOW bytes
+    run: tuple[int, int] | None = None  # the (possibly clipped) run of the window being built
+    lo = hi = -1
     for hit in _patterns()[0].finditer(text):
-        start, end = _run_around(text, hit.start(), hit.end())
+        if run is not None and run[0] <= hit.start() - span and hit.end() + span <= run[1]:
+            found = run  # the window lies inside the run already found: no new search
+        else:
+            found = _run_around(text, hit.start(), hit.end())
         # decode up to WINDOW bytes either side of the anchor: enough for any key around it
-        lo = max(start, hit.start() - WINDOW * 4 // 3)
-        hi = min(end, hit.end() + WINDOW * 4 // 3)
-        if (lo, hi) in done:
+        a = max(found[0], hit.start() - span)
+        b = min(found[1], hit.end() + span)
+        if run is not None and found[0] < run[1] and a <= hi:
+            # the same run (found runs overlap only if they are one) and overlapping windows:
+            # extend the window being built instead of decoding this one on its own
+            hi = max(hi, b)
+            run = (min(run[0], found[0]), max(run[1], found[1]))
             continue
-        done.add((lo, hi))
-        chunk = text[lo:hi]
-        alphabet = "base64url" if ("-" in chunk or "_" in chunk) else "base64"
-        chunk = chunk.translate(_TO_STANDARD)
-        for phase in range(4):  # the run may start mid-group (a cut window, a glued prefix)
-            part = chunk[phase:]
-            rest = len(part) % 4  # the last group: 2 or 3 characters are 1 or 2 bytes
-            part = part[:-1] if rest == 1 else part + "=" * (-len(part) % 4)
-            if not part:
-                continue
-            try:
-                raw = binascii.a2b_base64(part)
-            except (binascii.Error, ValueError):
-                continue
-            yield lo + phase, raw.decode("latin-1"), alphabet
+        if run is not None:
+            yield from _decode(text, lo, hi)
+        run, lo, hi = found, a, b
+    if run is not None:
+        yield from _decode(text, lo, hi)
+
+
+def _decode(text: str, lo: int, hi: int) -> Iterator[tuple[int, str, str]]:
+    """``text[lo:hi]`` decoded at each of the four character phases (the run may start
+    mid-group: a cut window, a glued prefix)."""
+    chunk = text[lo:hi]
+    alphabet = "base64url" if ("-" in chunk or "_" in chunk) else "base64"
+    chunk = chunk.translate(_TO_STANDARD)
+    for phase in range(4):
+        part = chunk[phase:]
+        rest = len(part) % 4  # the last group: 2 or 3 characters are 1 or 2 bytes
+        part = part[:-1] if rest == 1 else part + "=" * (-len(part) % 4)
+        if not part:
+            continue
+        try:
+            raw = binascii.a2b_base64(part)
+        except (binascii.Error, ValueError):
+            continue
+        yield lo + phase, raw.decode("latin-1"), alphabet
 
 
 def _run_around(text: str, start: int, end: int) -> tuple[int, int]:
