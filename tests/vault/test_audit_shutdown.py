@@ -3,9 +3,6 @@ vault, even when another process holds the database's write lock at that moment.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,18 +11,7 @@ from keyguard.gateway.audit import AuditBatcher, RequestRecord
 from keyguard.gateway.server import VaultAuditSink
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault
-
-#: another process (a CLI command, a long rewrap) holding the write lock for ``hold`` seconds
-HOLDER = textwrap.dedent(
-    """
-    import sqlite3, sys, time
-    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
-    print("locked", flush=True)
-    time.sleep(float(sys.argv[2]))
-    conn.execute("COMMIT")
-    """
-)
+from vault.helpers import write_lock_held
 
 
 def _record(n: int) -> RequestRecord:
@@ -40,17 +26,10 @@ def test_close_waits_out_a_busy_database(tmp_path: Path) -> None:
     Vault.create(SqliteStore(db), master).close()
     vault = Vault.open(SqliteStore(db, busy_timeout_ms=200), master)
     batcher = AuditBatcher(VaultAuditSink(vault), interval=0.02)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(db), "1.5"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    with write_lock_held(db, 1.5):
         for n in range(50):
             batcher.append(_record(n))
         batcher.close(timeout=10.0)
-    finally:
-        holder.wait(timeout=10)
-        holder.stdout.close()  # type: ignore[union-attr]
     vault.close()
     reopened = Vault.open(SqliteStore(db), master)
     paths = [r.subject for r in reopened.audit.list() if r.action == "gateway.request"]

@@ -20,6 +20,7 @@ from keyguard.domain.secret import Secret
 from keyguard.errors import VaultLocked
 from keyguard.storage.sqlite import SqliteStore
 from keyguard.vault import Vault
+from vault.helpers import write_lock_held
 
 #: another process: ``keyguard vault rotate-master`` from KG_OLD to KG_NEW
 ROTATE_MASTER = textwrap.dedent(
@@ -55,20 +56,6 @@ def test_kek_rotation_by_a_process_holding_the_old_master_key(tmp_path: Path) ->
     reopened.close()
 
 
-#: another process holding the database's write lock (a CLI command, another worker's audit
-#: batch, a long rewrap) for ``argv[2]`` seconds
-HOLD_WRITE_LOCK = textwrap.dedent(
-    """
-    import sqlite3, sys, time
-    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
-    print("locked", flush=True)
-    time.sleep(float(sys.argv[2]))
-    conn.execute("COMMIT")
-    """
-)
-
-
 def test_a_writer_waiting_for_the_lock_does_not_stall_readers_of_its_store(tmp_path: Path) -> None:
     # the gateway's request path reads (authenticator, upstream cache checks) through the store
     # its spend-counter thread writes through: waiting for another process's write lock must
@@ -76,12 +63,7 @@ def test_a_writer_waiting_for_the_lock_does_not_stall_readers_of_its_store(tmp_p
     db = tmp_path / "vault.db"
     master = MasterKey.generate()
     vault = Vault.create(SqliteStore(db), master)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITE_LOCK, str(db), "1.5"], stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdout is not None
-    try:
-        assert holder.stdout.readline() == "locked\n"
+    with write_lock_held(db, 1.5):
         writer = threading.Thread(target=vault.touch_keys, args=({"k1": datetime.now(UTC)},))
         writer.start()
         time.sleep(0.2)  # the writer now waits for the write lock
@@ -90,8 +72,5 @@ def test_a_writer_waiting_for_the_lock_does_not_stall_readers_of_its_store(tmp_p
         vault.authenticator().refresh(force=True)
         waited = time.monotonic() - started
         writer.join(timeout=10)
-    finally:
-        holder.wait(timeout=10)
-        holder.stdout.close()
     assert waited < 0.3, f"a read waited {waited:.2f} s behind a writer waiting for the lock"
     vault.close()
