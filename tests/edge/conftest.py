@@ -1,33 +1,16 @@
-"""Fixtures for the native data plane (``native/edge``, docs/edge.md).
-
-The binaries are built by ``.ci/run`` (``cargo build --release`` in ``native/edge``). A test
-that needs one skips when it is missing, except under CI (env ``CI`` set), where it fails.
-"""
+"""Fixtures for the native data plane (``native/edge``, docs/edge.md)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-EDGE_DIR = Path(__file__).resolve().parents[2] / "native" / "edge"
-RELEASE = EDGE_DIR / "target" / "release"
-
-
-def edge_binary(name: str = "keyguard-edge") -> Path:
-    """The path of a built binary of ``native/edge`` (skip, or fail under CI, when absent)."""
-    path = RELEASE / name
-    if not path.is_file():
-        msg = f"{path} is not built (cd native/edge && cargo build --release)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " (CI is set: not skipping)")
-        pytest.skip(msg)
-    return path
+from fakes.edgebin import edge_binary
 
 
 @pytest.fixture
 def edge_bin() -> Callable[[str], Path]:
-    """``edge_bin("probe_policy")`` -> the built binary's path."""
+    """``edge_bin("probe_policy")`` -> the built binary's path (see fakes.edgebin)."""
     return edge_binary

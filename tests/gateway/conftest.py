@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from fakes.edgebin import DATA_PLANE, edge_binary
 from fakes.fixtures import ca, ca_bundle, real_key, upstream  # noqa: F401 (fixtures)
 from fakes.openai_upstream import FakeOpenAI
 from fakes.rawhttp import Transcript
@@ -23,6 +24,7 @@ from keyguard.crypto.master import MasterKey
 from keyguard.domain.records import KeySpec
 from keyguard.domain.secret import Secret
 from keyguard.gateway.config import GatewayConfig
+from keyguard.gateway.edge.run import run_edge_in_thread
 from keyguard.gateway.http.framing import ServerLimits
 from keyguard.gateway.server import RunningGateway, run_in_thread
 from keyguard.storage.sqlite import SqliteStore
@@ -99,7 +101,7 @@ def gateway(
     transcript: Transcript,
     log_lines: list[str],
 ) -> Iterator[RunningGateway]:
-    with run_in_thread(gateway_config, vault) as gw:
+    with start_gateway(gateway_config, vault) as gw:
         yield gw
         gw.flush_audit()
     # ---- the sentinel: the real key never left the vault except towards the upstream ----
@@ -113,6 +115,14 @@ def gateway(
     # and a fragment of it either (beyond OpenAI's own public prefix)
     fragment = real_key[12:40].encode()
     assert not [c for c in transcript.chunks if fragment in c]
+
+
+def start_gateway(config: GatewayConfig, vault: Vault, **kwargs: Any) -> Any:
+    """``run_in_thread``, or the native edge in front of it with ``KEYGUARD_TEST_DATA_PLANE``
+    set to ``native`` (the edge must then answer exactly as the Python gateway does)."""
+    if DATA_PLANE == "native":
+        return run_edge_in_thread(config, vault, binary=edge_binary(), **kwargs)
+    return run_in_thread(config, vault, **kwargs)
 
 
 @pytest.fixture

@@ -156,6 +156,22 @@ def gateway_config(settings: Any, **limits: Any) -> Any:
     help="Seconds between checks for due upstream rotations (0: off). Interrupted rotations "
     "are resumed at start.",
 )
+@click.option(
+    "--data-plane",
+    type=click.Choice(["python", "native"]),
+    default="python",
+    show_default=True,
+    envvar="KEYGUARD_DATA_PLANE",
+    help="'native': the keyguard-edge binary serves the common requests in front of the Python "
+    "gateway (docs/edge.md). [env KEYGUARD_DATA_PLANE]",
+)
+@click.option(
+    "--edge-binary",
+    type=_PATH,
+    envvar="KEYGUARD_EDGE_BINARY",
+    help="The keyguard-edge binary for --data-plane native (default: on PATH, else this "
+    "checkout's native/edge build). [env KEYGUARD_EDGE_BINARY]",
+)
 @click.pass_context
 def serve_cmd(
     ctx: click.Context,
@@ -170,6 +186,8 @@ def serve_cmd(
     upstream_ca_bundle: Path | None = None,
     admin_cidrs: tuple[str, ...] = (),
     rotation_interval: float = 300.0,
+    data_plane: str = "python",
+    edge_binary: Path | None = None,
     **limits: Any,
 ) -> None:
     """Serve the OpenAI-compatible gateway (clients use virtual keys; keyguard holds the key).
@@ -195,6 +213,12 @@ def serve_cmd(
         admin_cidrs=admin_cidrs or None,
     )
     config = gateway_config(settings, **limits)
+    native = data_plane == "native"
+    binary = None
+    if native:
+        from keyguard.gateway.edge.supervisor import find_binary
+
+        binary = find_binary(edge_binary)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     install_redaction(logging.getLogger())
     # limits and budgets: Redis (shared, with key events) when redis_url is set, else in-process
@@ -222,7 +246,7 @@ def serve_cmd(
 
     def factory() -> Any:
         """The vault opened above first; then fresh connections (one per worker and use)."""
-        if not handed_out and config.workers == 1:
+        if not handed_out and config.workers == 1 and not native:
             handed_out.append(vault)
             return vault
         try:
@@ -232,7 +256,7 @@ def serve_cmd(
                 return vault
             raise
 
-    if config.workers > 1:
+    if config.workers > 1 or native:
         vault.close()  # each worker opens its own (SQLite connections must not cross a fork)
 
     def background() -> Callable[[], None]:
@@ -249,4 +273,33 @@ def serve_cmd(
 
         return stop
 
+    if binary is not None:
+        from keyguard.gateway.edge.run import serve_with_edge
+
+        status = serve_with_edge(
+            config,
+            factory,
+            binary=binary,
+            accounting=lambda v: edge_accounting(settings, v),
+            extension=extension,
+            background=background if rotation_interval > 0 else None,
+        )
+        if status:
+            raise SystemExit(status)
+        return
     serve(config, factory, extension, background if rotation_interval > 0 else None)
+
+
+def edge_accounting(settings: Any, vault: Any) -> tuple[Any, Any, bool]:
+    """``(limiter, prices, native_limits)`` for the native edge's records: the edge counts
+    request-rate and concurrency limits itself only with in-process limits (no Redis)."""
+    from keyguard.limits.prices import load_prices
+
+    prices = load_prices(settings.prices_file)
+    if settings.redis_url:
+        from keyguard.limits.redis_sync import RedisLimiter, connect
+
+        return RedisLimiter(connect(settings.redis_url)), prices, False
+    from keyguard.limits.memory import MemoryLimiter, spend_store_for
+
+    return MemoryLimiter(spend_store_for(vault.store)).start(), prices, True

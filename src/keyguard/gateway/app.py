@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -56,6 +57,9 @@ PolicyCheck = Callable[..., None]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE"})
+#: set by the native edge on requests it hands to the core (trusted only on the core socket)
+EDGE_PEER = b"keyguard-edge-peer"
+EDGE_ADMITTED = b"keyguard-edge-admitted"
 
 
 class _Ctx:
@@ -111,6 +115,7 @@ class Gateway:
         self._routes = CredentialCache(upstreams, config)
         self._forwarder = Forwarder(config)
         self._admin = admin
+        self._edge_core = config.core_socket is not None
         if admin is not None:  # /admin/ shares the client-IP resolver and failed-auth throttle
             admin.attach(self._resolver, self._throttle, limits)
 
@@ -119,6 +124,8 @@ class Gateway:
 
     async def handle(self, req: Request, w: ResponseWriter) -> None:
         t0 = time.perf_counter()
+        if self._edge_core and not self._from_edge(req, w):
+            return
         path_b, query = split_target(req.target)
         if path_b in (b"/healthz", b"/readyz"):
             self._health(path_b, w)
@@ -154,6 +161,21 @@ class Gateway:
             ctx.status = 499
             w.abandon()
         self._record(req, ctx, path_b, t0)
+
+    def _from_edge(self, req: Request, w: ResponseWriter) -> bool:
+        """On the core socket the client's address is the edge's ``keyguard-edge-peer``."""
+        peer = req.header(EDGE_PEER)
+        try:
+            text = peer.decode("ascii") if peer is not None else ""
+            ipaddress.ip_address(text)
+        except ValueError:
+            req.keep_alive = False
+            self._send_error(
+                w, ClientError(400, "request without the edge's peer address", "bad_request")
+            )
+            return False
+        req.peer = (text, 0)
+        return True
 
     def _health(self, path: bytes, w: ResponseWriter) -> None:
         if path == b"/healthz":
@@ -203,7 +225,10 @@ class Gateway:
 
         if self._limits is None:
             return await self._forwarder.forward(req, w, route, path, query, body, on_401=on_401)
-        ticket = await self._limits.admit(key, path, body, now, req.content_length)
+        # a request the edge admitted (its rate/concurrency limits counted there) is only
+        # counted here, for usage and spend
+        enforce = not (self._edge_core and req.header(EDGE_ADMITTED) == b"1")
+        ticket = await self._limits.admit(key, path, body, now, req.content_length, enforce=enforce)
         stopped: BaseException | None = None
         try:
             return await self._forwarder.forward(

@@ -44,6 +44,10 @@ class GatewayConfig:
     throttle_burst: int = 20
     throttle_rate: float = 0.2
     shutdown_grace: float = 10.0
+    #: serve as the core behind the native edge (docs/edge.md): listen on this unix socket
+    #: instead of host:port, and take the client's address from the edge's
+    #: ``keyguard-edge-peer`` header (only the edge can connect: the socket is private)
+    core_socket: Path | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -52,7 +56,7 @@ class GatewayConfig:
             raise ConfigError("client_ca (mTLS) requires tls_cert and tls_key")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
-        if self.workers > 1 and self.port == 0:
+        if self.workers > 1 and self.port == 0 and self.core_socket is None:
             raise ConfigError("workers > 1 needs a fixed port")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")

@@ -42,6 +42,8 @@ _CLIENT_DROP = HOP_BY_HOP | {
     b"x-forwarded-host",
     b"x-forwarded-proto",
     b"x-real-ip",
+    b"keyguard-edge-peer",  # the edge's own headers to the core (docs/edge.md)
+    b"keyguard-edge-admitted",
 }
 
 #: the upstream account's identifiers (OpenAI names the organization and project of the real

@@ -27,7 +27,13 @@ from functools import partial
 from typing import Any
 
 from keyguard.domain.limits import Limits, Reservation, Usage, period_id
-from keyguard.domain.pricing import DEFAULT_OUTPUT_TOKENS, Estimate, PriceTable, estimate_request
+from keyguard.domain.pricing import (
+    DEFAULT_OUTPUT_TOKENS,
+    Estimate,
+    PriceTable,
+    TokenUsage,
+    estimate_request,
+)
 from keyguard.domain.records import VirtualKey
 from keyguard.errors import UpstreamTimeout
 from keyguard.gateway.errors import ClientError
@@ -38,7 +44,7 @@ from keyguard.limits.ports import AsyncLimiter, LimiterUnavailable
 
 log = logging.getLogger("keyguard.gateway.limits")
 
-_GENERATING = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
+GENERATING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 _NOTHING = Estimate()
 #: why forwarding may stop after the upstream got the request but before it answered
 _ABANDONED = (asyncio.CancelledError, UpstreamTimeout)
@@ -108,8 +114,11 @@ class Admission:
         body: PreparedBody,
         now: datetime,
         content_length: int | None = None,
+        *,
+        enforce: bool = True,
     ) -> Ticket:
-        """Reserve for this request (may rewrite ``body.data``); raises RateLimited or 503."""
+        """Reserve for this request (may rewrite ``body.data``); raises RateLimited or 503.
+        ``enforce=False``: another component admitted it; only count its usage."""
         doc = body.doc if body.doc is not None else _json(body.data)  # parsed once
         strip = False
         if doc is not None and request_usage_upstream(path, doc):
@@ -123,11 +132,11 @@ class Admission:
             self.prices,
             default_output_tokens=self._default_out,
             body_size=size,
-            generates=path in _GENERATING,
+            generates=path in GENERATING_PATHS,
         )
         limits, active = self._limits_of(key)
         tap = UsageTap(strip_usage_chunk=strip)
-        if not active:
+        if not active or not enforce:
             # nothing to enforce: the request is only counted, after the response. While the
             # limits store is known to be down it still fails closed (or degrades) like every
             # other key, so an outage never silently stops usage accounting.
@@ -238,22 +247,15 @@ class Admission:
     def _figures(self, ticket: Ticket, completed: bool, abandoned: bool = False) -> tuple[int, int]:
         """Tokens and cost to settle ``ticket`` at."""
         tap = ticket.tap
-        if tap.usage is not None:
-            u = tap.usage
-            tokens = u.total
-            cost = self.prices.cost_nano(
-                ticket.model, u.input_tokens, u.output_tokens, u.cached_tokens
-            )
-        elif tap.status and tap.status < 400 and (completed or tap.status < 300):
-            # answered without usage (or cut short): charge the estimate
-            tokens, cost = ticket.estimate.tokens, ticket.estimate.cost_nano
-        elif not tap.status and abandoned:
-            # no answer yet when the client hung up or the upstream timed out: it has the
-            # request (and bills it; an answer it stores can be fetched later)
-            tokens, cost = ticket.estimate.tokens, ticket.estimate.cost_nano
-        else:
-            tokens = cost = 0  # the upstream refused it or was never reached
-        return tokens, cost
+        return settle_figures(
+            self.prices,
+            ticket.model,
+            tap.usage,
+            tap.status,
+            completed=completed,
+            abandoned=abandoned,
+            estimate=lambda: ticket.estimate,
+        )
 
     async def usage(self, key: VirtualKey, now: datetime) -> Usage:
         """A key's live counters (for an admin API); raises LimiterUnavailable."""
@@ -309,6 +311,29 @@ class Admission:
         await self.limiter.aclose()
         if self.fallback is not None:
             await self.fallback.aclose()
+
+
+def settle_figures(
+    prices: PriceTable,
+    model: str | None,
+    usage: TokenUsage | None,
+    status: int,
+    *,
+    completed: bool,
+    abandoned: bool,
+    estimate: Callable[[], Estimate],
+) -> tuple[int, int]:
+    """``(tokens, nano-USD)`` to charge a request with: its reported ``usage``; else the
+    estimate when the upstream answered (< 400) without usage, or had the request when the
+    client hung up or it timed out (``abandoned``, no status yet); else nothing (refused or
+    never reached). Shared by the core and the edge's records (docs/edge.md)."""
+    if usage is not None:
+        cost = prices.cost_nano(model, usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        return usage.total, cost
+    if (status and status < 400 and (completed or status < 300)) or (not status and abandoned):
+        est = estimate()
+        return est.tokens, est.cost_nano
+    return 0, 0
 
 
 def _json(data: bytes | None) -> dict[str, Any] | None:

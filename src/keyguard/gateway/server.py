@@ -17,12 +17,15 @@ import multiprocessing
 import os
 import signal
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from keyguard.errors import ConfigError
 from keyguard.gateway.app import Gateway
 from keyguard.gateway.audit import AuditBatcher, RequestRecord
 from keyguard.gateway.config import GatewayConfig
@@ -102,6 +105,27 @@ def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def bind_unix(path: Path) -> socket.socket:
+    """The core's listening socket: a unix socket only this user can connect to."""
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError(f"{path} exists and is not a socket")
+        path.unlink()  # a stale socket of an earlier run
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class GatewayServer:
     """The gateway bound to one socket on the current event loop."""
 
@@ -146,10 +170,16 @@ class GatewayServer:
         self._connections = ConnectionTracker(sweep)
         self.port = config.port
 
-    async def start(self) -> None:
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Bind (or serve ``sock``, bound already: the core socket shared by forked workers)."""
         cfg = self.config
-        sock = _bind(cfg.host, cfg.port, reuse_port=cfg.workers > 1)
-        self.port = sock.getsockname()[1]
+        if sock is None:
+            sock = (
+                bind_unix(cfg.core_socket)
+                if cfg.core_socket is not None
+                else _bind(cfg.host, cfg.port, reuse_port=cfg.workers > 1)
+            )
+        self.port = 0 if sock.family == socket.AF_UNIX else sock.getsockname()[1]
         loop = asyncio.get_running_loop()
         limits = cfg.limits
         self._connections.start()
@@ -159,7 +189,9 @@ class GatewayServer:
                 self.gateway.handle, limits, render_wire_error, self._connections
             )
 
-        if self._ssl is not None:
+        if sock.family == socket.AF_UNIX:
+            self._server = await loop.create_unix_server(factory, sock=sock)
+        elif self._ssl is not None:
             self._server = await loop.create_server(
                 factory, sock=sock, ssl=self._ssl, ssl_handshake_timeout=limits.header_timeout
             )
@@ -202,6 +234,7 @@ async def _serve_forever(
     vault: VaultLike,
     extension: Extension | None = None,
     audit_vault: VaultLike | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     ext = extension(vault) if extension is not None else None
     if ext is not None:
@@ -212,19 +245,22 @@ async def _serve_forever(
         gateway_kwargs=ext.gateway_kwargs if ext else None,
         audit_vault=audit_vault,
     )
-    await server.start()
+    await server.start(sock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    scheme = "https" if config.tls_cert else "http"
-    log.info(
-        "keyguard gateway pid %d listening on %s://%s:%d",
-        os.getpid(),
-        scheme,
-        config.host,
-        server.port,
-    )
+    if config.core_socket is not None:
+        log.info("keyguard core pid %d serving the edge on %s", os.getpid(), config.core_socket)
+    else:
+        scheme = "https" if config.tls_cert else "http"
+        log.info(
+            "keyguard gateway pid %d listening on %s://%s:%d",
+            os.getpid(),
+            scheme,
+            config.host,
+            server.port,
+        )
     await stop.wait()
     await server.stop()
     if ext is not None:
@@ -246,19 +282,23 @@ def _raise_fd_limit() -> None:
         pass
 
 
-def _worker(
+def worker_main(
     config: GatewayConfig,
     vault_factory: Callable[[], VaultLike],
     extension: Extension | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
+    """One gateway process: open the vault, serve until SIGTERM/SIGINT (on ``sock`` when
+    given: the core socket the native edge's supervisor bound before forking)."""
     _raise_fd_limit()
     vault = vault_factory()
     audit_vault = vault_factory()
     loop = _new_loop()
     try:
-        loop.run_until_complete(_serve_forever(config, vault, extension, audit_vault))
+        loop.run_until_complete(_serve_forever(config, vault, extension, audit_vault, sock))
     finally:
         loop.close()
+
 
 
 def serve(
@@ -274,7 +314,7 @@ def serve(
     if config.workers == 1:
         stop = background() if background is not None else None
         try:
-            _worker(config, vault_factory, extension)
+            worker_main(config, vault_factory, extension)
         finally:
             if stop is not None:
                 stop()
@@ -282,7 +322,7 @@ def serve(
     ctx = multiprocessing.get_context("fork")
     procs = [
         ctx.Process(
-            target=_worker, args=(config, vault_factory, extension), name=f"keyguard-worker-{i}"
+            target=worker_main, args=(config, vault_factory, extension), name=f"keyguard-worker-{i}"
         )
         for i in range(config.workers)
     ]

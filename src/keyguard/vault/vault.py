@@ -10,6 +10,7 @@ from keyguard.crypto.master import MasterKey, ScryptParams
 from keyguard.domain.audit import AuditEvent, AuditRecord
 from keyguard.domain.records import (
     DEFAULT_BASE_URL,
+    KeySecretHash,
     KeySpec,
     Label,
     ManagedMatch,
@@ -303,6 +304,13 @@ class Vault(RotationFacade, AdminTokenFacade):
         )
         self._authenticators.add(auth)
         return auth
+
+    def key_verification_table(self) -> tuple[bytes, list[VirtualKey], list[KeySecretHash]]:
+        """``(server key, keys, secret digests)``: what verifying virtual keys needs, for the
+        native edge this process feeds over a pipe (docs/edge.md). The server key is the HMAC
+        key of the digests; it never leaves the process family."""
+        store = self._core.store
+        return self._core.server_key, store.list_virtual_keys(), store.list_key_secrets()
 
     # -- scanner support ------------------------------------------------------------------
 
