@@ -1,0 +1,191 @@
+//! The response body sent to clients: a whole buffer or a stream (with a stall timeout and a
+//! usage copy), carrying what must happen when the response ends: record, lease release,
+//! the connection's idle clock.
+
+use super::server::ConnShared;
+use super::Global;
+use bytes::Bytes;
+use hyper::body::HttpBody;
+use hyper::{Body, HeaderMap};
+use kgpolicy::limits::Lease;
+use kgpolicy::protocol::Record;
+use kgpolicy::usage::UsageCopy;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What happens when a response ends (or is dropped unfinished).
+pub struct Guard {
+    pub global: Arc<Global>,
+    pub lease: Option<Lease>,
+    /// Some: the edge answered this request itself and records it
+    pub record: Option<Record>,
+    pub start: Instant,
+    /// the request JSON, for the record when the supervisor must estimate
+    pub request_json: Option<Bytes>,
+    pub conn: Option<Arc<ConnShared>>,
+    pub completed: bool,
+    pub usage: Option<String>,
+}
+
+impl Guard {
+    pub fn new(global: Arc<Global>, conn: Arc<ConnShared>, start: Instant) -> Guard {
+        Guard {
+            global,
+            lease: None,
+            record: None,
+            start,
+            request_json: None,
+            conn: Some(conn),
+            completed: false,
+            usage: None,
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.global.limiter.release(lease);
+        }
+        if let Some(mut rec) = self.record.take() {
+            rec.t = super::unix_micros();
+            rec.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+            if rec.upstream_status > 0 && !self.completed {
+                // the client hung up or the upstream stalled: the upstream had the request
+                rec.abandoned = true;
+            }
+            rec.completed = rec.completed || (self.completed && rec.upstream_status > 0);
+            rec.usage = self.usage.take();
+            let wants_body =
+                rec.abandoned || ((1..400).contains(&rec.upstream_status) && rec.usage.is_none());
+            if wants_body {
+                if let Some(json) = &self.request_json {
+                    rec.body = Some(String::from_utf8_lossy(json).into_owned());
+                }
+            }
+            self.global.out.record(&rec);
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.response_done();
+        }
+    }
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Stream { body: Body, stall: Duration, sleep: Pin<Box<Sleep>> },
+}
+
+pub struct EdgeBody {
+    inner: Inner,
+    usage: Option<UsageCopy>,
+    guard: Option<Guard>,
+}
+
+impl EdgeBody {
+    pub fn full(data: impl Into<Bytes>, guard: Guard) -> EdgeBody {
+        EdgeBody { inner: Inner::Full(Some(data.into())), usage: None, guard: Some(guard) }
+    }
+
+    /// A streamed body; `stall`: longest pause between chunks (then the response is cut).
+    pub fn stream(body: Body, stall: Duration, usage: Option<UsageCopy>, guard: Guard) -> EdgeBody {
+        let sleep = Box::pin(tokio::time::sleep(stall));
+        EdgeBody { inner: Inner::Stream { body, stall, sleep }, usage, guard: Some(guard) }
+    }
+
+    fn finished(&mut self) {
+        if let Some(g) = self.guard.as_mut() {
+            g.completed = true;
+            if let Some(u) = self.usage.take() {
+                g.usage = u.finish();
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Stalled;
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream stalled")
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+impl HttpBody for EdgeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_data(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        let me = self.get_mut();
+        match &mut me.inner {
+            Inner::Full(data) => {
+                let d = data.take();
+                me.finished();
+                Poll::Ready(d.map(Ok))
+            }
+            Inner::Stream { body, stall, sleep } => match Pin::new(body).poll_data(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let deadline = tokio::time::Instant::now() + *stall;
+                    sleep.as_mut().reset(deadline);
+                    if let Some(u) = me.usage.as_mut() {
+                        u.feed(&chunk);
+                    }
+                    Poll::Ready(Some(Ok(chunk)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    eprintln!("keyguard-edge: a response body broke off ({})", kind_of(&e));
+                    Poll::Ready(Some(Err(Box::new(e))))
+                }
+                Poll::Ready(None) => {
+                    me.finished();
+                    Poll::Ready(None)
+                }
+                Poll::Pending => match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        eprintln!("keyguard-edge: the upstream stalled mid-body: response cut");
+                        Poll::Ready(Some(Err(Box::new(Stalled))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+            },
+        }
+    }
+
+    fn poll_trailers(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<Option<HeaderMap>, BoxError>> {
+        Poll::Ready(Ok(None))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(&self.inner, Inner::Full(None))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match &self.inner {
+            Inner::Full(Some(d)) => hyper::body::SizeHint::with_exact(d.len() as u64),
+            Inner::Full(None) => hyper::body::SizeHint::with_exact(0),
+            Inner::Stream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+use std::future::Future;
+
+fn kind_of(e: &hyper::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_incomplete_message() {
+        "incomplete message"
+    } else if e.is_closed() || e.is_canceled() {
+        "closed"
+    } else {
+        "error"
+    }
+}
