@@ -40,7 +40,12 @@ fn strings(v: &Value) -> Result<Vec<String>, String> {
     v.as_array().ok_or("expected a list")?.iter().map(string).collect()
 }
 
+/// A number, or its decimal text (parsed with correct rounding: Python's `repr` of a float
+/// comes back as the very same double).
 fn f64_of(v: &Value) -> Result<f64, String> {
+    if let Some(s) = v.as_str() {
+        return s.parse().map_err(|e: std::num::ParseFloatError| e.to_string());
+    }
     v.as_f64().ok_or_else(|| "expected a number".into())
 }
 
