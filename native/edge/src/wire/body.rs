@@ -131,12 +131,16 @@ impl HttpBody for EdgeBody {
                 me.finished();
                 Poll::Ready(d.map(Ok))
             }
-            Inner::Stream { body, stall, sleep } => match Pin::new(body).poll_data(cx) {
+            Inner::Stream { body, stall, sleep } => match Pin::new(&mut *body).poll_data(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let deadline = tokio::time::Instant::now() + *stall;
                     sleep.as_mut().reset(deadline);
                     if let Some(u) = me.usage.as_mut() {
                         u.feed(&chunk);
+                    }
+                    if body.is_end_stream() {
+                        // a sized body: hyper may never poll for its end
+                        me.finished();
                     }
                     Poll::Ready(Some(Ok(chunk)))
                 }
@@ -164,7 +168,10 @@ impl HttpBody for EdgeBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(&self.inner, Inner::Full(None))
+        match &self.inner {
+            Inner::Full(d) => d.is_none(),
+            Inner::Stream { body, .. } => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {

@@ -5,6 +5,7 @@ use super::body::Guard;
 use super::handler;
 use super::net::{Clients, Stream};
 use super::Global;
+use futures_util::task::AtomicWaker;
 use hyper::server::conn::Http;
 use hyper::service::service_fn;
 use kgpolicy::errors::error_body;
@@ -34,6 +35,8 @@ pub struct ConnShared {
     /// ms since the process's base instant: when the connection went idle / a head began
     idle_since: AtomicU64,
     head_start: AtomicU64,
+    /// the connection's reader, woken when a response ends (its idle clock starts then)
+    reader: AtomicWaker,
 }
 
 impl ConnShared {
@@ -46,6 +49,7 @@ impl ConnShared {
             head_bytes: AtomicUsize::new(0),
             idle_since: AtomicU64::new(now),
             head_start: AtomicU64::new(now),
+            reader: AtomicWaker::new(),
         }
     }
 
@@ -60,6 +64,7 @@ impl ConnShared {
         self.idle_since.store(self.global.ms(), Ordering::Relaxed);
         self.in_flight.store(false, Ordering::Relaxed);
         self.global.inflight.fetch_sub(1, Ordering::SeqCst);
+        self.reader.wake();
     }
 }
 
@@ -103,6 +108,7 @@ impl AsyncRead for ServerIo {
             return Poll::Ready(Ok(()));
         }
         let conn = me.conn.clone();
+        conn.reader.register(cx.waker());
         if conn.in_flight.load(Ordering::Relaxed) {
             return Pin::new(&mut me.inner).poll_read(cx, buf);
         }
