@@ -21,3 +21,8 @@ pub mod headers;
 pub mod scrub;
 pub mod sniff;
 pub mod usage;
+
+// ports of the gateway.request audit rendering (domain.audit.UniformEncoder) and of
+// domain.pricing, so the supervisor only chains, stores and counts
+pub mod audit;
+pub mod pricing;
