@@ -153,10 +153,20 @@ fn control(global: &Global, line: &str) {
         eprintln!("keyguard-edge: a control line of unknown type: ignored");
         return;
     }
+    // the supervisor numbers its snapshots and waits for this acknowledgement (applied or
+    // refused) so that a key written through its vault takes effect here before the write
+    // returns
+    let seq = value.get("seq").and_then(|s| s.as_u64());
+    let ack = |ok: bool| {
+        if let Some(seq) = seq {
+            global.out.line_now(&format!("{{\"type\":\"applied\",\"seq\":{seq},\"ok\":{ok}}}"));
+        }
+    };
     let st: State = match serde_json::from_value(value) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("keyguard-edge: a state line does not parse ({}): ignored", e.classify_name());
+            ack(false);
             return;
         }
     };
@@ -166,8 +176,12 @@ fn control(global: &Global, line: &str) {
             let (keys, routes) = (c.keys.len(), c.routes.len());
             global.current.set(c);
             eprintln!("keyguard-edge: state generation {generation}: {keys} keys, {routes} routes");
+            ack(true);
         }
-        Err(e) => eprintln!("keyguard-edge: state generation {generation} refused: {e}"),
+        Err(e) => {
+            eprintln!("keyguard-edge: state generation {generation} refused: {e}");
+            ack(false);
+        }
     }
 }
 
