@@ -212,6 +212,25 @@ def test_before_the_first_state_everything_goes_to_the_core(start: Start, core: 
     assert edge.records(0, timeout=0.1) == []
 
 
+def test_a_state_with_seq_is_acknowledged_once_applied(
+    start: Start, core: FakeCore, upstream: FakeOpenAI, real_key: str
+) -> None:
+    edge = start(with_state=False)
+    key = make_key()
+    line = json.loads(state([key], [default_route(upstream, real_key)]))
+    edge.send_state(json.dumps({**line, "seq": 7}))
+    deadline = time.monotonic() + 5
+    while '{"type":"applied","seq":7}\n' not in edge.stdout and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert '{"type":"applied","seq":7}\n' in edge.stdout
+    r = post(edge, "/v1/chat/completions", key.token)  # served with the new State
+    assert r.status_code == 200 and "choices" in r.json()
+    assert core.empty()
+    edge.send_state(json.dumps({**line, "server_key": "not hex", "seq": 8}))
+    edge.wait_log("refused")
+    assert '{"type":"applied","seq":8}\n' not in edge.stdout
+
+
 def test_healthz_is_answered_natively(
     start: Start, core: FakeCore, upstream: FakeOpenAI, real_key: str
 ) -> None:
