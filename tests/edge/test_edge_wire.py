@@ -220,15 +220,17 @@ def test_a_state_with_seq_is_acknowledged_once_applied(
     line = json.loads(state([key], [default_route(upstream, real_key)]))
     edge.send_state(json.dumps({**line, "seq": 7}))
     deadline = time.monotonic() + 5
-    while '{"type":"applied","seq":7}\n' not in edge.stdout and time.monotonic() < deadline:
+    applied = '{"type":"applied","seq":7,"ok":true}\n'
+    while applied not in edge.stdout and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert '{"type":"applied","seq":7}\n' in edge.stdout
+    assert applied in edge.stdout
     r = post(edge, "/v1/chat/completions", key.token)  # served with the new State
     assert r.status_code == 200 and "choices" in r.json()
     assert core.empty()
     edge.send_state(json.dumps({**line, "server_key": "not hex", "seq": 8}))
     edge.wait_log("refused")
-    assert '{"type":"applied","seq":8}\n' not in edge.stdout
+    time.sleep(0.05)
+    assert '{"type":"applied","seq":8,"ok":false}\n' in edge.stdout
 
 
 def test_healthz_is_answered_natively(

@@ -6,9 +6,9 @@
 //! finish in-flight requests (up to `shutdown_grace`), flush records, exit 0.
 //!
 //! stdout (edge -> supervisor): one JSON object per line. First `{"type":"ready","port":N}`
-//! once the listener is bound; `{"type":"applied","seq":N}` (written at once) when the State
-//! carrying `seq` N is in use for new requests (a State that is refused is not acknowledged);
-//! then [`Record`]s (`"type": "r"`), one per request the edge
+//! once the listener is bound; `{"type":"applied","seq":N,"ok":B}` (written at once) for each
+//! State carrying `seq` N: `ok` true once it is in use for new requests, false when it was
+//! refused (the previous one stays); then [`Record`]s (`"type": "r"`), one per request the edge
 //! answered itself (requests handed to the core are recorded by the core). Records are
 //! buffered and flushed at least every 20 ms.
 //!
@@ -57,7 +57,7 @@ pub struct Config {
 pub struct State {
     /// the vault's key-table generation this snapshot was built from (for logs)
     pub generation: i64,
-    /// the supervisor's snapshot counter: acknowledged with `{"type":"applied","seq":N}`
+    /// the supervisor's snapshot counter: acknowledged with `{"type":"applied","seq":N,"ok":B}`
     #[serde(default)]
     pub seq: Option<u64>,
     /// hex of the HMAC-SHA256 key that virtual-key secrets are hashed with
