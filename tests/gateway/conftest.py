@@ -126,13 +126,17 @@ def start_gateway(config: GatewayConfig, vault: Vault, **kwargs: Any) -> Any:
 
 
 @pytest.fixture
-def make_key(vault: Vault) -> Any:
-    """``make_key(**spec) -> token`` for a new virtual key on the default upstream."""
+def make_key(vault: Vault, request: pytest.FixtureRequest) -> Any:
+    """``make_key(**spec) -> token`` for a new virtual key on the default upstream (behind the
+    native edge: known to the edge when this returns, so the edge serves it)."""
     counter = iter(range(10**6))
+    edge = request.getfixturevalue("gateway") if DATA_PLANE == "native" else None
 
     def make(upstream: str = "default", **spec: Any) -> str:
         name = f"k{next(counter)}-{time.monotonic_ns()}"
         _, token = vault.create_key(KeySpec(name=name, upstream=upstream, **spec))
+        if edge is not None:
+            edge.sync()
         return token.reveal()
 
     return make

@@ -114,6 +114,17 @@ class PriceTable:
             default = ModelPrice.from_mapping("default", override["default"])
         return PriceTable({**self.models, **extra}, default)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The table in the JSON shape :meth:`from_mapping` reads (for the native edge)."""
+
+        def one(p: ModelPrice) -> dict[str, float]:
+            return {"input": p.input, "cached_input": p.cached_input, "output": p.output}
+
+        return {
+            "default": one(self.default),
+            "models": {name: one(p) for name, p in self.models.items()},
+        }
+
     def price(self, model: str | None) -> ModelPrice:
         """The price of ``model`` (exact name, longest ``prefix-`` match, else ``default``)."""
         if not model:

@@ -40,6 +40,10 @@ class UniformAudit(Protocol):
         self, rows: Sequence[tuple[datetime, str, str, str, str, Sequence[object]]]
     ) -> object: ...
 
+    def append_rendered(
+        self, rows: Sequence[tuple[str, str, str, str, str, bytes, str]]
+    ) -> object: ...
+
 
 class AuditSink(Protocol):
     """Durable audit log; one call writes a batch in one transaction."""

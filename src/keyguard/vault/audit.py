@@ -249,6 +249,14 @@ def details_json(record: AuditRecord) -> str:
     return json.dumps(record.details, sort_keys=True, separators=(",", ":"))
 
 
+def _prerendered(
+    when: Any, action: str, actor: str, subject: str, source: str, outcome: str, details: Any
+) -> tuple[bytes, str, str]:
+    """The encoder of :meth:`UniformAppender.append_rendered`: the parts as given."""
+    content, details_json = details
+    return content, when, details_json
+
+
 class UniformAppender:
     """Appends records of one action with flat details under fixed keys, several times
     cheaper per record than :meth:`AuditLog.append_many` and chained and verified exactly
@@ -286,3 +294,17 @@ class UniformAppender:
             values = [r(v) if type(v) is str else v for v in values]  # type: ignore[arg-type]
             items.append((when, action, r(actor), r(subject), r(source), r(outcome), values))
         return len(self._log._write(items, self._encode))
+
+    def append_rendered(self, rows: Sequence[tuple[str, str, str, str, str, bytes, str]]) -> int:
+        """Append rows rendered elsewhere — the native edge renders its ``gateway.request``
+        records exactly as :meth:`append` would (checked against :class:`UniformEncoder` by
+        tests/edge) — as ``(time ISO, actor, subject, source, outcome, canonical content,
+        details JSON)``, already redacted. Chained and stored like :meth:`append`'s rows, in
+        one transaction; ``audit verify`` recomputes every record from its columns, so a row
+        whose content does not match them would be reported."""
+        action = self._action
+        items: list[_Item] = [
+            (when_iso, action, actor, subject, source, outcome, (content, details))  # type: ignore[misc]
+            for when_iso, actor, subject, source, outcome, content, details in rows
+        ]
+        return len(self._log._write(items, _prerendered))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from keyguard.crypto.master import MasterKey, ScryptParams
@@ -36,6 +37,8 @@ from keyguard.vault.keys import VirtualKeyService
 from keyguard.vault.rotation_facade import RotationFacade
 from keyguard.vault.upstreams import UpstreamService
 
+log = logging.getLogger("keyguard.vault")
+
 
 class Vault(RotationFacade, AdminTokenFacade):
     """An unlocked vault: upstream credentials, virtual keys, audit log, key rotation.
@@ -54,6 +57,7 @@ class Vault(RotationFacade, AdminTokenFacade):
         self._upstreams = UpstreamService(core)
         self._keys = VirtualKeyService(core)
         self._authenticators: weakref.WeakSet[KeyAuthenticator] = weakref.WeakSet()
+        self._listeners: list[Callable[[], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -137,6 +141,18 @@ class Vault(RotationFacade, AdminTokenFacade):
     def _changed(self) -> None:
         for auth in list(self._authenticators):
             auth.invalidate()
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception as exc:  # a listener must never undo a committed write
+                log.warning("a vault change listener failed: %s", type(exc).__name__)
+
+    def on_key_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after every key write through this vault object (create, revoke,
+        rotate), in the writer's thread; returns the function that unsubscribes. Writes by
+        other processes are seen through the store's generation counter instead."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _src(self, source: str | None) -> str:
         return source if source is not None else self._source

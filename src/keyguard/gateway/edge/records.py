@@ -1,19 +1,25 @@
 """The edge's per-request records: into the audit log, and into the usage/spend counters.
 
 The edge writes one JSON line per request it answered itself (``Record`` in
-``native/edge/src/protocol.rs``). :class:`RecordIntake` turns each into the core's
-:class:`~keyguard.gateway.audit.RequestRecord` for the audit batcher, and charges the key's
-usage exactly as the core's admission does (:func:`~keyguard.gateway.limits.settle_figures`):
-the reported ``usage`` priced per model, else the request's estimate.
+``native/edge/src/protocol.rs``). The edge renders each record's audit row exactly as the core
+would (``native/edge/src/audit.rs``, checked against :class:`~keyguard.domain.audit.
+UniformEncoder` by tests/edge) and prices the usage it saw (``pricing.rs``), so this side only
+chains, stores and counts:
+
+* the audit row: checked once more for anything to redact (a record that is not clean, or that
+  the edge did not render, is rendered here from its fields, as the core renders its own);
+* usage: the edge's ``tokens``/``cost_nano`` when the response reported usage, else
+  :func:`~keyguard.gateway.limits.settle_figures` with the request's estimate, as the core.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from keyguard.domain.limits import Limits
 from keyguard.domain.pricing import (
@@ -23,13 +29,34 @@ from keyguard.domain.pricing import (
     usage_from_response,
 )
 from keyguard.domain.records import VirtualKey
+from keyguard.domain.redaction import redact, redact_cached
 from keyguard.gateway.audit import RequestRecord
 from keyguard.gateway.limits import GENERATING_PATHS, settle_figures
+from keyguard.gateway.ports import VaultLike
+from keyguard.gateway.server import REQUEST_DETAILS, audit_row
 from keyguard.limits.ports import Limiter
 
 log = logging.getLogger("keyguard.gateway.edge")
 
 _UTC = timezone.utc
+
+
+class RenderedRecord(NamedTuple):
+    """An audit row the edge rendered (already redacted) plus what last-use tracking needs."""
+
+    when_iso: str
+    actor: str
+    subject: str
+    source: str
+    outcome: str
+    content: bytes
+    details: str
+    key_id: str | None
+    status: int
+    time: datetime
+
+
+EdgeAuditItem = RequestRecord | RenderedRecord
 
 
 def _doc(body: str | None) -> dict[str, Any] | None:
@@ -47,7 +74,7 @@ class RecordIntake:
 
     def __init__(
         self,
-        audit: Callable[[RequestRecord], None],
+        audit: Callable[[EdgeAuditItem], None],
         *,
         limiter: Limiter | None = None,
         prices: PriceTable | None = None,
@@ -59,6 +86,7 @@ class RecordIntake:
         self._prices = prices
         self._keys = keys
         self._default_out = default_output_tokens
+        self._limits: dict[str, tuple[VirtualKey, Limits]] = {}
         self.records = 0
 
     def intake(self, line: bytes) -> None:
@@ -69,60 +97,149 @@ class RecordIntake:
                 return
             when = datetime.fromtimestamp(rec["t"] / 1e6, _UTC)
             status = int(rec["status"])
-            model = rec.get("model")
-            record = RequestRecord(
-                time=when,
-                key_id=rec.get("key_id"),
-                client_ip=str(rec["client_ip"]),
-                method=str(rec["method"]),
-                path=str(rec["path"])[:512],
-                model=model[:200] if isinstance(model, str) and model else None,
-                status=status,
-                latency_ms=round(float(rec["latency_ms"]), 3),
-                upstream=rec.get("upstream"),
-                upstream_version=rec.get("version"),
-                outcome="ok" if status < 400 else "denied" if status < 500 else "error",
+            key_id = rec.get("key_id")
+            item = self._rendered(rec, key_id, status, when) or self._record(
+                rec, key_id, status, when
             )
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("edge: unreadable record (%s)", type(exc).__name__)
             return
         self.records += 1
-        self._audit(record)
-        if self._limiter is not None and record.key_id is not None:
-            self._charge(rec, record, when)
+        self._audit(item)
+        if self._limiter is not None and key_id is not None:
+            self._charge(rec, key_id, when)
 
-    def _charge(self, rec: dict[str, Any], record: RequestRecord, when: datetime) -> None:
-        key = self._keys().get(record.key_id or "")
-        if key is None or self._prices is None or self._limiter is None:
+    @staticmethod
+    def _record(
+        rec: dict[str, Any], key_id: str | None, status: int, when: datetime
+    ) -> RequestRecord:
+        model = rec.get("model")
+        return RequestRecord(
+            time=when,
+            key_id=key_id,
+            client_ip=str(rec["client_ip"]),
+            method=str(rec["method"]),
+            path=str(rec["path"])[:512],
+            model=model[:200] if isinstance(model, str) and model else None,
+            status=status,
+            latency_ms=round(float(rec["latency_ms"]), 3),
+            upstream=rec.get("upstream"),
+            upstream_version=rec.get("version"),
+            outcome="ok" if status < 400 else "denied" if status < 500 else "error",
+        )
+
+    @staticmethod
+    def _rendered(
+        rec: dict[str, Any], key_id: str | None, status: int, when: datetime
+    ) -> RenderedRecord | None:
+        """The edge's rendering of the row, when it sent one and it is clean."""
+        parts = rec.get("audit")
+        if not parts:
+            return None
+        content, when_iso, details = parts
+        if redact(content) != content:  # anything left to redact: render it here instead
+            return None
+        r = redact_cached
+        return RenderedRecord(
+            when_iso,
+            r(f"key:{key_id}" if key_id else "anonymous"),
+            r(f"{rec['method']} {str(rec['path'])[:512]}"),
+            r(str(rec["client_ip"])),
+            "ok" if status < 400 else "denied" if status < 500 else "error",
+            content.encode(),
+            details,
+            key_id,
+            status,
+            when,
+        )
+
+    def _limits_of(self, key_id: str) -> tuple[VirtualKey, Limits] | None:
+        key = self._keys().get(key_id)
+        if key is None:
+            return None
+        hit = self._limits.get(key_id)
+        if hit is None or hit[0] is not key:  # a new snapshot has new records
+            hit = (key, Limits.of(key))
+            if len(self._limits) > 100_000:
+                self._limits.clear()
+            self._limits[key_id] = hit
+        return hit
+
+    def _charge(self, rec: dict[str, Any], key_id: str, when: datetime) -> None:
+        found = self._limits_of(key_id)
+        if found is None or self._prices is None or self._limiter is None:
             return
-        prices = self._prices
+        _, limits = found
+        if "cost_nano" in rec and "tokens" in rec:  # the edge priced the reported usage
+            tokens, cost = int(rec["tokens"]), int(rec["cost_nano"])
+        else:
+            tokens, cost = self._figures(rec, self._prices)
+        try:
+            self._limiter.record(key_id, limits, tokens, cost, when)
+        except Exception as exc:  # the counters' store is away: the record is still audited
+            log.warning("edge: could not count usage (%s)", type(exc).__name__)
+
+    def _figures(self, rec: dict[str, Any], prices: PriceTable) -> tuple[int, int]:
         usage = None
         if rec.get("usage"):
             try:
                 usage = usage_from_response(json.loads(rec["usage"]))
             except (ValueError, RecursionError):
                 usage = None
+        model = rec.get("model") or None
+        path = str(rec.get("path", ""))
 
         def estimate() -> Any:
             return estimate_request(
                 _doc(rec.get("body")),
-                record.model,
+                model,
                 prices,
                 default_output_tokens=self._default_out,
                 body_size=int(rec.get("body_size") or 0),
-                generates=record.path in GENERATING_PATHS,
+                generates=path in GENERATING_PATHS,
             )
 
-        tokens, cost = settle_figures(
+        return settle_figures(
             prices,
-            record.model,
+            model,
             usage,
             int(rec.get("upstream_status") or 0),
             completed=bool(rec.get("completed")),
             abandoned=bool(rec.get("abandoned")),
             estimate=estimate,
         )
-        try:
-            self._limiter.record(key.key_id, Limits.of(key), tokens, cost, when)
-        except Exception as exc:  # the counters' store is away: the record is still audited
-            log.warning("edge: could not count usage (%s)", type(exc).__name__)
+
+
+class EdgeAuditSink:
+    """Writes batches of the edge's records: rendered rows as they are, the others rendered
+    like the core's (:class:`~keyguard.gateway.server.VaultAuditSink`); keys' last use at most
+    every ``touch_interval`` seconds."""
+
+    def __init__(self, vault: VaultLike, touch_interval: float = 30.0) -> None:
+        self._vault = vault
+        self._append = vault.audit.uniform("gateway.request", REQUEST_DETAILS)
+        self._interval = touch_interval
+        self._last_used: dict[str, datetime] = {}
+        self._touched = time.monotonic()
+
+    def __call__(self, batch: Sequence[EdgeAuditItem]) -> None:
+        rendered = [b for b in batch if type(b) is RenderedRecord]
+        if rendered:
+            self._append.append_rendered([r[:7] for r in rendered])  # type: ignore[misc]
+        if len(rendered) != len(batch):
+            self._append.append([audit_row(b) for b in batch if type(b) is RequestRecord])
+        last_used = self._last_used
+        for b in batch:
+            if b.key_id is not None and b.status < 400:
+                last_used[b.key_id] = b.time
+        if time.monotonic() - self._touched >= self._interval:
+            self.flush_last_used()
+
+    def flush_last_used(self) -> None:
+        self._touched = time.monotonic()
+        last_used, self._last_used = self._last_used, {}
+        if last_used:
+            try:
+                self._vault.touch_keys(last_used)
+            except Exception as exc:
+                log.warning("could not record last use of keys: %s", type(exc).__name__)

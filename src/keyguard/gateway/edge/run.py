@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from keyguard.gateway.config import GatewayConfig
+from keyguard.gateway.edge.records import EdgeAuditSink
 from keyguard.gateway.edge.supervisor import EdgeSupervisor
 from keyguard.gateway.server import (
     Extension,
     RunningGateway,
-    VaultAuditSink,
     bind_unix,
     run_in_thread,
     worker_main,
@@ -59,6 +59,10 @@ class RunningEdge:
     def port(self) -> int:
         return self.supervisor.port
 
+    def sync(self) -> None:
+        """Make the edge know the vault's keys as they are now (see EdgeSupervisor.sync)."""
+        self.supervisor.sync()
+
     def flush_audit(self) -> None:
         """Wait until every audit record so far (edge and core) has been written."""
         self.supervisor.flush_audit()
@@ -86,6 +90,7 @@ def run_edge_in_thread(
                 prices = admission.prices
                 if isinstance(admission.limiter, AsyncMemoryLimiter):
                     limiter = admission.limiter.limiter  # the core's own counters
+            sink = EdgeAuditSink(vault)
             sup = EdgeSupervisor(
                 config,
                 vault,
@@ -93,15 +98,21 @@ def run_edge_in_thread(
                 binary=binary,
                 core_socket=sock,
                 threads=threads,
-                audit_sink=VaultAuditSink(vault),
+                audit_sink=sink,
+                on_close=sink.flush_last_used,
                 limiter=limiter,
                 prices=prices,
                 native_limits=limiter is not None,
             )
             sup.start()
+            # a key written through this vault takes effect at the edge before the write
+            # returns (in the core it does too: its authenticators are invalidated)
+            unsubscribe = vault.on_key_change(sup.sync) if hasattr(vault, "on_key_change") else None
             try:
                 yield RunningEdge(sup, core, config)
             finally:
+                if unsubscribe is not None:
+                    unsubscribe()
                 sup.stop()
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
@@ -143,6 +154,7 @@ def serve_with_edge(
     old = {sig: signal.signal(sig, lambda _s, _f: stop.set()) for sig in signals}
     vault = vault_factory()
     limiter, prices, native_limits = accounting(vault)
+    sink = EdgeAuditSink(vault)
     sup = EdgeSupervisor(
         config,
         vault,
@@ -150,7 +162,8 @@ def serve_with_edge(
         binary=binary,
         core_socket=sock_path,
         threads=config.workers,
-        audit_sink=VaultAuditSink(vault),
+        audit_sink=sink,
+        on_close=sink.flush_last_used,
         limiter=limiter,
         prices=prices,
         native_limits=native_limits,

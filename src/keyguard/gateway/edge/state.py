@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from keyguard.domain.pricing import PriceTable
 from keyguard.domain.records import (
     KeySecretHash,
     Label,
@@ -40,8 +41,11 @@ class EdgeVault(Protocol):
     ) -> tuple[Any, Secret]: ...
 
 
-def edge_config(config: GatewayConfig, core_socket: Path, threads: int) -> dict[str, Any]:
-    """The edge's ``Config`` line for a gateway configured as ``config``."""
+def edge_config(
+    config: GatewayConfig, core_socket: Path, threads: int, prices: PriceTable | None = None
+) -> dict[str, Any]:
+    """The edge's ``Config`` line for a gateway configured as ``config``; ``prices`` (the
+    effective table) lets the edge price the usage it reports."""
     lim = config.limits
     return {
         "type": "config",
@@ -67,6 +71,7 @@ def edge_config(config: GatewayConfig, core_socket: Path, threads: int) -> dict[
         "throttle_burst": config.throttle_burst,
         "throttle_rate": config.throttle_rate,
         "shutdown_grace": config.shutdown_grace,
+        "prices": prices.to_mapping() if prices is not None else None,
     }
 
 

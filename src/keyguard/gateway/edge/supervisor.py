@@ -26,9 +26,9 @@ from typing import IO, Any
 from keyguard.domain.pricing import PriceTable
 from keyguard.domain.records import VirtualKey
 from keyguard.errors import ConfigError, KeyguardError
-from keyguard.gateway.audit import AuditBatcher, RequestRecord
+from keyguard.gateway.audit import AuditBatcher
 from keyguard.gateway.config import GatewayConfig
-from keyguard.gateway.edge.records import RecordIntake
+from keyguard.gateway.edge.records import EdgeAuditItem, RecordIntake
 from keyguard.gateway.edge.state import EdgeVault, build_state, edge_config
 from keyguard.limits.ports import Limiter
 
@@ -86,13 +86,14 @@ class EdgeSupervisor:
         self._native_limits = native_limits
         self._poll = poll_interval
         self._refresh = max(config.credential_ttl, poll_interval)
-        self.audit: AuditBatcher[RequestRecord] = AuditBatcher(
+        self.audit: AuditBatcher[EdgeAuditItem] = AuditBatcher(
             audit_sink,
             interval=config.audit_interval,
             batch_size=config.audit_batch_size,
             on_close=on_close,
         )
         self._keys: dict[str, VirtualKey] = {}
+        self._prices = prices
         self.intake = RecordIntake(
             self.audit.append, limiter=limiter, prices=prices, keys=lambda: self._keys
         )
@@ -101,6 +102,10 @@ class EdgeSupervisor:
         self._stop = threading.Event()
         self._threads_run: list[threading.Thread] = []
         self._last_state = b""
+        self._state_lock = threading.Lock()  # one snapshot built and sent at a time
+        self._seq = 0  # snapshots sent; the edge acknowledges each once applied
+        self._applied = 0
+        self._applied_cv = threading.Condition()
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -118,7 +123,7 @@ class EdgeSupervisor:
         )
         assert self._proc.stdout is not None and self._proc.stderr is not None
         self._spawn(self._log_lines, self._proc.stderr, "keyguard-edge-log")
-        cfg = edge_config(self._config, self._core_socket, self._threads)
+        cfg = edge_config(self._config, self._core_socket, self._threads, self._prices)
         self._send(json.dumps(cfg).encode())
         self._push_state(force=True)
         self.port = self._await_ready(self._proc.stdout, timeout)
@@ -145,6 +150,10 @@ class EdgeSupervisor:
                 code = proc.wait()
         for t in self._threads_run:
             t.join(10)
+        if proc is not None:
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         self.audit.close()
         return code
 
@@ -155,6 +164,20 @@ class EdgeSupervisor:
     def wait(self) -> int:
         assert self._proc is not None
         return self._proc.wait()
+
+    def sync(self, timeout: float = 2.0) -> None:
+        """Send a snapshot now and wait until the edge has applied it: a key written through
+        this process's vault (created, revoked, rotated) takes effect at the edge before the
+        write returns, as it does in the core (:meth:`Vault.on_key_change`)."""
+        seq = self._push_state(force=True)
+        deadline = time.monotonic() + timeout
+        with self._applied_cv:
+            while self._applied < seq and self.alive:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("edge: snapshot %d not acknowledged in %.1f s", seq, timeout)
+                    return
+                self._applied_cv.wait(left)
 
     def flush_audit(self) -> None:
         """Wait until the records of every request answered so far are written (tests): the
@@ -177,14 +200,19 @@ class EdgeSupervisor:
             proc.stdin.write(line + b"\n")
             proc.stdin.flush()
 
-    def _push_state(self, *, force: bool = False) -> None:
-        generation = self._generation()
-        state, keys = build_state(self._vault, generation, native_limits=self._native_limits)
-        line = json.dumps(state, separators=(",", ":")).encode()
-        self._keys = {k.key_id: k for k in keys}
-        if force or line != self._last_state:
-            self._send(line)
-            self._last_state = line
+    def _push_state(self, *, force: bool = False) -> int:
+        """Build a snapshot and send it when it differs from the last one (or ``force``);
+        returns the sequence number the edge will acknowledge for it."""
+        with self._state_lock:
+            generation = self._generation()
+            state, keys = build_state(self._vault, generation, native_limits=self._native_limits)
+            self._keys = {k.key_id: k for k in keys}
+            line = json.dumps(state, separators=(",", ":")).encode()
+            if force or line != self._last_state:
+                self._last_state = line
+                self._seq += 1
+                self._send(line[:-1] + b',"seq":%d}' % self._seq)
+            return self._seq
 
     def _watch(self) -> None:
         seen = None
@@ -231,7 +259,22 @@ class EdgeSupervisor:
     def _read_records(self, out: IO[bytes]) -> None:
         intake = self.intake.intake
         for line in out:
-            intake(line)
+            if line.startswith(b'{"type":"applied"'):
+                self._acknowledged(line)
+            else:
+                intake(line)
+        with self._applied_cv:  # the edge is gone: nobody waits for it any more
+            self._applied_cv.notify_all()
+
+    def _acknowledged(self, line: bytes) -> None:
+        try:
+            seq = int(json.loads(line)["seq"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("edge: unreadable acknowledgement")
+            return
+        with self._applied_cv:
+            self._applied = max(self._applied, seq)
+            self._applied_cv.notify_all()
 
     def _log_lines(self, err: IO[bytes]) -> None:
         for raw in err:
