@@ -121,6 +121,13 @@ def test_model_in_multipart(gateway: RunningGateway, make_key: Any) -> None:
         ("model", b"gpt-4o-transcribe", None),
     )
     _assert_error(request(gateway, "POST", "/v1/files", token=token, body=body, headers=h), 400)
+    # both model fields in the first read of the body (a small form, or a fast client)
+    body, h = form(
+        ("model", b"whisper-1", None),
+        ("file", b"x" * 10, "a.wav"),
+        ("model", b"gpt-4o-transcribe", None),
+    )
+    _assert_error(request(gateway, "POST", "/v1/files", token=token, body=body, headers=h), 400)
 
 
 def test_ip_allowlist_v4_and_mapped(

@@ -336,6 +336,8 @@ class Gateway:
             size += len(chunk)
             if size > limit:
                 break
+        if len(set(scanner.models)) > 1:  # the first read may hold several parts at once
+            raise AmbiguousModel("the request body names 'model' more than once")
         model = scanner.models[0] if scanner.models else None
         return PreparedBody(prefix=prefix, model=model, scanner=scanner)
 
