@@ -354,10 +354,10 @@ def test_scrub_error_body_examples(probe: Probe) -> None:
 
     # the size bound: MAX_ERROR_BODY is cleaned, one byte more is the generic error
     for size in (MAX_ERROR_BODY, MAX_ERROR_BODY + 1):
-        big = b"x" * size
+        big = (b"ab " * size)[:size]  # spaces: Python's _REDACTED is quadratic on one long run
         with registered([]):
             assert rust_scrub(probe, 400, [], big, []) == python_scrub(400, [], big)
-    _, cleaned = rust_scrub(probe, 400, [], b"x" * (MAX_ERROR_BODY + 1), [])
+    _, cleaned = rust_scrub(probe, 400, [], b"x" * (MAX_ERROR_BODY + 1), [])  # Rust only
     assert json.loads(cleaned)["error"]["code"] == "upstream_error"
 
     # gzip: Python decodes and cleans, the edge (which asked for identity) sends the generic error

@@ -77,10 +77,91 @@ pub(crate) enum TopModel {
     Other,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Model,
+    Stream,
+    Usage,
+    Other,
+}
+
+/// An open array or object of [`Parser::value`].
+struct Frame {
+    is_object: bool,
+    /// the top-level object (its model, stream and usage are noted in `Top`)
+    is_top: bool,
+    /// this container's value is built
+    build: bool,
+    items: Vec<Value>,
+    map: serde_json::Map<String, Value>,
+    /// the current member: its key (when built), what the key is, where its value starts,
+    /// whether its value is built
+    key: Option<String>,
+    kind: KeyKind,
+    member_start: usize,
+    member_build: bool,
+    /// keys that read `model` (`_pairs_hook`)
+    models: usize,
+}
+
+impl Frame {
+    fn new(is_object: bool, build: bool, is_top: bool) -> Frame {
+        Frame {
+            is_object,
+            is_top,
+            build,
+            items: Vec::new(),
+            map: serde_json::Map::new(),
+            key: None,
+            kind: KeyKind::Other,
+            member_start: 0,
+            member_build: build,
+            models: 0,
+        }
+    }
+
+    /// The current member's value `v`, which ends at `end` of `s`.
+    fn attach(&mut self, v: Value, s: &[u8], end: usize, top: Option<&mut Top>) {
+        if let (true, Some(t)) = (self.is_top, top) {
+            match self.kind {
+                KeyKind::Model => {
+                    t.model = match s[self.member_start] {
+                        b'"' => TopModel::Str(self.member_start + 1, end - 1),
+                        b'n' => TopModel::Null,
+                        _ => TopModel::Other,
+                    }
+                }
+                KeyKind::Stream => t.stream = s[self.member_start] == b't',
+                KeyKind::Usage if t.want_usage => t.usage = Some(v.clone()),
+                _ => {}
+            }
+        }
+        if !self.build {
+            return;
+        }
+        if self.is_object {
+            self.map.insert(self.key.take().unwrap_or_default(), v);
+        } else {
+            self.items.push(v);
+        }
+    }
+
+    /// The container is closed: `_pairs_hook` runs now (a second `model` is Ambiguous).
+    fn finish(self, mode: Mode) -> Result<Value, Fail> {
+        if self.is_object && mode.dup_model && self.models > 1 {
+            return Err(Fail::Ambiguous);
+        }
+        Ok(match (self.build, self.is_object) {
+            (false, _) => Value::Null,
+            (true, true) => Value::Object(self.map),
+            (true, false) => Value::Array(self.items),
+        })
+    }
+}
+
 pub(crate) struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
-    depth: usize,
     mode: Mode,
 }
 
@@ -149,7 +230,7 @@ pub(crate) fn decode(raw: &[u8], replace: bool) -> Option<Cow<'_, str>> {
 impl<'a> Parser<'a> {
     /// `s` must be valid UTF-8 (Python reads a `str`).
     pub(crate) fn new(s: &'a [u8], mode: Mode) -> Self {
-        Parser { s, pos: 0, depth: 0, mode }
+        Parser { s, pos: 0, mode }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -257,39 +338,108 @@ impl<'a> Parser<'a> {
         Ok(number_value(text, is_float))
     }
 
-    fn enter(&mut self) -> Result<(), Fail> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
+    /// One JSON value at `pos` (no whitespace skipped before it): built when `build`, else
+    /// only checked (Null returned). `top` (for a document that is an object) notes the
+    /// top-level object's model, stream and usage. Iterative: nesting costs heap, not stack.
+    pub(crate) fn value(&mut self, build: bool, mut top: Option<&mut Top>) -> Result<Value, Fail> {
+        let want_usage = top.as_deref().is_some_and(|t| t.want_usage);
+        let mut stack: Vec<Frame> = Vec::new();
+        'value: loop {
+            let building = stack.last().map_or(build, |f| f.member_build);
+            let mut v = match self.peek().ok_or(Fail::Syntax)? {
+                open @ (b'{' | b'[') => {
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(Fail::Syntax);
+                    }
+                    let is_object = open == b'{';
+                    let is_top = is_object && stack.is_empty() && top.is_some();
+                    self.pos += 1;
+                    self.ws();
+                    let mut frame = Frame::new(is_object, building, is_top);
+                    if self.peek() != Some(if is_object { b'}' } else { b']' }) {
+                        if is_object {
+                            self.member_key(&mut frame, want_usage)?;
+                        } else {
+                            frame.member_build = building;
+                        }
+                        stack.push(frame);
+                        continue 'value;
+                    }
+                    self.pos += 1;
+                    frame.finish(self.mode)?
+                }
+                b'"' => {
+                    let (a, b, _) = self.string()?;
+                    if building {
+                        let text = decode(&self.s[a..b], true).ok_or(Fail::Syntax)?;
+                        Value::String(text.into_owned())
+                    } else {
+                        Value::Null
+                    }
+                }
+                b'-' if self.s[self.pos..].starts_with(b"-Infinity") => self.constant(b"-Infinity")?,
+                b'-' | b'0'..=b'9' => self.number(building)?,
+                b'n' if self.literal(b"null") => Value::Null,
+                b't' if self.literal(b"true") => Value::Bool(true),
+                b'f' if self.literal(b"false") => Value::Bool(false),
+                b'N' => self.constant(b"NaN")?,
+                b'I' => self.constant(b"Infinity")?,
+                _ => return Err(Fail::Syntax),
+            };
+            // the value is complete: add it to its container, closing containers as they end
+            loop {
+                let Some(frame) = stack.last_mut() else { return Ok(v) };
+                frame.attach(v, self.s, self.pos, top.as_deref_mut());
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        self.ws();
+                        if frame.is_object {
+                            self.member_key(frame, want_usage)?;
+                        } else {
+                            frame.member_build = frame.build;
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if frame.is_object => {}
+                    Some(b']') if !frame.is_object => {}
+                    _ => return Err(Fail::Syntax),
+                }
+                self.pos += 1;
+                let frame = stack.pop().ok_or(Fail::Syntax)?;
+                v = frame.finish(self.mode)?;
+            }
+        }
+    }
+
+    /// A member's key and colon (`pos` at the key's quote); notes what the key is.
+    fn member_key(&mut self, frame: &mut Frame, want_usage: bool) -> Result<(), Fail> {
+        if self.peek() != Some(b'"') {
+            return Err(Fail::Syntax);
+        }
+        let (a, b, _) = self.string()?;
+        let key = decode(&self.s[a..b], true).ok_or(Fail::Syntax)?;
+        self.ws();
+        if self.peek() != Some(b':') {
             return Err(Fail::Syntax);
         }
         self.pos += 1;
         self.ws();
+        frame.kind = if key == "model" {
+            KeyKind::Model
+        } else if frame.is_top && key == "stream" {
+            KeyKind::Stream
+        } else if frame.is_top && key == "usage" {
+            KeyKind::Usage
+        } else {
+            KeyKind::Other
+        };
+        frame.models += usize::from(frame.kind == KeyKind::Model);
+        frame.member_build = frame.build || (want_usage && frame.kind == KeyKind::Usage);
+        frame.key = if frame.build { Some(key.into_owned()) } else { None };
+        frame.member_start = self.pos;
         Ok(())
-    }
-
-    /// One JSON value at `pos` (no whitespace skipped before it): built when `build`, else
-    /// only checked (Null returned).
-    pub(crate) fn value(&mut self, build: bool) -> Result<Value, Fail> {
-        match self.peek().ok_or(Fail::Syntax)? {
-            b'{' => self.object(build, None),
-            b'[' => self.array(build),
-            b'"' => {
-                let (a, b, _) = self.string()?;
-                if !build {
-                    return Ok(Value::Null);
-                }
-                let text = decode(&self.s[a..b], true).ok_or(Fail::Syntax)?;
-                Ok(Value::String(text.into_owned()))
-            }
-            b'-' if self.s[self.pos..].starts_with(b"-Infinity") => self.constant(b"-Infinity"),
-            b'-' | b'0'..=b'9' => self.number(build),
-            b'n' if self.literal(b"null") => Ok(Value::Null),
-            b't' if self.literal(b"true") => Ok(Value::Bool(true)),
-            b'f' if self.literal(b"false") => Ok(Value::Bool(false)),
-            b'N' => self.constant(b"NaN"),
-            b'I' => self.constant(b"Infinity"),
-            _ => Err(Fail::Syntax),
-        }
     }
 
     fn constant(&mut self, word: &[u8]) -> Result<Value, Fail> {
@@ -298,112 +448,6 @@ impl<'a> Parser<'a> {
         } else {
             Err(Fail::Syntax)
         }
-    }
-
-    fn array(&mut self, build: bool) -> Result<Value, Fail> {
-        self.enter()?;
-        let mut items = Vec::new();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(if build { Value::Array(items) } else { Value::Null });
-        }
-        loop {
-            let v = self.value(build)?;
-            if build {
-                items.push(v);
-            }
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.ws();
-                }
-                Some(b']') => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(Fail::Syntax),
-            }
-        }
-        self.depth -= 1;
-        Ok(if build { Value::Array(items) } else { Value::Null })
-    }
-
-    /// The object at `pos`; `top` (the top-level object only) notes model, stream and usage.
-    pub(crate) fn object(&mut self, build: bool, mut top: Option<&mut Top>) -> Result<Value, Fail> {
-        self.enter()?;
-        let mut map = serde_json::Map::new();
-        let mut models = 0usize;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(if build { Value::Object(map) } else { Value::Null });
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return Err(Fail::Syntax);
-            }
-            let (a, b, _) = self.string()?;
-            let key = decode(&self.s[a..b], true).ok_or(Fail::Syntax)?;
-            self.ws();
-            if self.peek() != Some(b':') {
-                return Err(Fail::Syntax);
-            }
-            self.pos += 1;
-            self.ws();
-            let start = self.pos;
-            let is_model = key == "model";
-            models += usize::from(is_model);
-            match top.as_deref_mut() {
-                Some(t) if t.want_usage && key == "usage" => {
-                    let v = self.value(true)?;
-                    if build {
-                        map.insert(key.into_owned(), v.clone());
-                    }
-                    t.usage = Some(v);
-                }
-                Some(t) => {
-                    let v = self.value(build)?;
-                    if is_model {
-                        t.model = match self.s[start] {
-                            b'"' => TopModel::Str(start + 1, self.pos - 1),
-                            b'n' => TopModel::Null,
-                            _ => TopModel::Other,
-                        };
-                    } else if key == "stream" {
-                        t.stream = self.s[start] == b't';
-                    }
-                    if build {
-                        map.insert(key.into_owned(), v);
-                    }
-                }
-                None => {
-                    let v = self.value(build)?;
-                    if build {
-                        map.insert(key.into_owned(), v);
-                    }
-                }
-            }
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(Fail::Syntax),
-            }
-        }
-        // `_pairs_hook` runs when the object is complete
-        if self.mode.dup_model && models > 1 {
-            return Err(Fail::Ambiguous);
-        }
-        self.depth -= 1;
-        Ok(if build { Value::Object(map) } else { Value::Null })
     }
 
     /// The raw bytes `a..b` of the document.
@@ -441,9 +485,9 @@ pub fn sniff_json(body: &[u8]) -> Sniff {
     p.ws();
     let mut top = Top::default();
     let parsed = if p.at_object() {
-        p.object(false, Some(&mut top)).map(|_| true)
+        p.value(false, Some(&mut top)).map(|_| true)
     } else {
-        p.value(false).map(|_| false)
+        p.value(false, None).map(|_| false)
     };
     let is_object = match parsed {
         Err(Fail::Ambiguous) => return Sniff::Ambiguous,
@@ -537,6 +581,20 @@ mod tests {
         let deep = |n: usize| [b"[".repeat(n), b"]".repeat(n)].concat();
         assert_eq!(sniff_json(&deep(MAX_DEPTH)), Sniff::NotObject);
         assert_eq!(sniff_json(&deep(MAX_DEPTH + 1)), Sniff::NotJson);
+    }
+
+    #[test]
+    fn max_depth_fits_a_small_stack() {
+        // the reader keeps its containers on the heap: depth costs no stack
+        let worker = std::thread::Builder::new().stack_size(64 * 1024).spawn(|| {
+            let mut body = b"{\"model\": \"m\", \"d\": ".to_vec();
+            body.extend(b"[{\"a\": ".repeat(MAX_DEPTH / 2 - 1));
+            body.extend(b"1");
+            body.extend(b"}]".repeat(MAX_DEPTH / 2 - 1));
+            body.extend(b"}");
+            sniff_json(&body)
+        });
+        assert_eq!(worker.unwrap().join().unwrap(), obj(Some("m"), false));
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn usage_of_body(body: &[u8]) -> Option<Value> {
         return None; // not JSON, or JSON that is not an object
     }
     let mut top = Top { want_usage: true, ..Top::default() };
-    p.object(false, Some(&mut top)).ok()?;
+    p.value(false, Some(&mut top)).ok()?;
     p.ws();
     if !p.at_end() {
         return None;
@@ -106,7 +106,7 @@ fn usage_of_tail(tail: &[u8]) -> Option<Value> {
         let rest = lstrip(&tail[at + USAGE_KEY.len()..]);
         if rest.first() == Some(&b':') {
             let text = String::from_utf8_lossy(lstrip(&rest[1..]));
-            return Parser::new(text.as_bytes(), MODE).value(true).ok();
+            return Parser::new(text.as_bytes(), MODE).value(true, None).ok();
         }
         end = at;
     }
