@@ -106,7 +106,7 @@ fn window_retry_after(buckets: &BTreeMap<i64, u64>, now: f64, limit: u64, need: 
     for (&sec, &amount) in buckets {
         total -= amount;
         if total + need <= limit {
-            let wait = (sec + WINDOW_S) as f64 - now;
+            let wait = sec.saturating_add(WINDOW_S) as f64 - now;
             return if wait > 0.0 { wait } else { 0.0 };
         }
     }
@@ -228,7 +228,7 @@ impl RateLimiter {
         match shard.keys.get(key_id) {
             None => (0, 0),
             Some(c) => {
-                let n = c.requests.iter().filter(|(&s, _)| s > sec - WINDOW_S && s <= sec + WINDOW_S).map(|(_, &a)| a).sum();
+                let n = c.requests.iter().filter(|(&s, _)| s > sec.saturating_sub(WINDOW_S) && s <= sec.saturating_add(WINDOW_S)).map(|(_, &a)| a).sum();
                 let inflight = c.inflight.values().filter(|&&u| !(u <= now)).count();
                 (n, inflight)
             }
@@ -299,6 +299,16 @@ mod tests {
         }
         assert!(l.keys() < 101 + SHARDS * 4 - 50, "{}", l.keys());
         assert_eq!(l.usage("busy", T0 + 1.0).1, 1);
+    }
+
+    #[test]
+    fn odd_clocks_do_not_panic() {
+        let l = RateLimiter::new();
+        for now in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1e300, -0.5, 0.0] {
+            let _ = l.admit("k", Some(3), Some(3), now);
+            let _ = l.admit("k", None, None, now);
+            let _ = l.usage("k", now);
+        }
     }
 
     #[test]
