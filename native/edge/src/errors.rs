@@ -84,8 +84,10 @@ fn ordered_values(known: &[String]) -> Vec<&str> {
 
 /// The value pattern of `redaction.register` (`|`.join of the escaped values, longest first);
 /// the last one built is kept, since the same few upstream keys come with every call.
+type PatternCache = Mutex<Option<(Vec<String>, Regex)>>;
+
 fn value_pattern(values: &[&str]) -> Option<Regex> {
-    static CACHE: OnceLock<Mutex<Option<(Vec<String>, Regex)>>> = OnceLock::new();
+    static CACHE: OnceLock<PatternCache> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(None));
     if let Ok(guard) = cache.lock() {
         if let Some((vals, re)) = guard.as_ref() {
@@ -204,7 +206,7 @@ mod tests {
 
     /// a key-shaped value built at run time (no key-shaped literal in the source)
     fn fake_key(kind: &str, fill: char, n: usize) -> String {
-        let half: String = std::iter::repeat(fill).take(n).collect();
+        let half: String = std::iter::repeat_n(fill, n).collect();
         format!("sk-{kind}{half}{}{half}", ["T3Blb", "kFJ"].concat())
     }
 

@@ -571,7 +571,7 @@ mod tests {
             assert_eq!(sniff_json(body), Sniff::NotJson, "{:?}", String::from_utf8_lossy(body));
         }
         let mut big = b"[".to_vec();
-        big.extend(std::iter::repeat(b'1').take(4301));
+        big.extend(std::iter::repeat_n(b'1', 4301));
         big.push(b']');
         assert_eq!(sniff_json(&big), Sniff::NotJson);
         big.remove(1);

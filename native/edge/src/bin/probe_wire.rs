@@ -73,7 +73,9 @@ fn header_json<K: AsRef<str>, V: AsRef<[u8]>>(headers: &[(K, V)]) -> Value {
     Value::Array(headers.iter().map(|(k, v)| json!([k.as_ref(), latin1(v.as_ref())])).collect())
 }
 
-fn filter_headers(arg: &Value, f: for<'a> fn(&[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a [u8])>) -> Res {
+type HeaderFilter = for<'a> fn(&[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a [u8])>;
+
+fn filter_headers(arg: &Value, f: HeaderFilter) -> Res {
     let owned = header_list(arg)?;
     let borrowed: Vec<(&str, &[u8])> = owned.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
     Ok(header_json(&f(&borrowed)))
