@@ -638,18 +638,51 @@ def test_idle_keepalive_connection_closes(start: Start) -> None:
     [
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n"
         b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
+        b"content-length: 4\r\n\r\n0\r\n\r\n",
+        b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n"
+        b"content-length: 5\r\n\r\nhello",
+        b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nhost: x\r\nbad header: y\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n",
         b"GET http://evil.example/v1/models HTTP/1.1\r\nhost: x\r\n\r\n",
         b"GET /v1/models HTTP/1.1\r\nhost: x\r\nhost: y\r\n\r\n",
         b"GET /v1/models HTTP/1.1\r\n\r\n",
     ],
-    ids=["cl+te", "te-not-chunked", "absolute-form", "two-hosts", "no-host"],
+    ids=[
+        "cl+te",
+        "te+cl",
+        "two-equal-cl",
+        "negative-cl",
+        "bad-header-name",
+        "garbage",
+        "te-not-chunked",
+        "absolute-form",
+        "two-hosts",
+        "no-host",
+    ],
 )
 def test_malformed_requests_400(start: Start, core: FakeCore, head: bytes) -> None:
     edge = start([], [])
     resp = raw(edge.port, head)
     assert status_of(resp) == 400, resp[:200]
+    assert json.loads(body_of(resp))["error"]["code"] == "bad_request"
+    assert b"connection: close" in resp.lower()
     assert core.empty()
+
+
+def test_a_broken_chunked_body_while_streaming_is_400(
+    start: Start, upstream: FakeOpenAI, real_key: str
+) -> None:
+    key = make_key()
+    edge = start([key], [default_route(upstream, real_key)])
+    head = (
+        "POST /v1/test/echo-size HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\n"
+        f"authorization: Bearer {key.token}\r\ntransfer-encoding: chunked\r\n\r\n"
+    ).encode()
+    resp = raw(edge.port, head + b"4\r\nabcd\r\nzz\r\n")
+    assert status_of(resp) == 400, resp[:300]
 
 
 def test_graceful_shutdown_finishes_in_flight(

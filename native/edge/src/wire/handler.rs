@@ -356,24 +356,38 @@ async fn read_body(mut body: Body, limit: u64, timeout: Duration) -> Read {
     }
 }
 
+/// Why a streamed request body stopped (the answer is then the client's fault, not 502).
+#[derive(Default)]
+struct BodyFailure {
+    too_large: AtomicBool,
+    broken: AtomicBool,
+    timeout: AtomicBool,
+}
+
 /// A streamed request body with the body timeout and size limit applied.
-fn timed_body(body: Body, timeout: Duration, limit: u64, too_large: Arc<AtomicBool>) -> Body {
+fn timed_body(body: Body, timeout: Duration, limit: u64, failed: Arc<BodyFailure>) -> Body {
     let st = stream::unfold(Some((body, 0u64)), move |st| {
-        let too_large = too_large.clone();
+        let failed = failed.clone();
         async move {
             let (mut b, seen) = st?;
             match tokio::time::timeout(timeout, b.data()).await {
                 Ok(Some(Ok(c))) => {
                     let seen = seen + c.len() as u64;
                     if seen > limit {
-                        too_large.store(true, Ordering::Relaxed);
+                        failed.too_large.store(true, Ordering::Relaxed);
                         return Some((Err::<Bytes, BoxError>("request body too large".into()), None));
                     }
                     Some((Ok(c), Some((b, seen))))
                 }
-                Ok(Some(Err(e))) => Some((Err(Box::new(e) as BoxError), None)),
+                Ok(Some(Err(e))) => {
+                    failed.broken.store(true, Ordering::Relaxed);
+                    Some((Err(Box::new(e) as BoxError), None))
+                }
                 Ok(None) => None,
-                Err(_) => Some((Err("request body not received in time".into()), None)),
+                Err(_) => {
+                    failed.timeout.store(true, Ordering::Relaxed);
+                    Some((Err("request body not received in time".into()), None))
+                }
             }
         }
     });
@@ -410,7 +424,7 @@ async fn forward(
         builder = builder.header(name.as_str(), value.as_str());
     }
     builder = builder.header("accept-encoding", "identity");
-    let too_large = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(BodyFailure::default());
     let (body, replay) = match req_body {
         ReqBody::Empty => (Body::empty(), Some(Bytes::new())),
         ReqBody::Buffered(b) => {
@@ -421,7 +435,7 @@ async fn forward(
             if let Some(n) = content_length(&parts.headers) {
                 builder = builder.header("content-length", n);
             }
-            (timed_body(b, secs(g.cfg.body_timeout), g.cfg.max_body_bytes, too_large.clone()), None)
+            (timed_body(b, secs(g.cfg.body_timeout), g.cfg.max_body_bytes, failed.clone()), None)
         }
     };
     let up_req = match builder.body(body) {
@@ -445,12 +459,21 @@ async fn forward(
             return error_response(504, "the upstream did not answer in time", "upstream_timeout", guard);
         }
         Ok(Err(e)) => {
-            if too_large.load(Ordering::Relaxed) {
+            if failed.too_large.load(Ordering::Relaxed) {
                 return close_error(413, "request body too large", "request_too_large", guard);
+            }
+            if failed.broken.load(Ordering::Relaxed) {
+                return close_error(400, "malformed request body", "bad_request", guard);
+            }
+            if failed.timeout.load(Ordering::Relaxed) {
+                return close_error(408, "request body not received in time", "timeout", guard);
             }
             let (status, message, code, abandoned) = match connect_error(&e) {
                 Some(m) if m.contains("timed out") => (504, m, "upstream_timeout", false),
                 Some(m) => (502, m, "upstream_unavailable", false),
+                None if e.is_parse() || e.is_parse_too_large() => {
+                    (502, "the upstream sent an invalid HTTP response", "upstream_unavailable", true)
+                }
                 None => (502, "the upstream closed the connection", "upstream_unavailable", true),
             };
             eprintln!("keyguard-edge: upstream {}: {message}: {status}", route.name);

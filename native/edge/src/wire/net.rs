@@ -180,6 +180,9 @@ fn openssl_probe_paths() -> Option<&'static str> {
         .find(|p| std::path::Path::new(p).is_file())
 }
 
+/// bytes an upstream may send before its response head is complete (as the Python client)
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 pub type UpstreamClient = Client<UpstreamConnector, Body>;
 pub type CoreClient = Client<UnixConnector, Body>;
 
@@ -217,6 +220,8 @@ impl Clients {
             .pool_idle_timeout(self.idle_ttl)
             .set_host(false)
             .retry_canceled_requests(false)
+            // a response head must fit (as Python's MAX_RESPONSE_HEAD): else "invalid response"
+            .http1_max_buf_size(MAX_RESPONSE_HEAD)
             .build(conn);
         map.insert(key, client.clone());
         client

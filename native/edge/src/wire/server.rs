@@ -78,22 +78,33 @@ pub struct ServerIo {
     sleep: Pin<Box<Sleep>>,
     armed: u64,
     failed: bool,
+    /// the head being received (checked once complete, see [`prescan`])
+    head_buf: Vec<u8>,
+    scanned: bool,
+    /// an OpenAI-shaped rejection written in place of hyper's empty one, and how many bytes
+    /// of hyper's we owe an answer for
+    pending_out: Vec<u8>,
+    owed: usize,
 }
 
 impl ServerIo {
     fn new(inner: Stream, conn: Arc<ConnShared>) -> ServerIo {
-        ServerIo { inner, conn, sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))), armed: 0, failed: false }
+        ServerIo {
+            inner,
+            conn,
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            armed: 0,
+            failed: false,
+            head_buf: Vec::new(),
+            scanned: false,
+            pending_out: Vec::new(),
+            owed: 0,
+        }
     }
 
     fn fail(&mut self, cx: &mut Context<'_>, status: u16, reason: &str, message: &str, code: &str) {
         self.failed = true;
-        let body = error_body(status, message, Some(code));
-        let mut out = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        out.extend_from_slice(&body);
+        let out = rejection(status, reason, message, code);
         let mut inner = Pin::new(&mut self.inner);
         let _ = inner.as_mut().poll_write(cx, &out);
         let _ = inner.as_mut().poll_flush(cx);
@@ -124,6 +135,21 @@ impl AsyncRead for ServerIo {
         match Pin::new(&mut me.inner).poll_read(cx, &mut sub) {
             Poll::Ready(Ok(())) => {
                 let n = sub.filled().len();
+                if used == 0 {
+                    me.head_buf.clear();
+                    me.scanned = false;
+                }
+                if !me.scanned && n > 0 {
+                    me.head_buf.extend_from_slice(sub.filled());
+                    if let Some(end) = find(&me.head_buf, b"\r\n\r\n") {
+                        me.scanned = true;
+                        if let Some(message) = prescan(&me.head_buf[..end + 4]) {
+                            eprintln!("keyguard-edge: a request's framing was refused: 400");
+                            me.fail(cx, 400, "Bad Request", message, "bad_request");
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                }
                 // SAFETY: `sub` wrote and initialised these n bytes of buf's unfilled part
                 unsafe { buf.assume_init(n) };
                 buf.advance(n);
@@ -169,9 +195,116 @@ impl AsyncRead for ServerIo {
 
 use std::future::Future;
 
+impl ServerIo {
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending_out.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.pending_out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(k)) => {
+                    self.pending_out.drain(..k);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// hyper's own answer to a request it could not parse: a 4xx head with no body, written while
+/// no request is in flight. The edge answers those as Python does (JSON, connection closed).
+fn hyper_rejection(data: &[u8]) -> Option<u16> {
+    if !(data.starts_with(b"HTTP/1.1 4") || data.starts_with(b"HTTP/1.0 4")) || !data.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    find(data, b"\r\ncontent-length: 0\r\n")?;
+    std::str::from_utf8(data.get(9..12)?).ok()?.parse().ok()
+}
+
+fn rejection(status: u16, reason: &str, message: &str, code: &str) -> Vec<u8> {
+    let body = error_body(status, message, Some(code));
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Python's framing rules that hyper does not apply (it drops a Content-Length that follows
+/// Transfer-Encoding and merges equal duplicates). Judged only on a head that begins with a
+/// request line: bytes of a pipelined request hyper had already read are left to hyper.
+fn prescan(head: &[u8]) -> Option<&'static str> {
+    let line_end = find(head, b"\r\n")?;
+    let line = &head[..line_end];
+    let method_end = line.iter().position(|&b| b == b' ')?;
+    if method_end == 0
+        || !line[..method_end].iter().all(|b| b.is_ascii_uppercase())
+        || !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
+    {
+        return None;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    let (mut cl, mut te, mut host) = (0, 0, 0);
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            cl += 1;
+            if cl > 1 {
+                return Some("duplicate Content-Length header");
+            }
+            if h.value.is_empty() || h.value.len() > 18 || !h.value.iter().all(u8::is_ascii_digit) {
+                return Some("invalid Content-Length header");
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te += 1;
+            let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+            if te > 1 || !v.eq_ignore_ascii_case("chunked") {
+                return Some("unsupported Transfer-Encoding");
+            }
+        } else if h.name.eq_ignore_ascii_case("host") {
+            host += 1;
+            if host > 1 {
+                return Some("duplicate Host header");
+            }
+        }
+    }
+    if cl > 0 && te > 0 {
+        return Some("Content-Length together with Transfer-Encoding");
+    }
+    None
+}
+
 impl AsyncWrite for ServerIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+        let me = self.get_mut();
+        if me.owed == 0 && !me.conn.in_flight.load(Ordering::Relaxed) {
+            if let Some(status) = hyper_rejection(data) {
+                let (status, reason, message, code) = match status {
+                    431 | 414 => (431, "Request Header Fields Too Large", "request headers too large", "request_header_too_large"),
+                    s => (s, "Bad Request", "malformed HTTP request", "bad_request"),
+                };
+                me.pending_out = rejection(status, reason, message, code);
+                me.owed = data.len();
+            }
+        }
+        if me.owed > 0 {
+            return match me.drain(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(std::mem::take(&mut me.owed))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        Pin::new(&mut me.inner).poll_write(cx, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
