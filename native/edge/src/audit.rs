@@ -209,7 +209,7 @@ pub fn py_float_repr(out: &mut Vec<u8>, x: f64) {
         out.extend_from_slice(format!("{:02}", e.unsigned_abs()).as_bytes());
     } else if decpt <= 0 {
         out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat(b'0').take(decpt.unsigned_abs() as usize));
+        out.extend(std::iter::repeat_n(b'0', decpt.unsigned_abs() as usize));
         out.extend_from_slice(digits);
     } else {
         let d = decpt as usize;
@@ -219,7 +219,7 @@ pub fn py_float_repr(out: &mut Vec<u8>, x: f64) {
             out.extend_from_slice(&digits[d..]);
         } else {
             out.extend_from_slice(digits);
-            out.extend(std::iter::repeat(b'0').take(d - digits.len()));
+            out.extend(std::iter::repeat_n(b'0', d - digits.len()));
             out.extend_from_slice(b".0");
         }
     }

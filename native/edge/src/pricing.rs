@@ -72,7 +72,7 @@ impl ModelPrice {
         };
         for p in [inp, out, cached] {
             // NaN, negative, infinite: Python raises here or in cost_nano; also the huge ones
-            if !(p >= 0.0 && p <= MAX_PRICE) {
+            if !(0.0..=MAX_PRICE).contains(&p) {
                 return Err(format!("price of {name:?}: prices must be finite and not negative"));
             }
         }
