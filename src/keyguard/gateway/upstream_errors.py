@@ -22,17 +22,23 @@ from keyguard.gateway.errors import error_body
 #: the largest upstream error body read for cleaning (OpenAI's are well under 1 KiB)
 MAX_ERROR_BODY = 64 * 1024
 
-_MASKED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,40}\*{4,}[A-Za-z0-9_\-]{0,16}")
-#: what :func:`~keyguard.domain.redaction.redact` leaves of a key: ``sk-proj-…wxyz``
-_REDACTED = re.compile(r"[A-Za-z0-9_\-]*…[A-Za-z0-9_\-]{0,4}")
+#: a masked key (OpenAI quotes ``sk-PMafP*****…*****E873``): an optional visible prefix, a run
+#: of stars (possibly around an ellipsis, raw or JSON-escaped) and the visible last characters
+_MASKED = re.compile(
+    r"(?:[A-Za-z0-9][A-Za-z0-9_\-]{0,40})?\*{4,}(?:(?:…|\\u2026)\**)?[A-Za-z0-9_\-]{0,16}"
+)
+#: what :func:`~keyguard.domain.redaction.redact` leaves of a key: ``sk-proj-…wxyz`` (the
+#: ellipsis raw or JSON-escaped); the prefix is bounded, so a long run of word characters
+#: costs linear time, not quadratic
+_REDACTED = re.compile(r"[A-Za-z0-9_\-]{0,40}(?:…|\\u2026)[A-Za-z0-9_\-]{0,4}")
 _DROP = frozenset({b"content-encoding", b"content-length"})
 
 
 def scrub_text(text: str) -> str:
     """``text`` with nothing left of any key: not even a prefix or the last four characters."""
     text = redact(text)
-    text = _REDACTED.sub("[redacted key]", text)
-    return _MASKED.sub("[redacted key]", text)
+    text = _MASKED.sub("[redacted key]", text)  # first: a mask may hold an ellipsis
+    return _REDACTED.sub("[redacted key]", text)
 
 
 def _decoded(encoding: bytes, body: bytes) -> bytes | None:
