@@ -672,6 +672,22 @@ def test_malformed_requests_400(start: Start, core: FakeCore, head: bytes) -> No
     assert core.empty()
 
 
+def test_a_pipelined_smuggler_is_refused_after_the_request_before_it(
+    start: Start, upstream: FakeOpenAI, real_key: str
+) -> None:
+    key = make_key()
+    edge = start([key], [default_route(upstream, real_key)])
+    auth = f"authorization: Bearer {key.token}\r\n".encode()
+    line = b"POST /v1/test/echo-size HTTP/1.1\r\nhost: x\r\n" + auth
+    good = line + b"content-length: 2\r\n\r\nhi"
+    bad = line + b"transfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n0\r\n\r\n"
+    resp = raw(edge.port, good + bad)
+    first, _, rest = resp.partition(b"}")
+    assert status_of(first) == 200 and b'"bytes": 2' in first + b"}", resp[:400]
+    assert status_of(rest) == 400, rest[:300]
+    assert b"Content-Length together with Transfer-Encoding" in rest
+
+
 def test_a_broken_chunked_body_while_streaming_is_400(
     start: Start, upstream: FakeOpenAI, real_key: str
 ) -> None:

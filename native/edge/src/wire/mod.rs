@@ -7,6 +7,7 @@ mod body;
 mod handler;
 mod net;
 mod records;
+mod scan;
 mod server;
 mod state;
 

@@ -3,6 +3,7 @@
 
 use super::body::Guard;
 use super::handler;
+use super::scan::{find, Scanner};
 use super::net::{Clients, Stream};
 use super::Global;
 use futures_util::task::AtomicWaker;
@@ -78,9 +79,12 @@ pub struct ServerIo {
     sleep: Pin<Box<Sleep>>,
     armed: u64,
     failed: bool,
-    /// the head being received (checked once complete, see [`prescan`])
-    head_buf: Vec<u8>,
-    scanned: bool,
+    /// request boundaries and Python's framing rules (see `scan`)
+    scanner: Scanner,
+    /// bytes handed to hyper so far (stream offset)
+    handed: u64,
+    /// a framing rejection to answer once hyper is done with what came before it
+    reject: Option<&'static str>,
     /// an OpenAI-shaped rejection written in place of hyper's empty one, and how many bytes
     /// of hyper's we owe an answer for
     pending_out: Vec<u8>,
@@ -95,8 +99,9 @@ impl ServerIo {
             sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
             armed: 0,
             failed: false,
-            head_buf: Vec::new(),
-            scanned: false,
+            scanner: Scanner::default(),
+            handed: 0,
+            reject: None,
             pending_out: Vec::new(),
             owed: 0,
         }
@@ -120,8 +125,32 @@ impl AsyncRead for ServerIo {
         }
         let conn = me.conn.clone();
         conn.reader.register(cx.waker());
+        if let Some(message) = me.reject {
+            // the requests before the bad one are answered first, then the rejection, then close
+            if conn.in_flight.load(Ordering::Relaxed) {
+                return Poll::Pending; // woken when the response ends
+            }
+            me.reject = None;
+            me.fail(cx, 400, "Bad Request", message, "bad_request");
+            return Poll::Ready(Ok(()));
+        }
         if conn.in_flight.load(Ordering::Relaxed) {
-            return Pin::new(&mut me.inner).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let r = Pin::new(&mut me.inner).poll_read(cx, buf);
+            if let Poll::Ready(Ok(())) = r {
+                let n = buf.filled().len() - before;
+                if let Some((at, message)) = me.scanner.feed(&buf.filled()[before..]) {
+                    // a pipelined request breaks the rules: hyper gets what came before it
+                    let keep = at.saturating_sub(me.handed).min(n as u64) as usize;
+                    buf.set_filled(before + keep);
+                    me.handed += keep as u64;
+                    me.reject = Some(message);
+                    eprintln!("keyguard-edge: a request's framing was refused: 400");
+                    return r;
+                }
+                me.handed += n as u64;
+            }
+            return r;
         }
         let cfg = &conn.global.cfg;
         let used = conn.head_bytes.load(Ordering::Relaxed);
@@ -134,22 +163,21 @@ impl AsyncRead for ServerIo {
         let mut sub = buf.take(allow);
         match Pin::new(&mut me.inner).poll_read(cx, &mut sub) {
             Poll::Ready(Ok(())) => {
-                let n = sub.filled().len();
+                let mut n = sub.filled().len();
                 if used == 0 {
-                    me.head_buf.clear();
-                    me.scanned = false;
+                    me.scanner.resync();
                 }
-                if !me.scanned && n > 0 {
-                    me.head_buf.extend_from_slice(sub.filled());
-                    if let Some(end) = find(&me.head_buf, b"\r\n\r\n") {
-                        me.scanned = true;
-                        if let Some(message) = prescan(&me.head_buf[..end + 4]) {
-                            eprintln!("keyguard-edge: a request's framing was refused: 400");
-                            me.fail(cx, 400, "Bad Request", message, "bad_request");
-                            return Poll::Ready(Ok(()));
-                        }
+                if let Some((at, message)) = me.scanner.feed(sub.filled()) {
+                    eprintln!("keyguard-edge: a request's framing was refused: 400");
+                    let keep = at.saturating_sub(me.handed).min(n as u64) as usize;
+                    if keep == 0 && used == 0 {
+                        me.fail(cx, 400, "Bad Request", message, "bad_request");
+                        return Poll::Ready(Ok(()));
                     }
+                    n = keep;
+                    me.reject = Some(message);
                 }
+                me.handed += n as u64;
                 // SAFETY: `sub` wrote and initialised these n bytes of buf's unfilled part
                 unsafe { buf.assume_init(n) };
                 buf.advance(n);
@@ -232,58 +260,6 @@ fn rejection(status: u16, reason: &str, message: &str, code: &str) -> Vec<u8> {
     out
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Python's framing rules that hyper does not apply (it drops a Content-Length that follows
-/// Transfer-Encoding and merges equal duplicates). Judged only on a head that begins with a
-/// request line: bytes of a pipelined request hyper had already read are left to hyper.
-fn prescan(head: &[u8]) -> Option<&'static str> {
-    let line_end = find(head, b"\r\n")?;
-    let line = &head[..line_end];
-    let method_end = line.iter().position(|&b| b == b' ')?;
-    if method_end == 0
-        || !line[..method_end].iter().all(|b| b.is_ascii_uppercase())
-        || !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
-    {
-        return None;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
-    }
-    let (mut cl, mut te, mut host) = (0, 0, 0);
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            cl += 1;
-            if cl > 1 {
-                return Some("duplicate Content-Length header");
-            }
-            if h.value.is_empty() || h.value.len() > 18 || !h.value.iter().all(u8::is_ascii_digit) {
-                return Some("invalid Content-Length header");
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te += 1;
-            let v = std::str::from_utf8(h.value).unwrap_or("").trim();
-            if te > 1 || !v.eq_ignore_ascii_case("chunked") {
-                return Some("unsupported Transfer-Encoding");
-            }
-        } else if h.name.eq_ignore_ascii_case("host") {
-            host += 1;
-            if host > 1 {
-                return Some("duplicate Host header");
-            }
-        }
-    }
-    if cl > 0 && te > 0 {
-        return Some("Content-Length together with Transfer-Encoding");
-    }
-    None
-}
-
 impl AsyncWrite for ServerIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
@@ -312,7 +288,15 @@ impl AsyncWrite for ServerIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let me = self.get_mut();
+        if let Some(message) = me.reject.take() {
+            me.pending_out.extend_from_slice(&rejection(400, "Bad Request", message, "bad_request"));
+        }
+        match me.drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        Pin::new(&mut me.inner).poll_shutdown(cx)
     }
 }
 
