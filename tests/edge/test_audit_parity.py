@@ -172,6 +172,8 @@ latencies = st.one_of(
     st.floats(0, 100_000),
     st.floats(allow_nan=False, allow_infinity=False),
     st.integers(0, 10**9).map(lambda n: n / 1000),
+    st.integers(0, 10**9).map(lambda n: n / 10_000),
+    st.integers(0, 10**7).map(lambda n: n / 16),  # exact ties at the third decimal: half to even
 )
 now_us = 1_767_225_600_000_000  # 2026-01-01
 times = st.one_of(
@@ -223,6 +225,9 @@ def known_and_record(draw: st.DrawFn) -> tuple[list[str], dict[str, Any]]:
     return known, rec
 
 
+CONSTANTS = ("gateway.request", *REQUEST_DETAILS)
+
+
 def ordinary(rng_pieces: Sequence[str]) -> dict[str, Any]:
     return {
         "t": now_us + 123_456,
@@ -254,6 +259,9 @@ def check_render(probe: Probe, known: list[str], rec: dict[str, Any]) -> bool:
 @FAST
 @given(known_and_record())
 @example(([], {**ordinary([]), "latency_ms": 0.0, "t": now_us}))
+@example((["anonymou"], {**ordinary([]), "key_id": None}))
+@example((["upstream"], ordinary([])))
+@example((["y.request", "tream_ve"], ordinary([])))
 @example(([], {**ordinary([]), "latency_ms": 1e-7, "key_id": None, "model": None}))
 @example(([], {**ordinary([]), "latency_ms": 123456789.123, "upstream": None, "version": None}))
 @example(([], {**ordinary([]), "client_ip": "2001:db8::1", "status": 503, "model": ""}))
@@ -262,7 +270,10 @@ def test_render_matches_uniform_encoder(
 ) -> None:
     known, rec = case
     assert math.isfinite(rec["latency_ms"]) and 0 <= rec["t"] < 2**53
-    assert check_render(probe, known, rec)  # every such record renders, as Python's
+    # None only when a known secret is part of the action or a detail name (redacted when
+    # the appender is built, under the secrets known then: the supervisor renders those)
+    doubtful = any(len(v) >= 8 and v in c for v in known for c in CONSTANTS)
+    assert check_render(probe, known, rec) != doubtful
 
 
 @FAST

@@ -20,7 +20,9 @@
 //!   `datetime.isoformat()` (no fraction when the microsecond is 0, `+00:00`).
 //!
 //! `render_request` answers `None` (the supervisor renders the record itself) where exact
-//! parity is not certain: a latency that is not finite (Python refuses to store it), a time
+//! parity is not certain: a known secret that is part of the action or of a detail name
+//! (`UniformAppender` redacts those when it is built, under the secrets known then), a
+//! latency that is not finite (Python refuses to store it), a time
 //! before 1970 or at or beyond 2**53 microseconds (where `t / 1e6` or the calendar would need
 //! more care than the edge ever needs).
 
@@ -44,6 +46,8 @@ pub struct RequestAudit<'a> {
 
 /// `gateway.server.audit_row`'s action (as `VaultAuditSink` appends it).
 pub const ACTION: &str = "gateway.request";
+/// `gateway.server.REQUEST_DETAILS`.
+pub const DETAIL_NAMES: [&str; 5] = ["status", "latency_ms", "model", "upstream", "upstream_version"];
 /// `RecordIntake.intake`: `str(rec["path"])[:512]`.
 pub const MAX_PATH_CHARS: usize = 512;
 /// `RecordIntake.intake`: `model[:200]`.
@@ -63,6 +67,9 @@ pub fn render_request(rec: &RequestAudit<'_>, known: &[String]) -> Option<(Strin
     let when = iso_time(rec.time_us)?;
     let latency = round3(rec.latency_ms)?;
     let values = KnownValues::new(known);
+    if values.touches_constants() {
+        return None;
+    }
 
     // details, in json's sort_keys order: latency_ms, model, status, upstream, upstream_version
     let mut det: Vec<u8> = Vec::with_capacity(160);
@@ -89,7 +96,7 @@ pub fn render_request(rec: &RequestAudit<'_>, known: &[String]) -> Option<(Strin
 
     let actor = match rec.key_id.filter(|k| !k.is_empty()) {
         Some(k) => values.redact(&format!("key:{k}"), known),
-        None => "anonymous".to_string(),
+        None => values.redact("anonymous", known), // a known value may be part of it
     };
     let subject = {
         let path = take_chars(rec.path, MAX_PATH_CHARS);
@@ -141,6 +148,15 @@ impl<'k> KnownValues<'k> {
             .map(String::as_str)
             .collect();
         KnownValues { values }
+    }
+
+    /// Whether a known value is part of the action or of a detail name: `UniformAppender`
+    /// redacts those once, when it is built, under the secrets registered then (the
+    /// supervisor's business).
+    fn touches_constants(&self) -> bool {
+        self.values.iter().any(|v| {
+            std::iter::once(ACTION).chain(DETAIL_NAMES).any(|c| c.contains(*v))
+        })
     }
 
     /// `redact_cached(text)`: the text itself when it contains no known value and nothing that
@@ -380,6 +396,17 @@ mod tests {
         assert!(render_request(&r, &[]).unwrap().0.contains(r#""outcome":"error""#));
         r.latency_ms = f64::INFINITY;
         assert!(render_request(&r, &[]).is_none());
+    }
+
+    #[test]
+    fn known_values_in_constants() {
+        let mut r = rec();
+        r.key_id = None;
+        let (content, _, _) = render_request(&r, &["anonymou".to_string()]).unwrap();
+        assert!(content.contains("\"actor\":\"\\u2026s\""), "{content}");
+        assert!(render_request(&r, &["upstream".to_string()]).is_none());
+        assert!(render_request(&r, &["y.reques".to_string()]).is_none());
+        assert!(render_request(&r, &["upstreamX".to_string()]).is_some());
     }
 
     #[test]
