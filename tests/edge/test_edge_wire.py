@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -526,6 +527,47 @@ def test_unreachable_upstream_is_502_and_a_silent_one_504(
     assert recs[0]["status"] == 502 and recs[0]["upstream_status"] == 0
     assert recs[1]["status"] == 504 and recs[1]["abandoned"]
     assert json.loads(recs[1]["body"]) == CHAT  # abandoned: the supervisor estimates
+
+
+def _one_shot_upstream(answer: bytes) -> tuple[int, threading.Thread, socket.socket]:
+    """A plain-HTTP upstream that answers one request with ``answer`` and then stays open."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(answer)
+            time.sleep(1.0)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv.getsockname()[1], t, srv
+
+
+def test_a_broken_upstream_body_cuts_the_response_after_its_head(
+    start: Start, real_key: str
+) -> None:
+    port, t, srv = _one_shot_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n0123\r\n0\r\n\r\n"
+    )
+    key = make_key()
+    edge = start([key], [route("default", port, real_key, scheme="http")])
+    with srv:
+        resp = raw(
+            edge.port,
+            f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key.token}\r\n\r\n"
+            .encode(),
+        )
+        t.join(5)
+    assert status_of(resp) == 200  # the head went out, then the connection was cut
+    assert not resp.endswith(b"0\r\n\r\n")
+    (rec,) = edge.records(1)
+    assert not rec["completed"] and rec["abandoned"]
 
 
 def test_client_disconnect_mid_stream_cancels_the_upstream(

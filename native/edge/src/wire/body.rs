@@ -83,19 +83,21 @@ enum Inner {
 
 pub struct EdgeBody {
     inner: Inner,
+    /// an error held back for one turn, so that hyper flushes what it has (the head) first
+    failure: Option<BoxError>,
     usage: Option<UsageCopy>,
     guard: Option<Guard>,
 }
 
 impl EdgeBody {
     pub fn full(data: impl Into<Bytes>, guard: Guard) -> EdgeBody {
-        EdgeBody { inner: Inner::Full(Some(data.into())), usage: None, guard: Some(guard) }
+        EdgeBody { inner: Inner::Full(Some(data.into())), failure: None, usage: None, guard: Some(guard) }
     }
 
     /// A streamed body; `stall`: longest pause between chunks (then the response is cut).
     pub fn stream(body: Body, stall: Duration, usage: Option<UsageCopy>, guard: Guard) -> EdgeBody {
         let sleep = Box::pin(tokio::time::sleep(stall));
-        EdgeBody { inner: Inner::Stream { body, stall, sleep }, usage, guard: Some(guard) }
+        EdgeBody { inner: Inner::Stream { body, stall, sleep }, failure: None, usage, guard: Some(guard) }
     }
 
     fn finished(&mut self) {
@@ -125,11 +127,14 @@ impl HttpBody for EdgeBody {
 
     fn poll_data(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         let me = self.get_mut();
-        match &mut me.inner {
+        if let Some(e) = me.failure.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let failed: BoxError = match &mut me.inner {
             Inner::Full(data) => {
                 let d = data.take();
                 me.finished();
-                Poll::Ready(d.map(Ok))
+                return Poll::Ready(d.map(Ok));
             }
             Inner::Stream { body, stall, sleep } => match Pin::new(&mut *body).poll_data(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
@@ -142,25 +147,29 @@ impl HttpBody for EdgeBody {
                         // a sized body: hyper may never poll for its end
                         me.finished();
                     }
-                    Poll::Ready(Some(Ok(chunk)))
+                    return Poll::Ready(Some(Ok(chunk)));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     eprintln!("keyguard-edge: a response body broke off ({})", kind_of(&e));
-                    Poll::Ready(Some(Err(Box::new(e))))
+                    Box::new(e)
                 }
                 Poll::Ready(None) => {
                     me.finished();
-                    Poll::Ready(None)
+                    return Poll::Ready(None);
                 }
                 Poll::Pending => match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         eprintln!("keyguard-edge: the upstream stalled mid-body: response cut");
-                        Poll::Ready(Some(Err(Box::new(Stalled))))
+                        Box::new(Stalled)
                     }
-                    Poll::Pending => Poll::Pending,
+                    Poll::Pending => return Poll::Pending,
                 },
             },
-        }
+        };
+        // cut after one more turn: hyper then flushes the head and chunks it holds
+        me.failure = Some(failed);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn poll_trailers(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<Option<HeaderMap>, BoxError>> {
