@@ -594,8 +594,10 @@ async fn to_core(
     if admitted {
         parts.headers.insert(EDGE_ADMITTED, HeaderValue::from_static("1"));
     }
+    let failed = Arc::new(BodyFailure::default());
     let body = match body {
-        CoreBody::Orig(b) => b,
+        CoreBody::Orig(b) if b.is_end_stream() => b,
+        CoreBody::Orig(b) => timed_body(b, secs(g.cfg.body_timeout), u64::MAX, failed.clone()),
         CoreBody::Bytes(b) => Body::from(b),
         CoreBody::Chain(prefix, rest) => {
             let head = stream::once(async move { Ok::<Bytes, hyper::Error>(prefix) });
@@ -607,8 +609,13 @@ async fn to_core(
             let (head, body) = resp.into_parts();
             Response::from_parts(head, EdgeBody::stream(body, Duration::from_secs(86400 * 365), None, guard))
         }
+        Err(_) if failed.broken.load(Ordering::Relaxed) => {
+            close_error(400, "malformed request body", "bad_request", guard)
+        }
+        Err(_) if failed.timeout.load(Ordering::Relaxed) => {
+            close_error(408, "request body not received in time", "timeout", guard)
+        }
         Err(_) => {
-            let _ = g;
             eprintln!("keyguard-edge: the core did not answer: 502");
             error_response(502, "the gateway core is not reachable", "core_unavailable", guard)
         }

@@ -140,6 +140,12 @@ impl AsyncRead for ServerIo {
             if let Poll::Ready(Ok(())) = r {
                 let n = buf.filled().len() - before;
                 if let Some((at, message)) = me.scanner.feed(&buf.filled()[before..]) {
+                    if at < me.handed {
+                        // the body of a request hyper is reading is broken: its body fails
+                        eprintln!("keyguard-edge: a request body's framing was refused");
+                        me.failed = true;
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, message)));
+                    }
                     // a pipelined request breaks the rules: hyper gets what came before it
                     let keep = at.saturating_sub(me.handed).min(n as u64) as usize;
                     buf.set_filled(before + keep);
