@@ -119,9 +119,10 @@ http {{
     return conf
 
 
-def start_keyguard(
-    work: Path, up_port: int, sse_port: int, port: int, real_key: str, workers: int
-) -> tuple[subprocess.Popen[bytes], str, str]:
+def make_vault(
+    work: Path, up_port: int, sse_port: int, real_key: str
+) -> tuple[dict[str, str], str, str]:
+    """A vault in ``work/kg-home`` with the bench keys; returns ``(env, token, sse token)``."""
     from keyguard.config import load_settings
     from keyguard.domain.records import KeySpec
     from keyguard.domain.secret import Secret
@@ -151,7 +152,14 @@ def start_keyguard(
     _, token = vault.create_key(KeySpec(name="bench", upstream="default", **spec))
     _, sse_token = vault.create_key(KeySpec(name="bench-sse", upstream="sse", **spec))
     vault.close()
-    proc = subprocess.Popen(
+    return env, token.reveal(), sse_token.reveal()
+
+
+def start_keyguard(
+    work: Path, env: dict[str, str], port: int, workers: int, plane: str
+) -> subprocess.Popen[bytes]:
+    """``keyguard serve`` with the python or the native data plane (docs/edge.md)."""
+    return subprocess.Popen(
         [
             str(ROOT / ".venv/bin/keyguard"),
             "serve",
@@ -161,12 +169,15 @@ def start_keyguard(
             str(workers),
             "--keepalive-timeout",
             "600",
+            "--data-plane",
+            plane,
+            "--rotation-interval",
+            "0",
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=open(work / "keyguard.log", "wb"),  # noqa: SIM115 - lives as long as the process
+        stderr=open(work / f"keyguard-{plane}.log", "wb"),  # noqa: SIM115 - lives as long as it
     )
-    return proc, token.reveal(), sse_token.reveal()
 
 
 #: keyguard's wire layer (gateway/http: server + pooled client) doing only the hop: no key, IP,
@@ -367,7 +378,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--conns", default="1,32,128")
     ap.add_argument("--idle", type=int, default=2000)
+    ap.add_argument(
+        "--planes",
+        default="python,native",
+        help="keyguard data planes to measure: python (keyguard serve) and/or native "
+        "(--data-plane native: needs native/edge built)",
+    )
     args = ap.parse_args()
+    planes = [p for p in args.planes.split(",") if p]
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install -y nginx-light wrk")
@@ -376,7 +394,7 @@ def main() -> None:
     real_key = generate_openai_style_key()
     _, nginx_vk = generate_virtual_key()
     work = Path(tempfile.mkdtemp(prefix="kg-bench-"))
-    up_port, sse_port, ngx_port, kg_port = free_port(), free_port(), free_port(), free_port()
+    up_port, sse_port, ngx_port = free_port(), free_port(), free_port()
     conf = nginx_conf(work, up_port, sse_port, ngx_port, real_key, nginx_vk, args.workers)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -384,10 +402,13 @@ def main() -> None:
         procs.append(ngx)
         sse = subprocess.Popen([sys.executable, "-c", SSE_SCRIPT, str(sse_port)])
         procs.append(sse)
-        kg, kg_token, kg_sse_token = start_keyguard(
-            work, up_port, sse_port, kg_port, real_key, args.workers
-        )
-        procs.append(kg)
+        env, kg_token, kg_sse_token = make_vault(work, up_port, sse_port, real_key)
+        kg_ports = {plane: free_port() for plane in planes}
+        kgs = {
+            plane: start_keyguard(work, env, port, args.workers, plane)
+            for plane, port in kg_ports.items()
+        }
+        procs += kgs.values()
         hop_port = free_port()
         hops = [
             subprocess.Popen(
@@ -396,15 +417,17 @@ def main() -> None:
             for _ in range(args.workers)
         ]
         procs += hops
-        for p in (up_port, sse_port, ngx_port, kg_port, hop_port):
+        for p in (up_port, sse_port, ngx_port, hop_port, *kg_ports.values()):
             wait_port(p)
         time.sleep(1.0)
         targets: dict[str, tuple[int, str, str, int | list[int] | None]] = {
             "direct": (up_port, "", nginx_vk, None),
             "nginx": (ngx_port, "", nginx_vk, ngx.pid),
             "py-hop": (hop_port, "", nginx_vk, [h.pid for h in hops]),
-            "keyguard": (kg_port, "", kg_token, kg.pid),
         }
+        names = {"python": "keyguard", "native": "kg-native"}
+        for plane in planes:
+            targets[names[plane]] = (kg_ports[plane], "", kg_token, kgs[plane].pid)
         print(
             f"# load before: {os.getloadavg()}  cores: {os.cpu_count()}  workers: "
             f"{args.workers}  duration: {args.duration}s"
@@ -427,24 +450,29 @@ def main() -> None:
                 )
         print()
         for conns in [int(c) for c in args.conns.split(",")]:
-            k, n, d, h = (
-                results[("keyguard", conns)],
+            n, d, h = (
                 results[("nginx", conns)],
                 results[("direct", conns)],
                 results[("py-hop", conns)],
             )
             print(
-                f"c={conns:<4d} keyguard/nginx throughput {k['rps'] / n['rps']:.2f}x "
-                f"(py-hop/nginx {h['rps'] / n['rps']:.2f}x, keyguard/py-hop "
-                f"{k['rps'] / h['rps']:.2f}x)   added p50 vs direct: nginx "
-                f"{n['p50'] - d['p50']:+.3f} ms, keyguard {k['p50'] - d['p50']:+.3f} ms"
+                f"c={conns:<4d} py-hop/nginx {h['rps'] / n['rps']:.2f}x   added p50 vs direct: "
+                f"nginx {n['p50'] - d['p50']:+.3f} ms"
             )
+            for plane in planes:
+                k = results[(names[plane], conns)]
+                print(
+                    f"       {names[plane]}/nginx throughput {k['rps'] / n['rps']:.2f}x   "
+                    f"added p50 vs direct {k['p50'] - d['p50']:+.3f} ms   "
+                    f"cpu {k['cpu_us']:.1f} us/req (nginx {n['cpu_us']:.1f})"
+                )
         print()
         sse_targets = {
             "direct": (sse_port, "/v1/stream", nginx_vk),
             "nginx": (ngx_port, "/sse/stream", nginx_vk),
-            "keyguard": (kg_port, "/v1/stream", kg_sse_token),
         }
+        for plane in planes:
+            sse_targets[names[plane]] = (kg_ports[plane], "/v1/stream", kg_sse_token)
         ttfc = {}
         for name, (port, path, token) in sse_targets.items():
             asyncio.run(_sse_ttfc(port, path, token, 20))
@@ -454,16 +482,17 @@ def main() -> None:
                 f"SSE {name:9s} time-to-first-chunk p50 {ttfc[name]:.3f} ms   "
                 f"64 paced streams (20 x 10 ms) {wall * 1000:.0f} ms"
             )
-        print(
-            f"SSE added TTFC p50: nginx {ttfc['nginx'] - ttfc['direct']:+.3f} ms, keyguard "
-            f"{ttfc['keyguard'] - ttfc['direct']:+.3f} ms"
+        added = ", ".join(
+            f"{name} {ttfc[name] - ttfc['direct']:+.3f} ms" for name in ttfc if name != "direct"
         )
-        kg_pids = family(kg.pid)
-        per_conn = idle_memory(kg_port, kg_pids[1:] or kg_pids, args.idle)
-        print(
-            f"keyguard RSS per idle keep-alive connection: {per_conn / 1024:.1f} KiB "
-            f"(10,000 idle -> {per_conn * 10000 / 2**20:.0f} MiB)"
-        )
+        print(f"SSE added TTFC p50: {added}")
+        for plane in planes:
+            kg_pids = family(kgs[plane].pid)
+            per_conn = idle_memory(kg_ports[plane], kg_pids[1:] or kg_pids, args.idle)
+            print(
+                f"{names[plane]} RSS per idle keep-alive connection: {per_conn / 1024:.1f} KiB "
+                f"(10,000 idle -> {per_conn * 10000 / 2**20:.0f} MiB)"
+            )
         print(f"# load after: {os.getloadavg()}")
     finally:
         for p in reversed(procs):
