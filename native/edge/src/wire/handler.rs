@@ -178,11 +178,11 @@ async fn pipeline(g: &Arc<Global>, clients: &Clients, peer: SocketAddr, mut guar
         ReqBody::Empty
     } else if bodyless_method {
         ReqBody::Stream(body)
-    } else if restricted || (is_json && declared.map_or(false, |n| n <= g.cfg.audit_json_sniff_limit)) {
+    } else if restricted || (is_json && declared.is_some_and(|n| n <= g.cfg.audit_json_sniff_limit)) {
         let encoded = parts
             .headers
             .get("content-encoding")
-            .map_or(false, |v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
         if encoded || (restricted && !is_json) {
             return to_core(g, clients, peer, guard, parts, CoreBody::Orig(body), false).await;
         }
@@ -287,7 +287,7 @@ fn authenticate(state: &Compiled, headers: &HeaderMap, now: f64) -> Auth {
     if !kgpolicy::keys::digest_matches(&ckey.digests, &digest, now) {
         return Auth::Failed;
     }
-    if ckey.entry.revoked || ckey.entry.expires.map_or(false, |e| now >= e) {
+    if ckey.entry.revoked || ckey.entry.expires.is_some_and(|e| now >= e) {
         return Auth::Core;
     }
     Auth::Ok(parts.key_id.to_string())
