@@ -570,6 +570,28 @@ def test_a_broken_upstream_body_cuts_the_response_after_its_head(
     assert not rec["completed"] and rec["abandoned"]
 
 
+def test_an_upstream_stalling_mid_body_is_cut(start: Start, real_key: str) -> None:
+    port, t, srv = _one_shot_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n6\r\ndata: \r\n"
+    )  # then silence for a second
+    key = make_key()
+    edge = start([key], [route("default", port, real_key, scheme="http")], upstream_timeout=0.4)
+    with srv:
+        t0 = time.monotonic()
+        resp = raw(
+            edge.port,
+            f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key.token}\r\n\r\n"
+            .encode(),
+        )
+        cut_after = time.monotonic() - t0
+        t.join(5)
+    assert status_of(resp) == 200 and b"data: " in resp
+    assert 0.3 < cut_after < 0.9, cut_after
+    (rec,) = edge.records(1)
+    assert rec["abandoned"] and not rec["completed"]
+
+
 def test_client_disconnect_mid_stream_cancels_the_upstream(
     start: Start, upstream: FakeOpenAI, real_key: str
 ) -> None:
