@@ -177,6 +177,17 @@ def test_record_counts_keys_without_limits(limiter: Limiter) -> None:
     assert limiter.usage("free", lim, at(200)).requests_last_minute == 1
 
 
+def test_record_counts_a_batch_of_requests(limiter: Limiter) -> None:
+    """The native edge's supervisor counts what one read of its records brought per key in
+    one call: n requests, their tokens and cost summed."""
+    lim = Limits(period=BudgetPeriod.DAILY)
+    limiter.record("batch", lim, 160, usd_to_nano(0.05), at(10), 10)
+    limiter.record("batch", lim, 16, usd_to_nano(0.005), at(11))
+    u = limiter.usage("batch", lim, at(12))
+    assert (u.requests_last_minute, u.tokens_last_minute) == (11, 176)
+    assert u.spent_usd == pytest.approx(0.055)
+
+
 def test_record_keeps_the_redis_window_bounded(redis_client: redis.Redis, prefix: str) -> None:
     lim = RedisLimiter(redis_client, prefix=prefix)
     for s in range(0, 300, 5):

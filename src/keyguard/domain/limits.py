@@ -262,12 +262,15 @@ class KeyCounters:
             self.next_expiry = lease_until
         return res
 
-    def record(self, limits: Limits, tokens: int, cost_nano: int, now: datetime) -> None:
-        """Count a finished request of a key without limits (nothing to reserve)."""
+    def record(
+        self, limits: Limits, tokens: int, cost_nano: int, now: datetime, requests: int = 1
+    ) -> None:
+        """Count ``requests`` finished requests (one, or a batch with summed tokens and cost)
+        of a key without limits (nothing to reserve)."""
         sec = int(now.timestamp())
         self.requests.prune(sec)
         self.tokens.prune(sec)
-        self.requests.add(sec, 1)
+        self.requests.add(sec, max(requests, 0))
         self.tokens.add(sec, max(tokens, 0))
         self._spend(period_id(limits.period, now), max(cost_nano, 0))
 

@@ -41,6 +41,18 @@ def _redact_with(pattern: re.Pattern[str] | None, text: str) -> str:
     return ANY_KEY_RE.sub(lambda m: redacted_form(m.group(0)), text)
 
 
+def needs_redaction(text: str) -> bool:
+    """True when :func:`redact` would change ``text`` (a known secret or a key-shaped string
+    in it): a check without building a new string."""
+    pattern = _pattern
+    if pattern is not None and pattern.search(text) is not None:
+        return True
+    # every alternative of ANY_KEY_RE starts with one of these: a substring test first
+    if "sk-" not in text and "kg_" not in text and "kga_" not in text:
+        return False
+    return ANY_KEY_RE.search(text) is not None
+
+
 def redact(text: str) -> str:
     """Return ``text`` with every known secret and every key-shaped string redacted."""
     return _redact_with(_pattern, text)

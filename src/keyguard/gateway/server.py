@@ -300,7 +300,6 @@ def worker_main(
         loop.close()
 
 
-
 def serve(
     config: GatewayConfig,
     vault_factory: Callable[[], VaultLike],

@@ -92,10 +92,16 @@ class MemoryLimiter:
         self.settle(reservation, 0, 0, now)
 
     def record(
-        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+        self,
+        key_id: str,
+        limits: Limits,
+        tokens: int,
+        cost_nano: int,
+        now: datetime,
+        requests: int = 1,
     ) -> None:
         with self._lock:
-            self._counters(key_id).record(limits, tokens, cost_nano, now)
+            self._counters(key_id).record(limits, tokens, cost_nano, now, requests)
 
     def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:
         sec = int(now.timestamp())
@@ -193,9 +199,15 @@ class AsyncMemoryLimiter:
         self.limiter.release(reservation, now)
 
     async def record(
-        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+        self,
+        key_id: str,
+        limits: Limits,
+        tokens: int,
+        cost_nano: int,
+        now: datetime,
+        requests: int = 1,
     ) -> None:
-        self.limiter.record(key_id, limits, tokens, cost_nano, now)
+        self.limiter.record(key_id, limits, tokens, cost_nano, now, requests)
 
     async def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:
         return self.limiter.usage(key_id, limits, now)

@@ -47,9 +47,16 @@ class Limiter(Protocol):
         ...
 
     def record(
-        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+        self,
+        key_id: str,
+        limits: Limits,
+        tokens: int,
+        cost_nano: int,
+        now: datetime,
+        requests: int = 1,
     ) -> None:
-        """Count a finished request of a key without limits (usage only, never denied)."""
+        """Count ``requests`` finished requests of a key without limits, their tokens and
+        cost summed (usage only, never denied)."""
         ...
 
     def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage: ...
@@ -71,7 +78,13 @@ class AsyncLimiter(Protocol):
     async def release(self, reservation: Reservation, now: datetime) -> None: ...
 
     async def record(
-        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+        self,
+        key_id: str,
+        limits: Limits,
+        tokens: int,
+        cost_nano: int,
+        now: datetime,
+        requests: int = 1,
     ) -> None: ...
 
     async def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage: ...

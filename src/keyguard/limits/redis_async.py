@@ -91,10 +91,16 @@ class AsyncRedisLimiter:
         await self.settle(reservation, 0, 0, now)
 
     async def record(
-        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+        self,
+        key_id: str,
+        limits: Limits,
+        tokens: int,
+        cost_nano: int,
+        now: datetime,
+        requests: int = 1,
     ) -> None:
         names = lua.KeyNames.of(self._prefix, key_id)
-        args = lua.record_args(names, limits, tokens, cost_nano, now)
+        args = lua.record_args(names, limits, tokens, cost_nano, now, requests)
         await self._bounded(lambda: self._record(keys=[names.window], args=args))
 
     async def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:

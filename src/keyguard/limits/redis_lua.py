@@ -168,7 +168,7 @@ local now_s = math.floor(now_ms / 1000)
 local old = {}
 for s = now_s - 120, now_s - 61 do old[#old + 1] = 'r' .. s; old[#old + 1] = 't' .. s end
 redis.call('HDEL', win, unpack(old))
-redis.call('HINCRBY', win, 'r' .. now_s, 1)
+redis.call('HINCRBY', win, 'r' .. now_s, tonumber(ARGV[7] or '1'))
 if ARGV[3] ~= '0' then redis.call('HINCRBY', win, 't' .. now_s, ARGV[3]) end
 redis.call('PEXPIRE', win, 61000)
 local bk = ARGV[1] .. ARGV[5]
@@ -227,8 +227,10 @@ def _budget_ttl(limits: Limits, now: datetime) -> int:
 
 
 def record_args(
-    names: KeyNames, limits: Limits, tokens: int, cost: int, now: datetime
+    names: KeyNames, limits: Limits, tokens: int, cost: int, now: datetime, requests: int = 1
 ) -> list[str]:
+    """ARGV of RECORD: ``requests`` finished requests (one, or a batch: tokens and cost summed;
+    each sum is capped like one request's)."""
     return pack(
         [
             names.budget_prefix,
@@ -237,6 +239,7 @@ def record_args(
             _cost(cost),
             period_id(limits.period, now),
             str(_budget_ttl(limits, now)),
+            str(min(max(requests, 0), 1_000_000)),
         ]
     )
 

@@ -88,13 +88,18 @@ class RedisLimiter:
         self.settle(reservation, 0, 0, now)
 
     def record(
-        self, key_id: str, limits: Limits, tokens: int, cost_nano: int, now: datetime
+        self,
+        key_id: str,
+        limits: Limits,
+        tokens: int,
+        cost_nano: int,
+        now: datetime,
+        requests: int = 1,
     ) -> None:
         names = lua.KeyNames.of(self._prefix, key_id)
+        args = lua.record_args(names, limits, tokens, cost_nano, now, requests)
         with redis_errors():
-            self._record(
-                keys=[names.window], args=lua.record_args(names, limits, tokens, cost_nano, now)
-            )
+            self._record(keys=[names.window], args=args)
 
     def usage(self, key_id: str, limits: Limits, now: datetime) -> Usage:
         names = lua.KeyNames.of(self._prefix, key_id)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from keyguard.domain.limits import Limits
+from keyguard.domain.limits import Limits, period_id
 from keyguard.domain.pricing import (
     DEFAULT_OUTPUT_TOKENS,
     PriceTable,
@@ -29,7 +29,7 @@ from keyguard.domain.pricing import (
     usage_from_response,
 )
 from keyguard.domain.records import VirtualKey
-from keyguard.domain.redaction import redact, redact_cached
+from keyguard.domain.redaction import needs_redaction
 from keyguard.gateway.audit import RequestRecord
 from keyguard.gateway.limits import GENERATING_PATHS, settle_figures
 from keyguard.gateway.ports import VaultLike
@@ -39,6 +39,7 @@ from keyguard.limits.ports import Limiter
 log = logging.getLogger("keyguard.gateway.edge")
 
 _UTC = timezone.utc
+_decode = json.JSONDecoder().decode
 
 
 class RenderedRecord(NamedTuple):
@@ -87,11 +88,32 @@ class RecordIntake:
         self._keys = keys
         self._default_out = default_output_tokens
         self._limits: dict[str, tuple[VirtualKey, Limits]] = {}
+        #: usage to count, summed per (key, budget period) until :meth:`flush_charges`:
+        #: [requests, tokens, nano-USD, latest time, limits]
+        self._charges: dict[tuple[str, str], list[Any]] = {}
         self.records = 0
+
+    def intake_many(self, lines: Sequence[bytes]) -> None:
+        """Several records (what one read of the pipe brought), then their usage counted with
+        one call per key."""
+        for line in lines:
+            self.intake(line)
+        self.flush_charges()
+
+    def flush_charges(self) -> None:
+        charges, self._charges = self._charges, {}
+        limiter = self._limiter
+        if limiter is None:
+            return
+        for (key_id, _), (n, tokens, cost, when, limits) in charges.items():
+            try:
+                limiter.record(key_id, limits, tokens, cost, when, n)
+            except Exception as exc:  # the counters' store is away: the records are audited
+                log.warning("edge: could not count usage (%s)", type(exc).__name__)
 
     def intake(self, line: bytes) -> None:
         try:
-            rec = json.loads(line)
+            rec = _decode(line.decode())
             if rec.get("type") != "r":
                 log.warning("edge: unexpected line of type %r", str(rec.get("type"))[:20])
                 return
@@ -132,20 +154,20 @@ class RecordIntake:
     def _rendered(
         rec: dict[str, Any], key_id: str | None, status: int, when: datetime
     ) -> RenderedRecord | None:
-        """The edge's rendering of the row, when it sent one and it is clean."""
+        """The row as the edge rendered and redacted it (``audit``: content, time, details,
+        actor, subject, source, outcome), unless anything in it is left to redact."""
         parts = rec.get("audit")
-        if not parts:
+        if not parts or len(parts) != 7:
             return None
-        content, when_iso, details = parts
-        if redact(content) != content:  # anything left to redact: render it here instead
+        content, when_iso, details, actor, subject, source, outcome = parts
+        if needs_redaction(content):  # defence in depth: render it here instead
             return None
-        r = redact_cached
         return RenderedRecord(
             when_iso,
-            r(f"key:{key_id}" if key_id else "anonymous"),
-            r(f"{rec['method']} {str(rec['path'])[:512]}"),
-            r(str(rec["client_ip"])),
-            "ok" if status < 400 else "denied" if status < 500 else "error",
+            actor,
+            subject,
+            source,
+            outcome,
             content.encode(),
             details,
             key_id,
@@ -170,14 +192,20 @@ class RecordIntake:
         if found is None or self._prices is None or self._limiter is None:
             return
         _, limits = found
-        if "cost_nano" in rec and "tokens" in rec:  # the edge priced the reported usage
-            tokens, cost = int(rec["tokens"]), int(rec["cost_nano"])
-        else:
+        tokens, cost = rec.get("tokens"), rec.get("cost_nano")
+        if tokens is None or cost is None:  # no usage reported: priced here, as the core does
             tokens, cost = self._figures(rec, self._prices)
-        try:
-            self._limiter.record(key_id, limits, tokens, cost, when)
-        except Exception as exc:  # the counters' store is away: the record is still audited
-            log.warning("edge: could not count usage (%s)", type(exc).__name__)
+        slot = (key_id, period_id(limits.period, when))
+        acc = self._charges.get(slot)
+        if acc is None:
+            self._charges[slot] = [1, int(tokens), int(cost), when, limits]
+        else:
+            acc[0] += 1
+            acc[1] += int(tokens)
+            acc[2] += int(cost)
+            if when > acc[3]:
+                acc[3] = when
+            acc[4] = limits
 
     def _figures(self, rec: dict[str, Any], prices: PriceTable) -> tuple[int, int]:
         usage = None

@@ -8,6 +8,7 @@ serialised once, written to the pipe and never logged; its ``repr`` is never tak
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,7 +72,7 @@ def edge_config(
         "throttle_burst": config.throttle_burst,
         "throttle_rate": config.throttle_rate,
         "shutdown_grace": config.shutdown_grace,
-        "prices": prices.to_mapping() if prices is not None else None,
+        "prices_json": json.dumps(prices.to_mapping()) if prices is not None else None,
     }
 
 
