@@ -592,6 +592,53 @@ def test_an_upstream_stalling_mid_body_is_cut(start: Start, real_key: str) -> No
     assert rec["abandoned"] and not rec["completed"]
 
 
+def test_a_client_closing_right_after_the_last_event_is_a_completed_request(
+    start: Start, real_key: str
+) -> None:
+    """openai's client closes right after ``data: [DONE]``, before the edge may have read the
+    upstream's terminating chunk: the upstream did finish (it is already on its way), so the
+    record is completed, not abandoned."""
+    closed = threading.Event()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\ne\r\ndata: [DONE]\n\n\r\n"
+            )
+            closed.wait(5)
+            time.sleep(0.002)
+            conn.sendall(b"0\r\n\r\n")
+            time.sleep(0.5)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    key = make_key()
+    edge = start([key], [route("default", srv.getsockname()[1], real_key, scheme="http")])
+    with srv, socket.create_connection(("127.0.0.1", edge.port)) as c:
+        c.sendall(
+            f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key.token}\r\n\r\n"
+            .encode()
+        )
+        got = b""
+        while b"[DONE]" not in got:
+            more = c.recv(65536)
+            assert more
+            got += more
+        c.close()
+        closed.set()
+        t.join(5)
+    (rec,) = edge.records(1)
+    assert rec["completed"] and not rec["abandoned"], rec
+
+
 def test_client_disconnect_mid_stream_cancels_the_upstream(
     start: Start, upstream: FakeOpenAI, real_key: str
 ) -> None:

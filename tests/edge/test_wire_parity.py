@@ -6,8 +6,8 @@ allowed are the edge's deliberate ones (docs/edge.md, the module docs of the Rus
 
 * ``sniff_json`` reports NotJson where Python reads NaN/Infinity, nesting deeper than 512, or a
   ``model`` holding a lone surrogate (the edge then hands the body to the core, which decides);
-* the edge drops ``accept-encoding`` (it always asks the upstream for identity) and never
-  decodes a gzip/deflate error body (the generic error instead);
+* a compressed JSON answer's usage: the edge decompresses at most 64 MiB of it (Python has no
+  bound);
 * a usage object is re-serialised: integers beyond 64 bits clamped, non-finite floats null,
   lone surrogates U+FFFD (``normalised``), so ``usage_from_response`` reads the same counts.
 
@@ -22,6 +22,7 @@ import json
 import math
 import secrets
 import subprocess
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from keyguard.domain.pricing import TokenUsage, usage_from_response
 from keyguard.gateway import usage as usage_module
 from keyguard.gateway.bodysniff import AmbiguousModel, parse_json_model
 from keyguard.gateway.errors import error_body
-from keyguard.gateway.headers import request_head, response_headers
+from keyguard.gateway.headers import readable_encodings, request_head, response_headers
 from keyguard.gateway.upstream_errors import MAX_ERROR_BODY, scrub_error_body, scrub_text
 from keyguard.gateway.usage import UsageTap
 
@@ -285,9 +286,16 @@ def error_responses(
         else:
             value = draw(st.binary(max_size=12))
         headers.append((name, value))
-    form = draw(st.integers(0, 4))
+    form = draw(st.integers(0, 6))
     body: bytes | None
-    if form == 0:
+    if form >= 5:  # compressed (gzip or zlib), maybe cut short or followed by bytes
+        plain = json.dumps({"error": {"message": text}}).encode()
+        packed = gzip.compress(plain) if form == 5 else zlib.compress(plain)
+        cut = draw(st.sampled_from([len(packed), len(packed), len(packed) - 1, len(packed) - 5, 12, 3]))
+        body = packed[: max(cut, 0)] + draw(st.sampled_from([b"", b"", b"xyz"]))
+        if draw(st.booleans()):
+            headers.append(("content-encoding", draw(st.sampled_from(ENCODINGS))))
+    elif form == 0:
         body = None
     elif form == 1:
         body = json.dumps({"error": {"message": text, "code": None}}).encode()
@@ -305,14 +313,8 @@ def error_responses(
 def python_scrub(
     status: int, headers: list[tuple[str, bytes]], body: bytes | None
 ) -> tuple[list[list[str]], str]:
-    """Python's answer, as the edge must give it: a compressed body is not decoded there."""
+    """Python's answer, as the edge must give it."""
     encoded = [(k.encode(), v) for k, v in headers]
-    encoding = b""
-    for k, v in encoded:
-        if k == b"content-encoding":
-            encoding = v.strip().lower()
-    if encoding not in (b"", b"identity"):
-        body = None
     out, cleaned = scrub_error_body(status, encoded, body)
     return [[k.decode(), latin1(v)] for k, v in out], latin1(cleaned)
 
@@ -365,22 +367,23 @@ def test_scrub_error_body_examples(probe: Probe) -> None:
     _, cleaned = rust_scrub(probe, 400, [], b"x" * (MAX_ERROR_BODY + 1), [])  # Rust only
     assert json.loads(cleaned)["error"]["code"] == "upstream_error"
 
-    # gzip: Python decodes and cleans, the edge (which asked for identity) sends the generic error
-    zipped = gzip.compress(body)
-    gz_headers = [("content-encoding", b"gzip"), ("content-type", b"application/json")]
-    with registered([key]):
-        python_decoded = scrub_error_body(401, [(k.encode(), v) for k, v in gz_headers], zipped)
-        out, cleaned = rust_scrub(probe, 401, gz_headers, zipped, [key])
-    assert b"Incorrect API key" in python_decoded[1]
-    assert out == [["content-type", "application/json"]]
-    assert json.loads(cleaned) == {
-        "error": {
-            "message": "the upstream answered 401",
-            "type": "invalid_request_error",
-            "code": "upstream_error",
-            "param": None,
-        }
-    }
+    # gzip and deflate: decoded, cleaned, sent uncompressed
+    for coding, packed in ((b"gzip", gzip.compress(body)), (b"deflate", zlib.compress(body))):
+        enc_headers = [("content-encoding", coding), ("content-type", b"application/json")]
+        with registered([key]):
+            expected = python_scrub(401, enc_headers, packed)
+            out, cleaned = rust_scrub(probe, 401, enc_headers, packed, [key])
+        assert (out, cleaned) == expected
+        assert out == [["content-type", "application/json"]]
+        assert json.loads(cleaned)["error"]["message"].startswith(
+            "Incorrect API key provided: [redacted key]."
+        )
+    # more than MAX_ERROR_BODY once decompressed: the generic error
+    bomb = gzip.compress(b" " * (MAX_ERROR_BODY + 1))
+    with registered([]):
+        expected = python_scrub(400, [("content-encoding", b"gzip")], bomb)
+        assert rust_scrub(probe, 400, [("content-encoding", b"gzip")], bomb, []) == expected
+    assert json.loads(expected[1])["error"]["code"] == "upstream_error"
 
 
 # -- headers.rs ---------------------------------------------------------------------------------
@@ -452,12 +455,30 @@ HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nhost: upstream.test\r\n"
 @given(header_lists())
 def test_upstream_request_headers(probe: Probe, headers: list[tuple[str, bytes]]) -> None:
     rust = probe.call("upstream_request_headers", [[k, latin1(v)] for k, v in headers])
-    # the edge drops accept-encoding (identity upstream); Python rewrites it, so leave it out
-    python_in = [(k.encode(), v) for k, v in headers if k != "accept-encoding"]
+    python_in = [(k.encode(), v) for k, v in headers]
     expected = request_head("POST", b"/v1/chat/completions", b"upstream.test", python_in, b"", b"")
     lines = b"".join(k.encode() + b": " + v.encode("latin-1") + b"\r\n" for k, v in rust)
     assert HEAD + lines + b"\r\n" == expected
-    assert not {k for k, _ in rust} & {"authorization", "api-key", "accept-encoding", "host"}
+    assert not {k for k, _ in rust} & {"authorization", "api-key", "host"}
+
+
+CODINGS = ["gzip", "GZip", "x-gzip", "deflate", "identity", "br", "zstd", "*", "compress", ""]
+
+
+@st.composite
+def accept_encodings(draw: st.DrawFn) -> bytes:
+    parts = []
+    for coding in draw(st.lists(st.sampled_from(CODINGS), max_size=6)):
+        pad = draw(st.sampled_from(["", " ", "\t", "\x0b", "  "]))
+        q = draw(st.sampled_from(["", ";q=0.5", " ; q=1", ";"]))
+        parts.append(pad + coding + q + pad)
+    return ",".join(parts).encode()
+
+
+@FAST
+@given(st.one_of(accept_encodings(), header_values))
+def test_readable_encodings(probe: Probe, value: bytes) -> None:
+    assert probe.call("readable_encodings", latin1(value)) == latin1(readable_encodings(value))
 
 
 @FAST
@@ -478,7 +499,10 @@ def test_headers_examples(probe: Probe) -> None:
         ["content-type", "application/json"],
         ["openai-organization", "org"],
     ]
-    assert probe.call("upstream_request_headers", headers) == [["content-type", "application/json"]]
+    assert probe.call("upstream_request_headers", headers) == [
+        ["accept-encoding", "gzip"],
+        ["content-type", "application/json"],
+    ]
     assert probe.call("client_response_headers", headers) == [
         ["authorization", "Bearer x"],
         ["accept-encoding", "gzip, br"],
@@ -791,7 +815,9 @@ def normalised(value: Any) -> Any:
     return {normalised(k): normalised(v) for k, v in value.items()}
 
 
-def python_usage(chunks: Sequence[bytes]) -> tuple[TokenUsage | None, list[Any]]:
+def python_usage(
+    chunks: Sequence[bytes], encoding: bytes | None = None
+) -> tuple[TokenUsage | None, list[Any]]:
     """The UsageTap's usage of a JSON response, and the raw value it priced (if any)."""
     seen: list[Any] = []
     original = usage_from_response
@@ -803,7 +829,10 @@ def python_usage(chunks: Sequence[bytes]) -> tuple[TokenUsage | None, list[Any]]
     setattr(usage_module, "usage_from_response", spy)  # noqa: B010
     try:
         tap = UsageTap()
-        tap.start(200, [(b"content-type", b"application/json")], None)
+        head = [(b"content-type", b"application/json")]
+        if encoding is not None:
+            head.append((b"content-encoding", encoding))
+        tap.start(200, head, None)
         for chunk in chunks:
             tap.feed(chunk)
         tap.end()
@@ -815,13 +844,16 @@ def python_usage(chunks: Sequence[bytes]) -> tuple[TokenUsage | None, list[Any]]
 Chunk = bytes | tuple[bytes, int]  # bytes, or (unit, count) for unit * count
 
 
-def check_usage(probe: Probe, chunks: Sequence[Chunk]) -> str | None:
+def check_usage(
+    probe: Probe, chunks: Sequence[Chunk], encoding: bytes | None = None
+) -> str | None:
     wire = [
         {"fill": latin1(c[0]), "count": c[1]} if isinstance(c, tuple) else latin1(c) for c in chunks
     ]
-    rust: str | None = probe.call("usage", wire)
+    args: list[Any] = [wire] if encoding is None else [wire, latin1(encoding)]
+    rust: str | None = probe.call("usage", *args)
     expanded = [c[0] * c[1] if isinstance(c, tuple) else c for c in chunks]
-    priced, seen = python_usage(expanded)
+    priced, seen = python_usage(expanded, encoding)
     raw = seen[-1] if seen else None
     if isinstance(raw, dict):
         assert rust is not None
@@ -934,6 +966,28 @@ def test_usage_examples(probe: Probe) -> None:
     tail = b'"usage": {"prompt_tokens": 6}, "z": "the \\"usage\\" of it"}'
     rust = check_usage(probe, [b'{"a": "', (b"a", MAX_JSON), b'", ', tail])
     assert rust == '{"prompt_tokens":6}'
+
+
+@FAST
+@given(st.data())
+def test_usage_compressed_bodies(probe: Probe, data: st.DataObject) -> None:
+    """gzip/deflate answers: the copy is decompressed at the end (truncated, corrupt or
+    mislabelled streams give no usage on both sides)."""
+    body = data.draw(response_bodies())
+    packed = gzip.compress(body) if data.draw(st.booleans()) else zlib.compress(body)
+    cut = data.draw(st.sampled_from([len(packed), len(packed), len(packed) - 1, 2]))
+    packed = packed[:cut] + data.draw(st.sampled_from([b"", b"xyz"]))
+    encoding = data.draw(st.sampled_from([b"gzip", b" X-GZIP ", b"deflate", b"br", b"identity"]))
+    check_usage(probe, data.draw(chunked(packed)), encoding)
+
+
+def test_usage_compressed_examples(probe: Probe) -> None:
+    small = b'{"id": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 4}}'
+    want = '{"completion_tokens":4,"prompt_tokens":3}'
+    assert check_usage(probe, [gzip.compress(small)], b"gzip") == want
+    assert check_usage(probe, [zlib.compress(small)], b"deflate") == want
+    assert check_usage(probe, [zlib.compress(small)], b"gzip") is None
+    assert check_usage(probe, [gzip.compress(small)[:-2]], b"gzip") is None
 
 
 def test_usage_deep_nesting(probe: Probe) -> None:

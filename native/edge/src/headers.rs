@@ -1,6 +1,8 @@
 //! `keyguard.gateway.headers`: which client headers go upstream and which upstream headers
 //! go back. Names are lower-case ASCII (as hyper gives them).
 
+use std::borrow::Cow;
+
 /// `HOP_BY_HOP`
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -14,8 +16,8 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// `_CLIENT_DROP` minus `HOP_BY_HOP`, plus `accept-encoding` (the edge asks for identity)
-const CLIENT_DROP: [&str; 15] = [
+/// `_CLIENT_DROP` minus `HOP_BY_HOP`
+const CLIENT_DROP: [&str; 14] = [
     "host",
     "authorization",
     "api-key",
@@ -30,7 +32,6 @@ const CLIENT_DROP: [&str; 15] = [
     "x-real-ip",
     "keyguard-edge-peer",
     "keyguard-edge-admitted",
-    "accept-encoding",
 ];
 
 /// `_RESPONSE_DROP` minus `HOP_BY_HOP`
@@ -57,6 +58,39 @@ fn connection_named(headers: &[(&str, &[u8])]) -> Vec<Vec<u8>> {
     named
 }
 
+/// `readable_encodings`: the client's `Accept-Encoding` cut to the codings keyguard can read
+/// itself (gzip, x-gzip, deflate, identity; `*` becomes gzip and deflate; `identity` when
+/// nothing is left), each kept part as the client wrote it (stripped, parameters included),
+/// duplicates dropped.
+pub fn readable_encodings(value: &[u8]) -> Vec<u8> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let add = |part: &'static [u8], kept: &mut Vec<&[u8]>| {
+        if !kept.contains(&part) {
+            kept.push(part);
+        }
+    };
+    for part in value.split(|b| *b == b',') {
+        let coding = py_strip(part.split(|b| *b == b';').next().unwrap_or(b"")).to_ascii_lowercase();
+        match coding.as_slice() {
+            b"gzip" | b"x-gzip" | b"deflate" | b"identity" => {
+                let p = py_strip(part);
+                if !kept.contains(&p) {
+                    kept.push(p);
+                }
+            }
+            b"*" => {
+                add(b"gzip", &mut kept);
+                add(b"deflate", &mut kept);
+            }
+            _ => {}
+        }
+    }
+    if kept.is_empty() {
+        return b"identity".to_vec();
+    }
+    kept.join(&b", "[..])
+}
+
 fn filter<'a>(headers: &[(&'a str, &'a [u8])], drop: &[&str]) -> Vec<(&'a str, &'a [u8])> {
     let named = connection_named(headers);
     headers
@@ -70,10 +104,16 @@ fn filter<'a>(headers: &[(&'a str, &'a [u8])], drop: &[&str]) -> Vec<(&'a str, &
 
 /// `request_head` minus the framing: the client headers (name, value) to send upstream, in
 /// order, after dropping credentials, account selectors, hop-by-hop, framing, `expect`,
-/// forwarding headers and any header named by `connection`. `accept-encoding` is dropped too:
-/// the edge always asks the upstream for `identity` (it reads usage and cleans error bodies).
-pub fn upstream_request_headers<'a>(client: &[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a [u8])> {
+/// forwarding headers and any header named by `connection`; `accept-encoding` cut to what
+/// keyguard can read ([`readable_encodings`]).
+pub fn upstream_request_headers<'a>(client: &[(&'a str, &'a [u8])]) -> Vec<(&'a str, Cow<'a, [u8]>)> {
     filter(client, &CLIENT_DROP)
+        .into_iter()
+        .map(|(k, v)| match k {
+            "accept-encoding" => (k, Cow::Owned(readable_encodings(v))),
+            _ => (k, Cow::Borrowed(v)),
+        })
+        .collect()
 }
 
 /// `response_headers`: the upstream's headers minus hop-by-hop, framing and the upstream
@@ -101,9 +141,11 @@ mod tests {
             ("keyguard-edge-peer", b"1"),
             ("api-key", b"k"),
         ];
+        let out = upstream_request_headers(&h);
+        let got: Vec<(&str, &[u8])> = out.iter().map(|(k, v)| (*k, &v[..])).collect();
         assert_eq!(
-            upstream_request_headers(&h),
-            vec![("content-type", &b"application/json"[..]), ("openai-beta", &b"assistants=v2"[..])]
+            got,
+            vec![("content-type", &b"application/json"[..]), ("accept-encoding", &b"gzip"[..]), ("openai-beta", &b"assistants=v2"[..])]
         );
     }
 
@@ -122,6 +164,17 @@ mod tests {
             client_response_headers(&h),
             vec![("content-type", &b"application/json"[..]), ("openai-processing-ms", &b"7"[..])]
         );
+    }
+
+    #[test]
+    fn encodings() {
+        let r = |v: &[u8]| String::from_utf8(readable_encodings(v)).unwrap();
+        assert_eq!(r(b"gzip, deflate, br, zstd"), "gzip, deflate");
+        assert_eq!(r(b"br"), "identity");
+        assert_eq!(r(b""), "identity");
+        assert_eq!(r(b" GZIP ;q=0.5 , *;q=0.1, gzip"), "GZIP ;q=0.5, gzip, deflate");
+        assert_eq!(r(b"*, gzip, x-gzip;q=1, identity"), "gzip, deflate, x-gzip;q=1, identity");
+        assert_eq!(r(b"gzip,gzip"), "gzip");
     }
 
     #[test]

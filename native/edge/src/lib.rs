@@ -18,6 +18,7 @@ pub mod throttle;
 // gateway.usage (JSON bodies), gateway.errors
 pub mod errors;
 pub mod headers;
+pub mod inflate;
 pub mod scrub;
 pub mod sniff;
 pub mod usage;

@@ -1,39 +1,55 @@
 //! `keyguard.gateway.upstream_errors.scrub_error_body`: an upstream error body (status >= 400)
 //! is passed on only cleaned of anything key-shaped (masked fragments included); an unreadable
-//! or oversized one (`None`) is replaced by a generic error. The edge always asks for identity
-//! encoding, so a body with any other `content-encoding` counts as unreadable.
+//! or oversized one (`None`) is replaced by a generic error. gzip and deflate bodies are
+//! decompressed (bounded) for that and sent uncompressed; any other coding is unreadable.
 
 use std::sync::OnceLock;
 
 use regex::Regex;
+use std::borrow::Cow;
 
 use crate::errors::{error_body, redact};
 use crate::headers::py_strip;
+use crate::inflate::{inflate, Coding};
 
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 
 const REDACTED_KEY: &str = "[redacted key]";
 
-/// `_MASKED`
+/// `_MASKED`: an optional visible prefix, a run of stars (possibly around an ellipsis, raw or
+/// JSON-escaped) and the visible last characters
 fn masked_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,40}\*{4,}[A-Za-z0-9_\-]{0,16}").expect("_MASKED")
+        Regex::new(r"(?:[A-Za-z0-9][A-Za-z0-9_\-]{0,40})?\*{4,}(?:(?:\x{2026}|\\u2026)\**)?[A-Za-z0-9_\-]{0,16}")
+            .expect("_MASKED")
     })
 }
 
-/// `_REDACTED`: what `redact` leaves of a key
+/// `_REDACTED`: what `redact` leaves of a key (the ellipsis raw or JSON-escaped; a bounded
+/// prefix)
 fn redacted_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"[A-Za-z0-9_\-]*\x{2026}[A-Za-z0-9_\-]{0,4}").expect("_REDACTED"))
+    RE.get_or_init(|| Regex::new(r"[A-Za-z0-9_\-]{0,40}(?:\x{2026}|\\u2026)[A-Za-z0-9_\-]{0,4}").expect("_REDACTED"))
 }
 
 /// `scrub_text` (with the registry holding exactly `known`): nothing left of any key, not even
-/// a prefix or the last four characters.
+/// a prefix or the last four characters. Masked forms first: a mask may hold an ellipsis.
 pub fn scrub_text(text: &str, known: &[String]) -> String {
     let text = redact(text, known);
-    let text = redacted_re().replace_all(&text, regex::NoExpand(REDACTED_KEY));
-    masked_re().replace_all(&text, regex::NoExpand(REDACTED_KEY)).into_owned()
+    let text = masked_re().replace_all(&text, regex::NoExpand(REDACTED_KEY));
+    redacted_re().replace_all(&text, regex::NoExpand(REDACTED_KEY)).into_owned()
+}
+
+/// `_decoded`: the body as text bytes (gzip and deflate decompressed, at most
+/// [`MAX_ERROR_BODY`] bytes), or None (another coding, corrupt, too large).
+fn decoded<'b>(encoding: &[u8], body: &'b [u8]) -> Option<Cow<'b, [u8]>> {
+    let raw = match Coding::of(encoding) {
+        Coding::Identity => Cow::Borrowed(body),
+        Coding::Other => return None,
+        c => Cow::Owned(inflate(c, body, MAX_ERROR_BODY + 1).ok()?.data),
+    };
+    (raw.len() <= MAX_ERROR_BODY).then_some(raw)
 }
 
 /// `(headers to send, body)`: `headers` are the upstream's (lower-case name, value) minus any
@@ -46,16 +62,13 @@ pub fn scrub_error_body(
     body: Option<&[u8]>,
     known: &[String],
 ) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
-    let mut encoding: &[u8] = b"";
+    let mut encoding: Vec<u8> = Vec::new();
     for (k, v) in headers {
         if k == "content-encoding" {
-            encoding = py_strip(v);
+            encoding = py_strip(v).to_ascii_lowercase();
         }
     }
-    let identity = encoding.is_empty() || encoding.eq_ignore_ascii_case(b"identity");
-    // Python decodes gzip and deflate; the edge never does (it asked for identity): such a
-    // body is unreadable here, hence the generic error
-    let raw = body.filter(|b| identity && b.len() <= MAX_ERROR_BODY);
+    let raw: Option<Cow<[u8]>> = body.and_then(|b| decoded(&encoding, b));
     let kept = headers
         .iter()
         .filter(|(k, _)| k != "content-encoding" && k != "content-length")
@@ -69,7 +82,7 @@ pub fn scrub_error_body(
             (out, generic)
         }
         Some(raw) => {
-            let text = String::from_utf8_lossy(raw);
+            let text = String::from_utf8_lossy(&raw);
             (kept.collect(), scrub_text(&text, known).into_bytes())
         }
     }
@@ -93,8 +106,7 @@ mod tests {
         let cleaned = String::from_utf8(cleaned).unwrap();
         assert_eq!(
             cleaned,
-            // as Python: the star run after the ellipsis has no alphanumeric start, so it stays
-            "{\"error\": {\"message\": \"Incorrect API key provided: [redacted key][redacted key]*****E873.\"}}"
+            "{\"error\": {\"message\": \"Incorrect API key provided: [redacted key].\"}}"
         );
     }
 
@@ -107,10 +119,35 @@ mod tests {
     }
 
     #[test]
+    fn compressed_is_decoded() {
+        use flate2::write::GzEncoder;
+        use std::io::Write;
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b"{\"m\": \"x sk-abcdefghijklmnopqrstuvwxyz0123 y\"}").unwrap();
+        let gz = e.finish().unwrap();
+        let headers = h(&[("content-encoding", b" GZIP "), ("content-length", b"9"), ("x-request-id", b"r")]);
+        let (out, body) = scrub_error_body(400, &headers, Some(&gz), &[]);
+        assert_eq!(out, h(&[("x-request-id", b"r")]));
+        assert_eq!(body, b"{\"m\": \"x [redacted key] y\"}");
+        // a truncated header: nothing came out, no error (Python's decompressobj)
+        assert_eq!(scrub_error_body(400, &headers, Some(b"\x1f\x8b"), &[]).1, b"");
+        // corrupt: generic
+        assert_eq!(scrub_error_body(400, &headers, Some(b"\x1f\x8c"), &[]).0[0].0, "content-type");
+        // more than MAX_ERROR_BODY decompressed: generic
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&vec![b'a'; MAX_ERROR_BODY + 1]).unwrap();
+        let big = e.finish().unwrap();
+        assert_eq!(
+            scrub_error_body(400, &h(&[("content-encoding", b"gzip")]), Some(&big), &[]).1,
+            error_body(400, "the upstream answered 400", Some("upstream_error"))
+        );
+    }
+
+    #[test]
     fn unreadable_is_generic() {
         let headers = h(&[
             ("content-type", b"text/plain"),
-            ("content-encoding", b" GZIP "),
+            ("content-encoding", b" BR "),
             ("x-request-id", b"r"),
         ]);
         let (out, body) = scrub_error_body(503, &headers, Some(b"\x1f\x8b"), &[]);

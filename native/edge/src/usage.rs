@@ -1,6 +1,10 @@
 //! `keyguard.gateway.usage.UsageTap` for JSON responses: the top-level `usage` object of a
 //! response body (a copy up to 4 MiB parsed whole; beyond, the last 64 KiB searched), as JSON
-//! text for the supervisor, which prices it exactly as the core does.
+//! text for the supervisor, which prices it exactly as the core does. gzip and deflate bodies
+//! (at most 4 MiB compressed) are decompressed at the end, as `UsageTap._parse_json` does
+//! (the stream must be complete; output beyond [`MAX_INFLATED`] gives no usage, where Python
+//! has no bound); a compressed body beyond 4 MiB gives none (Python reads the tail only of
+//! identity bodies).
 //!
 //! The body is read by the Python-compatible reader of [`crate::sniff`] (NaN and Infinity
 //! accepted, as `json.loads` does; nesting beyond [`crate::sniff::MAX_DEPTH`] gives no usage).
@@ -10,10 +14,14 @@
 
 use serde_json::Value;
 
+use crate::headers::py_strip;
+use crate::inflate::{inflate, Coding};
 use crate::sniff::{Mode, Parser, Top};
 
 pub const MAX_JSON: usize = 4 * 1024 * 1024;
 pub const TAIL: usize = 64 * 1024;
+/// the most a compressed copy is decompressed to (Python has no bound; beyond it, no usage)
+pub const MAX_INFLATED: usize = 64 * 1024 * 1024;
 
 const USAGE_KEY: &[u8] = b"\"usage\"";
 const MODE: Mode = Mode { dup_model: false, allow_nan: true };
@@ -23,11 +31,19 @@ pub struct UsageCopy {
     /// the whole body while it is at most MAX_JSON bytes, then its last TAIL bytes
     copy: Vec<u8>,
     size: u64,
+    coding: Coding,
 }
 
 impl UsageCopy {
     pub fn new() -> UsageCopy {
-        UsageCopy { copy: Vec::new(), size: 0 }
+        UsageCopy { copy: Vec::new(), size: 0, coding: Coding::Identity }
+    }
+
+    /// For a response with this `content-encoding` (the last such header's value, raw):
+    /// gzip and deflate bodies are decompressed at the end (the copy only), as `UsageTap`.
+    pub fn with_encoding(encoding: &[u8]) -> UsageCopy {
+        let coding = Coding::of(&py_strip(encoding).to_ascii_lowercase());
+        UsageCopy { copy: Vec::new(), size: 0, coding }
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
@@ -49,10 +65,26 @@ impl UsageCopy {
 
     /// The top-level `usage` value, re-serialised, when it is a JSON object.
     pub fn finish(self) -> Option<String> {
+        if self.copy.is_empty() {
+            return None;
+        }
         let usage = if self.size <= MAX_JSON as u64 {
-            usage_of_body(&self.copy)
-        } else {
+            match self.coding {
+                Coding::Identity => usage_of_body(&self.copy),
+                Coding::Other => None, // br, zstd: settle on the estimate
+                c => {
+                    // `zlib.decompress`: the stream must end (trailer checked)
+                    let out = inflate(c, &self.copy, MAX_INFLATED).ok()?;
+                    if !out.ended {
+                        return None;
+                    }
+                    usage_of_body(&out.data)
+                }
+            }
+        } else if self.coding == Coding::Identity {
             usage_of_tail(&self.copy)
+        } else {
+            None
         }?;
         match usage {
             Value::Object(_) => serde_json::to_string(&usage).ok(),
@@ -175,6 +207,33 @@ mod tests {
         c.feed(&filler);
         c.feed(b"\"usage\": {\"b\": 2} \"usage\"usage\" x");
         assert_eq!(c.finish().as_deref(), Some(r#"{"b":2}"#));
+    }
+
+    #[test]
+    fn compressed() {
+        use flate2::write::{GzEncoder, ZlibEncoder};
+        use std::io::Write;
+        let body = br#"{"id": "x", "usage": {"prompt_tokens": 3}}"#;
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(body).unwrap();
+        let gz = e.finish().unwrap();
+        let mut e = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(body).unwrap();
+        let zl = e.finish().unwrap();
+        let run = |enc: &[u8], data: &[u8]| {
+            let mut c = UsageCopy::with_encoding(enc);
+            c.feed(&data[..5]);
+            c.feed(&data[5..]);
+            c.finish()
+        };
+        let want = Some(r#"{"prompt_tokens":3}"#.to_string());
+        assert_eq!(run(b" GZIP", &gz), want);
+        assert_eq!(run(b"x-gzip", &gz), want);
+        assert_eq!(run(b"deflate", &zl), want);
+        assert_eq!(run(b"deflate", &gz), None);
+        assert_eq!(run(b"gzip", &gz[..gz.len() - 1]), None); // incomplete
+        assert_eq!(run(b"br", body), None);
+        assert_eq!(run(b"identity", body), want);
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //! | `scrub_text`                | text, known                            | text                       |
 //! | `upstream_request_headers`  | [[name, value bytes], ...]             | [[name, value bytes], ...] |
 //! | `client_response_headers`   | [[name, value bytes], ...]             | [[name, value bytes], ...] |
+//! | `readable_encodings`        | value bytes                            | value bytes                |
 //! | `scrub_error_body`          | status, headers, body bytes or null, known | [headers, body bytes]  |
 //! | `sniff_json`                | body bytes                             | {kind, model, stream}      |
-//! | `usage`                     | [chunk, ...]                           | usage JSON text or null    |
+//! | `usage`                     | [chunk, ...][, content-encoding bytes] | usage JSON text or null    |
 //!
 //! `sniff_json`'s kind is `not_json`, `not_object`, `ambiguous` or `object`. A `usage` chunk is
 //! bytes, or `{"fill": bytes, "count": n}` for `bytes * n` (big bodies without big lines).
@@ -73,12 +74,14 @@ fn header_json<K: AsRef<str>, V: AsRef<[u8]>>(headers: &[(K, V)]) -> Value {
     Value::Array(headers.iter().map(|(k, v)| json!([k.as_ref(), latin1(v.as_ref())])).collect())
 }
 
-type HeaderFilter = for<'a> fn(&[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a [u8])>;
-
-fn filter_headers(arg: &Value, f: HeaderFilter) -> Res {
+fn filter_headers(arg: &Value, request: bool) -> Res {
     let owned = header_list(arg)?;
     let borrowed: Vec<(&str, &[u8])> = owned.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-    Ok(header_json(&f(&borrowed)))
+    Ok(if request {
+        header_json(&headers::upstream_request_headers(&borrowed))
+    } else {
+        header_json(&headers::client_response_headers(&borrowed))
+    })
 }
 
 fn sniff_result(s: Sniff) -> Value {
@@ -90,8 +93,11 @@ fn sniff_result(s: Sniff) -> Value {
     }
 }
 
-fn usage_of(chunks: &Value) -> Res {
-    let mut copy = usage::UsageCopy::new();
+fn usage_of(chunks: &Value, encoding: Option<&Value>) -> Res {
+    let mut copy = match encoding {
+        None | Some(Value::Null) => usage::UsageCopy::new(),
+        Some(e) => usage::UsageCopy::with_encoding(&bytes(e)?),
+    };
     for chunk in chunks.as_array().ok_or("chunks must be a list")? {
         match chunk {
             Value::Object(fill) => {
@@ -128,8 +134,9 @@ fn call(name: &str, args: &[Value]) -> Res {
         "redact" => Ok(Value::String(errors::redact(&text(arg(0)?)?, &strings(Some(arg(1)?))?))),
         "redacted_form" => Ok(Value::String(errors::redacted_form(&text(arg(0)?)?))),
         "scrub_text" => Ok(Value::String(scrub::scrub_text(&text(arg(0)?)?, &strings(Some(arg(1)?))?))),
-        "upstream_request_headers" => filter_headers(arg(0)?, headers::upstream_request_headers),
-        "client_response_headers" => filter_headers(arg(0)?, headers::client_response_headers),
+        "upstream_request_headers" => filter_headers(arg(0)?, true),
+        "client_response_headers" => filter_headers(arg(0)?, false),
+        "readable_encodings" => Ok(latin1(&headers::readable_encodings(&bytes(arg(0)?)?))),
         "scrub_error_body" => {
             let body = match arg(2)? {
                 Value::Null => None,
@@ -140,7 +147,7 @@ fn call(name: &str, args: &[Value]) -> Res {
             Ok(json!([header_json(&h), latin1(&b)]))
         }
         "sniff_json" => Ok(sniff_result(sniff::sniff_json(&bytes(arg(0)?)?))),
-        "usage" => usage_of(arg(0)?),
+        "usage" => usage_of(arg(0)?, args.get(1)),
         _ => Err(format!("unknown fn {name:?}")),
     }
 }

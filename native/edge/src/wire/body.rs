@@ -110,6 +110,52 @@ impl EdgeBody {
     }
 }
 
+/// How long a response the client dropped unfinished waits for the upstream's end that may
+/// already be in flight (a client that closes right after the last SSE event, before the
+/// edge has read the upstream's terminating chunk: the upstream did finish).
+const SETTLE_GRACE: Duration = Duration::from_millis(20);
+
+impl Drop for EdgeBody {
+    fn drop(&mut self) {
+        let unfinished = self.guard.as_ref().is_some_and(|g| !g.completed && g.record.is_some());
+        if !unfinished {
+            return;
+        }
+        let Inner::Stream { body, .. } = &mut self.inner else { return };
+        if body.is_end_stream() || self.failure.is_some() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let mut body = std::mem::take(body);
+        let mut guard = self.guard.take().expect("checked above");
+        if let Some(lease) = guard.lease.take() {
+            guard.global.limiter.release(lease); // the client is gone: its slot is free now
+        }
+        let mut usage = self.usage.take();
+        handle.spawn(async move {
+            let ended = tokio::time::timeout(SETTLE_GRACE, async {
+                loop {
+                    match body.data().await {
+                        Some(Ok(c)) if c.is_empty() => continue,
+                        Some(_) => return false, // more than the client got, or broken
+                        None => return true,
+                    }
+                }
+            })
+            .await
+            .unwrap_or(false);
+            if ended {
+                guard.completed = true;
+                if let Some(u) = usage.take() {
+                    guard.usage = u.finish();
+                }
+            }
+            drop(body);
+            drop(guard);
+        });
+    }
+}
+
 #[derive(Debug)]
 struct Stalled;
 

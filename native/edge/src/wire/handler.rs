@@ -416,14 +416,13 @@ async fn forward(
     {
         let client_headers: Vec<(&str, &[u8])> = parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
         for (name, value) in kgpolicy::headers::upstream_request_headers(&client_headers) {
-            builder = builder.header(name, value);
+            builder = builder.header(name, &value[..]);
         }
     }
     builder = builder.header("host", route.host_header.as_str());
     for (name, value) in &route.auth {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    builder = builder.header("accept-encoding", "identity");
     let failed = Arc::new(BodyFailure::default());
     let (body, replay) = match req_body {
         ReqBody::Empty => (Body::empty(), Some(Bytes::new())),
@@ -511,7 +510,10 @@ async fn forward(
     }
     let pairs: Vec<(&str, &[u8])> = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
     let json = media_type_is(&head.headers, JSON);
-    let usage = json.then(kgpolicy::usage::UsageCopy::new);
+    let usage = json.then(|| match head.headers.get_all("content-encoding").iter().last() {
+        Some(enc) => kgpolicy::usage::UsageCopy::with_encoding(enc.as_bytes()),
+        None => kgpolicy::usage::UsageCopy::new(),
+    });
     let mut resp = Response::new(EdgeBody::stream(rbody, upstream_timeout, usage, guard));
     *resp.status_mut() = head.status;
     append_headers(resp.headers_mut(), &kgpolicy::headers::client_response_headers(&pairs));
