@@ -5,7 +5,8 @@ Python code they port, through the ``probe_audit`` binary.
   RecordIntake` (which builds the :class:`~keyguard.gateway.audit.RequestRecord`), then
   :func:`~keyguard.gateway.server.audit_row` and the real :class:`~keyguard.vault.audit.
   UniformAppender` (redaction with the registry holding exactly the edge's ``known`` secrets,
-  :class:`~keyguard.domain.audit.UniformEncoder`): the probe must give the same three strings, or
+  :class:`~keyguard.domain.audit.UniformEncoder`): the probe must give the same seven strings
+  (content, time, details and the stored actor, subject, source, outcome columns), or
   ``None`` (never for an ordinary record).
 * ``PriceTable.from_json`` / ``cost_nano`` and ``usage_from_response`` against
   :mod:`keyguard.domain.pricing`. The deliberate differences (``pricing.rs`` docs): the edge
@@ -115,13 +116,16 @@ class _Log:
 
     def __init__(self) -> None:
         self.encoded: list[tuple[bytes, str, str]] = []
+        self.columns: list[tuple[str, str, str, str]] = []
 
     def _write(self, items: Sequence[tuple[Any, ...]], encode: Callable[..., Any]) -> list[Any]:
         self.encoded.extend(encode(*item) for item in items)
+        # (time, action, actor, subject, source, outcome, values): the stored text columns
+        self.columns.extend(tuple(item[2:6]) for item in items)
         return list(items)
 
 
-def python_render(rec: dict[str, Any], known: Sequence[str]) -> tuple[str, str, str]:
+def python_render(rec: dict[str, Any], known: Sequence[str]) -> tuple[str, ...]:
     """The record line through RecordIntake, audit_row and UniformAppender, as the core does."""
     items: list[object] = []
     intake = RecordIntake(items.append)
@@ -135,7 +139,7 @@ def python_render(rec: dict[str, Any], known: Sequence[str]) -> tuple[str, str, 
         appender.append([audit_row(record)])
     assert len(log.encoded) == 1
     content, when_iso, details = log.encoded[0]
-    return content.decode("ascii"), when_iso, details
+    return (content.decode("ascii"), when_iso, details, *log.columns[0])
 
 
 # -- generated records -----------------------------------------------------------------------------
@@ -307,10 +311,13 @@ def test_secrets_in_fields_are_redacted(probe: Probe) -> None:
         "client_ip": upstream_key,
     }
     known = [upstream_key, plain_secret]
-    content, when, details = probe.call("render", rec, known)
-    assert (content, when, details) == python_render(rec, known)
+    row = probe.call("render", rec, known)
+    assert tuple(row) == python_render(rec, known)
+    content, when, details, actor, subject, source, outcome = row
     for secret in (upstream_key, vk, plain_secret):
         assert secret not in content
+        assert all(secret not in text for text in (actor, subject, source))
+    assert (actor, outcome) == ("key:abcdefghijkl", "ok") and "\u2026" in source
     assert content.isascii() and "\\u2026" in details
     assert when == "2026-01-01T00:00:00.123456+00:00"
 
@@ -318,10 +325,10 @@ def test_secrets_in_fields_are_redacted(probe: Probe) -> None:
 def test_times_without_fraction_and_isoformat(probe: Probe) -> None:
     for t in (0, now_us, now_us + 1, now_us + 999_999, 2**53 - 1, 951_825_600_500_000):
         rec = {**ordinary([]), "t": t}
-        _, when, _ = probe.call("render", rec, [])
+        _, when, *_ = probe.call("render", rec, [])
         assert when == datetime.fromisoformat(when).isoformat()
         assert check_render(probe, [], rec)
-    _, when, _ = probe.call("render", {**ordinary([]), "t": now_us}, [])
+    _, when, *_ = probe.call("render", {**ordinary([]), "t": now_us}, [])
     assert when == "2026-01-01T00:00:00+00:00"
 
 

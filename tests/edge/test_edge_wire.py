@@ -158,6 +158,53 @@ def test_sdk_sync_and_async_served_natively(
     upstream.assert_clean()  # the upstream saw the real key and never the virtual one
 
 
+def test_records_carry_the_rendered_audit_row_and_priced_usage(
+    start: Start, core: FakeCore, upstream: FakeOpenAI, real_key: str
+) -> None:
+    """The supervisor only chains and counts: each record holds its audit row as the
+    supervisor's UniformAppender would store it (under the routes' upstream keys) and, when
+    the answer reported usage, its tokens and cost from the configured price table."""
+    from edge.test_audit_parity import PRICES_JSON, python_render
+
+    from keyguard.domain.pricing import PriceTable, usage_from_response
+
+    prices_text = PRICES_JSON.read_text()
+    table = PriceTable.from_mapping(json.loads(prices_text))
+    key = make_key()
+    edge = start([key], [default_route(upstream, real_key)], prices_json=prices_text)
+    assert post(edge, "/v1/chat/completions", key.token, CHAT).status_code == 200
+    assert httpx.get(
+        edge.url + "/v1/models", headers={"authorization": f"Bearer {key.token}"}
+    ).status_code == 200
+    assert core.empty()
+    recs = edge.records(2)
+    names = ("t", "key_id", "client_ip", "method", "path", "model", "status", "latency_ms")
+    for rec in recs:
+        fields = {n: rec[n] for n in names} | {"upstream": rec["upstream"], "version": rec["version"]}
+        assert tuple(rec["audit"]) == python_render(fields, [real_key])
+    chat = next(r for r in recs if r["path"] == "/v1/chat/completions")
+    usage = usage_from_response(json.loads(chat["usage"]))
+    assert usage is not None
+    assert chat["tokens"] == usage.total
+    assert chat["cost_nano"] == table.cost_nano(
+        chat["model"], usage.input_tokens, usage.output_tokens, usage.cached_tokens
+    )
+    listing = next(r for r in recs if r["path"] == "/v1/models")
+    assert "tokens" not in listing and "cost_nano" not in listing  # no usage: estimated
+
+
+def test_an_unloadable_price_table_prices_nothing(
+    start: Start, upstream: FakeOpenAI, real_key: str
+) -> None:
+    key = make_key()
+    edge = start([key], [default_route(upstream, real_key)], prices_json="{not json")
+    assert post(edge, "/v1/chat/completions", key.token, CHAT).status_code == 200
+    (rec,) = edge.records(1)
+    assert rec["usage"] and "tokens" not in rec and "cost_nano" not in rec
+    assert len(rec["audit"]) == 7
+    edge.wait_log("price table does not load")
+
+
 def test_sse_stream_from_unrestricted_key_is_streamed_natively(
     start: Start, core: FakeCore, upstream: FakeOpenAI, real_key: str
 ) -> None:

@@ -61,6 +61,14 @@ const MAX_TIME_US: i64 = 1 << 53;
 /// cannot be guaranteed (the supervisor then renders the record itself). `known`: secrets to
 /// redact by value (the routes' upstream keys).
 pub fn render_request(rec: &RequestAudit<'_>, known: &[String]) -> Option<(String, String, String)> {
+    let [content, when, det, ..] = render_row(rec, known)?;
+    Some((content, when, det))
+}
+
+/// The whole row as `UniformAppender` stores it: `[content, time ISO, details JSON, actor,
+/// subject, source, outcome]`, the four texts redacted as `UniformAppender.append` redacts
+/// them (what [`render_request`]'s content holds), or `None` where `render_request` is `None`.
+pub fn render_row(rec: &RequestAudit<'_>, known: &[String]) -> Option<[String; 7]> {
     if !rec.latency_ms.is_finite() {
         return None;
     }
@@ -131,7 +139,15 @@ pub fn render_request(rec: &RequestAudit<'_>, known: &[String]) -> Option<(Strin
     py_json_string(&mut out, &when);
     out.extend_from_slice(b",\"v\":1}");
     // ensure_ascii: both are ASCII
-    Some((String::from_utf8(out).ok()?, when, String::from_utf8(det).ok()?))
+    Some([
+        String::from_utf8(out).ok()?,
+        when,
+        String::from_utf8(det).ok()?,
+        actor,
+        subject,
+        source,
+        outcome.to_string(),
+    ])
 }
 
 /// The known values redaction acts on (at least `MIN_VALUE_LENGTH` characters), for a quick

@@ -50,6 +50,11 @@ pub struct Config {
     pub throttle_burst: u32,
     pub throttle_rate: f64,
     pub shutdown_grace: f64,
+    /// the effective price table as JSON text (`keyguard/data/prices.json`'s shape, merged):
+    /// the edge prices reported usage with it (`tokens`, `cost_nano`). None, or a table that
+    /// does not load (logged): nothing is priced, the supervisor prices.
+    #[serde(default)]
+    pub prices_json: Option<String>,
 }
 
 /// A snapshot of what the edge may serve by itself. Replaces the previous one whole.
@@ -142,4 +147,17 @@ pub struct Record {
     pub body: Option<String>,
     /// the request body's size in bytes
     pub body_size: u64,
+    /// the `gateway.request` audit row exactly as the supervisor's `UniformAppender` would
+    /// store it: `[content, time ISO, details JSON, actor, subject, source, outcome]` (texts
+    /// redacted as it redacts them, under the routes' upstream keys); absent where the edge
+    /// cannot be sure of parity (the supervisor renders the record from the fields above)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<[String; 7]>,
+    /// the reported usage, priced (`settle_figures` with usage): total tokens and nano-USD;
+    /// both absent when the answer reported no usage or no price table is loaded (the
+    /// supervisor then settles from `usage`/`body` as before)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_nano: Option<u64>,
 }

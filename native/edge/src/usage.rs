@@ -65,6 +65,11 @@ impl UsageCopy {
 
     /// The top-level `usage` value, re-serialised, when it is a JSON object.
     pub fn finish(self) -> Option<String> {
+        self.finish_value().and_then(|v| serde_json::to_string(&v).ok())
+    }
+
+    /// The top-level `usage` value when it is a JSON object.
+    pub fn finish_value(self) -> Option<Value> {
         if self.copy.is_empty() {
             return None;
         }
@@ -87,7 +92,7 @@ impl UsageCopy {
             None
         }?;
         match usage {
-            Value::Object(_) => serde_json::to_string(&usage).ok(),
+            Value::Object(_) => Some(usage),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@
 //!
 //! | fn       | args                                          | result                                  |
 //! |----------|-----------------------------------------------|-----------------------------------------|
-//! | `render` | record, known                                 | [content, time ISO, details] or null    |
+//! | `render` | record, known                                 | [content, time ISO, details, actor, subject, source, outcome] or null |
 //! | `prices` | table, [[model or null, in, out, cached], ...] | {"costs": [n, ...]} or {"err": text}    |
 //! | `usage`  | usage JSON text                               | [input, output, cached, total] or null  |
 //! | `bench`  | record, known, n                              | nanoseconds per render (n renders)      |
@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use kgpolicy::audit::{render_request, RequestAudit};
+use kgpolicy::audit::{render_request, render_row, RequestAudit};
 use kgpolicy::pricing::{usage_from_response, PriceTable};
 
 type Res = Result<Value, String>;
@@ -84,8 +84,14 @@ fn strings(v: &Value) -> Result<Vec<String>, String> {
 fn render(args: &[Value]) -> Res {
     let rec = record(arg(args, 0)?)?;
     let known = strings(arg(args, 1)?)?;
-    Ok(match render_request(&rec, &known) {
-        Some((content, when, det)) => json!([content, when, det]),
+    let row = render_row(&rec, &known);
+    // the short form must agree with the row
+    let short = render_request(&rec, &known);
+    if short.as_ref().map(|(c, w, d)| [c, w, d]) != row.as_ref().map(|r| [&r[0], &r[1], &r[2]]) {
+        return Err("render_request and render_row disagree".to_string());
+    }
+    Ok(match row {
+        Some(row) => json!(row),
         None => Value::Null,
     })
 }

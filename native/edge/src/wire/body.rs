@@ -7,7 +7,9 @@ use super::Global;
 use bytes::Bytes;
 use hyper::body::HttpBody;
 use hyper::{Body, HeaderMap};
+use kgpolicy::audit::{render_row, RequestAudit};
 use kgpolicy::limits::Lease;
+use kgpolicy::pricing::usage_from_response;
 use kgpolicy::protocol::Record;
 use kgpolicy::usage::UsageCopy;
 use std::pin::Pin;
@@ -29,7 +31,10 @@ pub struct Guard {
     pub request_json: Option<Bytes>,
     pub conn: Option<Arc<ConnShared>>,
     pub completed: bool,
-    pub usage: Option<String>,
+    /// the response's top-level `usage` object
+    pub usage: Option<serde_json::Value>,
+    /// the secrets the audit row is redacted under (`Compiled::audit_known`)
+    pub audit_known: Option<Arc<Vec<String>>>,
 }
 
 impl Guard {
@@ -43,6 +48,7 @@ impl Guard {
             conn: Some(conn),
             completed: false,
             usage: None,
+            audit_known: None,
         }
     }
 }
@@ -60,13 +66,38 @@ impl Drop for Guard {
                 rec.abandoned = true;
             }
             rec.completed = rec.completed || (self.completed && rec.upstream_status > 0);
-            rec.usage = self.usage.take();
+            if let Some(usage) = self.usage.take() {
+                // `settle_figures`: reported usage -> its total, priced for the model
+                if let (Some(prices), Some(u)) = (&self.global.prices, usage_from_response(&usage)) {
+                    let model = rec.model.as_deref().filter(|m| !m.is_empty());
+                    rec.tokens = Some(u.total);
+                    rec.cost_nano = Some(prices.cost_nano(model, u.input, u.output, u.cached));
+                }
+                rec.usage = serde_json::to_string(&usage).ok();
+            }
             let wants_body =
                 rec.abandoned || ((1..400).contains(&rec.upstream_status) && rec.usage.is_none());
             if wants_body {
                 if let Some(json) = &self.request_json {
                     rec.body = Some(String::from_utf8_lossy(json).into_owned());
                 }
+            }
+            if let Some(known) = &self.audit_known {
+                rec.audit = render_row(
+                    &RequestAudit {
+                        time_us: rec.t,
+                        key_id: rec.key_id.as_deref(),
+                        client_ip: &rec.client_ip,
+                        method: &rec.method,
+                        path: &rec.path,
+                        model: rec.model.as_deref(),
+                        status: rec.status,
+                        latency_ms: rec.latency_ms,
+                        upstream: rec.upstream.as_deref(),
+                        version: rec.version,
+                    },
+                    known,
+                );
             }
             self.global.out.record(&rec);
         }
@@ -85,26 +116,28 @@ pub struct EdgeBody {
     inner: Inner,
     /// an error held back for one turn, so that hyper flushes what it has (the head) first
     failure: Option<BoxError>,
+    /// the upstream body broke or stalled: the response is cut, never completed
+    broken: bool,
     usage: Option<UsageCopy>,
     guard: Option<Guard>,
 }
 
 impl EdgeBody {
     pub fn full(data: impl Into<Bytes>, guard: Guard) -> EdgeBody {
-        EdgeBody { inner: Inner::Full(Some(data.into())), failure: None, usage: None, guard: Some(guard) }
+        EdgeBody { inner: Inner::Full(Some(data.into())), failure: None, broken: false, usage: None, guard: Some(guard) }
     }
 
     /// A streamed body; `stall`: longest pause between chunks (then the response is cut).
     pub fn stream(body: Body, stall: Duration, usage: Option<UsageCopy>, guard: Guard) -> EdgeBody {
         let sleep = Box::pin(tokio::time::sleep(stall));
-        EdgeBody { inner: Inner::Stream { body, stall, sleep }, failure: None, usage, guard: Some(guard) }
+        EdgeBody { inner: Inner::Stream { body, stall, sleep }, failure: None, broken: false, usage, guard: Some(guard) }
     }
 
     fn finished(&mut self) {
         if let Some(g) = self.guard.as_mut() {
             g.completed = true;
             if let Some(u) = self.usage.take() {
-                g.usage = u.finish();
+                g.usage = u.finish_value();
             }
         }
     }
@@ -122,7 +155,7 @@ impl Drop for EdgeBody {
             return;
         }
         let Inner::Stream { body, .. } = &mut self.inner else { return };
-        if body.is_end_stream() || self.failure.is_some() {
+        if body.is_end_stream() || self.broken {
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
@@ -147,7 +180,7 @@ impl Drop for EdgeBody {
             if ended {
                 guard.completed = true;
                 if let Some(u) = usage.take() {
-                    guard.usage = u.finish();
+                    guard.usage = u.finish_value();
                 }
             }
             drop(body);
@@ -213,6 +246,7 @@ impl HttpBody for EdgeBody {
             },
         };
         // cut after one more turn: hyper then flushes the head and chunks it holds
+        me.broken = true;
         me.failure = Some(failed);
         cx.waker().wake_by_ref();
         Poll::Pending

@@ -241,7 +241,11 @@ async fn pipeline(g: &Arc<Global>, clients: &Clients, peer: SocketAddr, mut guar
         usage: None,
         body: None,
         body_size,
+        audit: None,
+        tokens: None,
+        cost_nano: None,
     });
+    guard.audit_known = Some(state.audit_known.clone());
     guard.request_json = request_json;
     // 8: rate and concurrency limits
     if limited {

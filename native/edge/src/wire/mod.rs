@@ -13,6 +13,7 @@ mod state;
 
 use kgpolicy::ip::ClientIpResolver;
 use kgpolicy::limits::RateLimiter;
+use kgpolicy::pricing::PriceTable;
 use kgpolicy::protocol::{Config, State};
 use kgpolicy::throttle::FailedAuthThrottle;
 use openssl::ssl::SslConnector;
@@ -33,6 +34,8 @@ pub struct Global {
     /// requests between the service call and the end of their response
     pub inflight: AtomicUsize,
     pub upstream_tls: Arc<SslConnector>,
+    /// the price table (`Config.prices_json`): None prices nothing
+    pub prices: Option<PriceTable>,
     base: Instant,
 }
 
@@ -96,6 +99,14 @@ pub fn run() -> i32 {
         Err(e) => return fail(&e),
     };
     let port = listeners[0].local_addr().map(|a| a.port()).unwrap_or(0);
+    let prices = match cfg.prices_json.as_deref().map(PriceTable::from_json_text) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            eprintln!("keyguard-edge: the price table does not load ({e}): usage is priced by the supervisor");
+            None
+        }
+    };
     let out: &'static Out = Box::leak(Box::new(Out::new()));
     let global = Arc::new(Global {
         throttle: FailedAuthThrottle::new(cfg.throttle_burst, cfg.throttle_rate),
@@ -106,6 +117,7 @@ pub fn run() -> i32 {
         out,
         inflight: AtomicUsize::new(0),
         upstream_tls,
+        prices,
         base: Instant::now(),
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -20,6 +20,9 @@ pub struct Compiled {
     pub routes: HashMap<String, Arc<Route>>,
     /// every upstream secret the routes carry (for error-body redaction)
     pub known: Arc<Vec<String>>,
+    /// the routes' upstream keys (the bearer secrets), as the supervisor's redaction registry
+    /// holds them: the audit rows are redacted under these
+    pub audit_known: Arc<Vec<String>>,
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -62,9 +65,17 @@ pub fn compile(state: State) -> Result<Compiled, String> {
         keys.insert(entry.id.clone(), CKey { entry, digests, policy });
     }
     let mut known = Vec::new();
+    let mut audit_known: Vec<String> = Vec::new();
     let mut routes = HashMap::with_capacity(state.routes.len());
     for route in state.routes {
-        for (_, value) in &route.auth {
+        for (name, value) in &route.auth {
+            if name.eq_ignore_ascii_case("authorization") {
+                if let Some(secret) = value.strip_prefix("Bearer ") {
+                    if !secret.is_empty() && !audit_known.iter().any(|k| k == secret) {
+                        audit_known.push(secret.to_string());
+                    }
+                }
+            }
             known.push(value.clone());
             for prefix in ["Bearer ", "bearer "] {
                 if let Some(rest) = value.strip_prefix(prefix) {
@@ -81,6 +92,7 @@ pub fn compile(state: State) -> Result<Compiled, String> {
         keys,
         routes,
         known: Arc::new(known),
+        audit_known: Arc::new(audit_known),
     })
 }
 
