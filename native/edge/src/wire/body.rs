@@ -35,6 +35,8 @@ pub struct Guard {
     pub usage: Option<serde_json::Value>,
     /// the secrets the audit row is redacted under (`Compiled::audit_known`)
     pub audit_known: Option<Arc<Vec<String>>>,
+    /// a dedicated core connection, ended with the response
+    pub hold: Option<super::expect::Done>,
 }
 
 impl Guard {
@@ -49,6 +51,7 @@ impl Guard {
             completed: false,
             usage: None,
             audit_known: None,
+            hold: None,
         }
     }
 }

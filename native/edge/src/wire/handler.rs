@@ -601,7 +601,34 @@ async fn to_core(
         parts.headers.insert(EDGE_ADMITTED, HeaderValue::from_static("1"));
     }
     let failed = Arc::new(BodyFailure::default());
+    let expects = parts.headers.get("expect").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let body = match body {
+        CoreBody::Orig(b) if expects && !b.is_end_stream() => {
+            // the core decides whether the client sends its body (see expect.rs)
+            let (timeout, f) = (secs(g.cfg.body_timeout), failed.clone());
+            let mut parts = parts;
+            // a connection of its own: the request target in origin form
+            parts.uri = parts.uri.path_and_query().and_then(|p| p.as_str().parse().ok()).unwrap_or_else(|| Uri::from_static("/"));
+            let req = Request::from_parts(parts, ());
+            let wrap = move |b: Body| timed_body(b, timeout, u64::MAX, f);
+            return match super::expect::request(&g.cfg.core_socket, req, b, wrap).await {
+                Ok((resp, done)) => {
+                    guard.hold = Some(done);
+                    let (head, body) = resp.into_parts();
+                    Response::from_parts(head, EdgeBody::stream(body, Duration::from_secs(86400 * 365), None, guard))
+                }
+                Err(_) if failed.broken.load(Ordering::Relaxed) => {
+                    close_error(400, "malformed request body", "bad_request", guard)
+                }
+                Err(_) if failed.timeout.load(Ordering::Relaxed) => {
+                    close_error(408, "request body not received in time", "timeout", guard)
+                }
+                Err(_) => {
+                    eprintln!("keyguard-edge: the core did not answer: 502");
+                    error_response(502, "the gateway core is not reachable", "core_unavailable", guard)
+                }
+            };
+        }
         CoreBody::Orig(b) if b.is_end_stream() => b,
         CoreBody::Orig(b) => timed_body(b, secs(g.cfg.body_timeout), u64::MAX, failed.clone()),
         CoreBody::Bytes(b) => Body::from(b),

@@ -4,6 +4,7 @@
 //! each), the control thread (this one: stdin), the record flusher.
 
 mod body;
+mod expect;
 mod handler;
 mod net;
 mod records;
