@@ -45,17 +45,40 @@ pub fn py_strip(v: &[u8]) -> &[u8] {
     &v[start..end.max(start)]
 }
 
-/// `_connection_named`: the tokens of every `connection` header, stripped and lower-cased.
-fn connection_named(headers: &[(&str, &[u8])]) -> Vec<Vec<u8>> {
+/// `_connection_named`: the tokens of every `connection` header value, stripped and
+/// lower-cased.
+fn connection_named<'v>(values: impl Iterator<Item = &'v [u8]>) -> Vec<Vec<u8>> {
     let mut named = Vec::new();
-    for (k, v) in headers {
-        if *k == "connection" {
-            for token in v.split(|b| *b == b',') {
-                named.push(py_strip(token).to_ascii_lowercase());
-            }
+    for v in values {
+        for token in v.split(|b| *b == b',') {
+            named.push(py_strip(token).to_ascii_lowercase());
         }
     }
     named
+}
+
+/// Which headers go on: [`upstream_request_headers`] and [`client_response_headers`] as a
+/// test per name, for callers that keep their own header map (no copies).
+pub struct Filter {
+    named: Vec<Vec<u8>>,
+    drop: &'static [&'static str],
+}
+
+impl Filter {
+    /// For a client request whose `connection` header values are `connection`.
+    pub fn request<'v>(connection: impl Iterator<Item = &'v [u8]>) -> Filter {
+        Filter { named: connection_named(connection), drop: &CLIENT_DROP }
+    }
+
+    /// For an upstream response whose `connection` header values are `connection`.
+    pub fn response<'v>(connection: impl Iterator<Item = &'v [u8]>) -> Filter {
+        Filter { named: connection_named(connection), drop: &RESPONSE_DROP }
+    }
+
+    /// Whether a header of this (lower-case) name is kept.
+    pub fn keeps(&self, name: &str) -> bool {
+        !HOP_BY_HOP.contains(&name) && !self.drop.contains(&name) && !self.named.iter().any(|n| n == name.as_bytes())
+    }
 }
 
 /// `readable_encodings`: the client's `Accept-Encoding` cut to the codings keyguard can read
@@ -91,15 +114,10 @@ pub fn readable_encodings(value: &[u8]) -> Vec<u8> {
     kept.join(&b", "[..])
 }
 
-fn filter<'a>(headers: &[(&'a str, &'a [u8])], drop: &[&str]) -> Vec<(&'a str, &'a [u8])> {
-    let named = connection_named(headers);
-    headers
-        .iter()
-        .filter(|(k, _)| {
-            !HOP_BY_HOP.contains(k) && !drop.contains(k) && !named.iter().any(|n| n == k.as_bytes())
-        })
-        .copied()
-        .collect()
+fn filter<'a>(headers: &[(&'a str, &'a [u8])], drop: &'static [&'static str]) -> Vec<(&'a str, &'a [u8])> {
+    let connection = headers.iter().filter(|(k, _)| *k == "connection").map(|(_, v)| *v);
+    let f = Filter { named: connection_named(connection), drop };
+    headers.iter().filter(|(k, _)| f.keeps(k)).copied().collect()
 }
 
 /// `request_head` minus the framing: the client headers (name, value) to send upstream, in

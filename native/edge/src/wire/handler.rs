@@ -12,6 +12,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Body, Method, Request, Response, StatusCode, Uri, Version};
 use kgpolicy::errors::error_body;
+use kgpolicy::headers::Filter;
 use kgpolicy::protocol::{Record, Route};
 use kgpolicy::sniff::Sniff;
 use std::convert::Infallible;
@@ -417,10 +418,21 @@ async fn forward(
         Err(_) => return to_core(g, clients, peer, guard, parts, body_for_core(req_body), false).await,
     };
     let mut builder = Request::builder().method(parts.method.clone()).uri(uri).version(Version::HTTP_11);
-    {
-        let client_headers: Vec<(&str, &[u8])> = parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-        for (name, value) in kgpolicy::headers::upstream_request_headers(&client_headers) {
-            builder = builder.header(name, &value[..]);
+    if let Some(map) = builder.headers_mut() {
+        // `upstream_request_headers` on hyper's own map: names and values shared, not copied
+        let filter = Filter::request(parts.headers.get_all("connection").iter().map(HeaderValue::as_bytes));
+        map.reserve(parts.headers.len() + 4);
+        for (name, value) in parts.headers.iter() {
+            if !filter.keeps(name.as_str()) {
+                continue;
+            }
+            if name == hyper::header::ACCEPT_ENCODING {
+                if let Ok(v) = HeaderValue::from_bytes(&kgpolicy::headers::readable_encodings(value.as_bytes())) {
+                    map.append(name.clone(), v);
+                }
+            } else {
+                map.append(name.clone(), value.clone());
+            }
         }
     }
     builder = builder.header("host", route.host_header.as_str());
@@ -512,7 +524,6 @@ async fn forward(
         append_headers(resp.headers_mut(), &kgpolicy::headers::client_response_headers(&pairs));
         return resp;
     }
-    let pairs: Vec<(&str, &[u8])> = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
     let json = media_type_is(&head.headers, JSON);
     let usage = json.then(|| match head.headers.get_all("content-encoding").iter().last() {
         Some(enc) => kgpolicy::usage::UsageCopy::with_encoding(enc.as_bytes()),
@@ -520,7 +531,15 @@ async fn forward(
     });
     let mut resp = Response::new(EdgeBody::stream(rbody, upstream_timeout, usage, guard));
     *resp.status_mut() = head.status;
-    append_headers(resp.headers_mut(), &kgpolicy::headers::client_response_headers(&pairs));
+    // `client_response_headers` on hyper's own map: names and values shared, not copied
+    let filter = Filter::response(head.headers.get_all("connection").iter().map(HeaderValue::as_bytes));
+    let out = resp.headers_mut();
+    out.reserve(head.headers.len());
+    for (name, value) in head.headers.iter() {
+        if filter.keeps(name.as_str()) {
+            out.append(name.clone(), value.clone());
+        }
+    }
     resp
 }
 
