@@ -23,13 +23,14 @@ impl Out {
     }
 
     pub fn record(&self, rec: &Record) {
-        let mut line = match serde_json::to_vec(rec) {
-            Ok(l) => l,
-            Err(_) => return,
-        };
-        line.push(b'\n');
+        // serialised straight into the shared buffer (no line of its own to copy)
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        buf.extend_from_slice(&line);
+        let start = buf.len();
+        if serde_json::to_writer(&mut *buf, rec).is_ok() {
+            buf.push(b'\n');
+        } else {
+            buf.truncate(start);
+        }
     }
 
     pub fn flush(&self) {
