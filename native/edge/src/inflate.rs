@@ -43,6 +43,7 @@ pub struct Inflated {
 
 /// Err: what `zlib.error` is raised for (a bad header, corrupt data, a failed check).
 /// `limit`: the most output produced (`decompressobj().decompress(body, limit)`).
+#[allow(clippy::result_unit_err)] // zlib.error carries nothing the callers use
 pub fn inflate(coding: Coding, body: &[u8], limit: usize) -> Result<Inflated, ()> {
     match coding {
         Coding::Identity | Coding::Other => Err(()),
