@@ -107,8 +107,9 @@ def post(edge: Edge, path: str, token: str | None, body: Any = None, **kw: Any) 
     headers = dict(kw.pop("headers", {}))
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
-    return httpx.post(edge.url + path, json=body if body is not None else CHAT, headers=headers,
-                      timeout=10, **kw)
+    return httpx.post(
+        edge.url + path, json=body if body is not None else CHAT, headers=headers, timeout=10, **kw
+    )
 
 
 # ---- happy paths ------------------------------------------------------------------------------
@@ -158,6 +159,10 @@ def test_sdk_sync_and_async_served_natively(
     upstream.assert_clean()  # the upstream saw the real key and never the virtual one
 
 
+def models_request(token: str) -> bytes:
+    return f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n".encode()
+
+
 def test_records_carry_the_rendered_audit_row_and_priced_usage(
     start: Start, core: FakeCore, upstream: FakeOpenAI, real_key: str
 ) -> None:
@@ -165,7 +170,6 @@ def test_records_carry_the_rendered_audit_row_and_priced_usage(
     supervisor's UniformAppender would store it (under the routes' upstream keys) and, when
     the answer reported usage, its tokens and cost from the configured price table."""
     from edge.test_audit_parity import PRICES_JSON, python_render
-
     from keyguard.domain.pricing import PriceTable, usage_from_response
 
     prices_text = PRICES_JSON.read_text()
@@ -173,17 +177,31 @@ def test_records_carry_the_rendered_audit_row_and_priced_usage(
     key = make_key()
     edge = start([key], [default_route(upstream, real_key)], prices_json=prices_text)
     assert post(edge, "/v1/chat/completions", key.token, CHAT).status_code == 200
-    assert httpx.get(
-        edge.url + "/v1/models", headers={"authorization": f"Bearer {key.token}"}
-    ).status_code == 200
+    assert (
+        httpx.get(
+            edge.url + "/v1/models", headers={"authorization": f"Bearer {key.token}"}
+        ).status_code
+        == 200
+    )
     assert core.empty()
     recs = edge.records(2)
     names = ("t", "key_id", "client_ip", "method", "path", "model", "status", "latency_ms")
     for rec in recs:
-        fields = {n: rec[n] for n in names} | {"upstream": rec["upstream"], "version": rec["version"]}
+        fields = {n: rec[n] for n in names} | {
+            "upstream": rec["upstream"],
+            "version": rec["version"],
+        }
         assert tuple(rec["audit"]) == python_render(fields, [real_key])
     chat = next(r for r in recs if r["path"] == "/v1/chat/completions")
-    usage = usage_from_response(json.loads(chat["usage"]))
+    assert chat["tab"]  # rendered and priced: the supervisor's cheap tab-separated form
+    prompt, completion = upstream.usage_tokens
+    usage = usage_from_response(
+        {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    )
     assert usage is not None
     assert chat["tokens"] == usage.total
     assert chat["cost_nano"] == table.cost_nano(
@@ -490,7 +508,8 @@ def test_rpm_limit_answers_429_natively(
     assert core.empty()
     recs = edge.records(3)
     assert [x["status"] for x in recs] == [200, 200, 429]
-    assert recs[2]["upstream_status"] == 0 and not recs[2]["completed"]
+    # refused before the upstream: nothing to charge, so the record is the tab-separated form
+    assert recs[2]["tab"] and (recs[2]["tokens"], recs[2]["cost_nano"]) == (0, 0)
 
 
 def test_concurrency_lease_is_held_until_the_response_ends(
@@ -546,8 +565,8 @@ def test_upstream_error_bodies_are_scrubbed(start: Start, upstream: FakeOpenAI) 
     assert stale not in r.text and masked(stale) not in r.text and stale[-4:] not in r.text
     assert "error" in r.json()
     (rec,) = edge.records(1)
-    assert rec["status"] == 401 and rec["upstream_status"] == 401
-    assert rec["body"] is None  # >= 400: nothing to estimate
+    assert rec["status"] == 401
+    assert rec["tab"] and (rec["tokens"], rec["cost_nano"]) == (0, 0)  # >= 400: nothing charged
     upstream.violations.clear()
 
 
@@ -571,7 +590,7 @@ def test_unreachable_upstream_is_502_and_a_silent_one_504(
     assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
     assert time.monotonic() - t0 < 4
     recs = edge.records(2)
-    assert recs[0]["status"] == 502 and recs[0]["upstream_status"] == 0
+    assert recs[0]["status"] == 502 and (recs[0]["tokens"], recs[0]["cost_nano"]) == (0, 0)
     assert recs[1]["status"] == 504 and recs[1]["abandoned"]
     assert json.loads(recs[1]["body"]) == CHAT  # abandoned: the supervisor estimates
 
@@ -607,8 +626,7 @@ def test_a_broken_upstream_body_cuts_the_response_after_its_head(
     with srv:
         resp = raw(
             edge.port,
-            f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key.token}\r\n\r\n"
-            .encode(),
+            models_request(key.token),
         )
         t.join(5)
     assert status_of(resp) == 200  # the head went out, then the connection was cut
@@ -628,8 +646,7 @@ def test_an_upstream_stalling_mid_body_is_cut(start: Start, real_key: str) -> No
         t0 = time.monotonic()
         resp = raw(
             edge.port,
-            f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key.token}\r\n\r\n"
-            .encode(),
+            models_request(key.token),
         )
         cut_after = time.monotonic() - t0
         t.join(5)
@@ -670,10 +687,7 @@ def test_a_client_closing_right_after_the_last_event_is_a_completed_request(
     key = make_key()
     edge = start([key], [route("default", srv.getsockname()[1], real_key, scheme="http")])
     with srv, socket.create_connection(("127.0.0.1", edge.port)) as c:
-        c.sendall(
-            f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key.token}\r\n\r\n"
-            .encode()
-        )
+        c.sendall(models_request(key.token))
         got = b""
         while b"[DONE]" not in got:
             more = c.recv(65536)

@@ -291,7 +291,8 @@ def error_responses(
     if form >= 5:  # compressed (gzip or zlib), maybe cut short or followed by bytes
         plain = json.dumps({"error": {"message": text}}).encode()
         packed = gzip.compress(plain) if form == 5 else zlib.compress(plain)
-        cut = draw(st.sampled_from([len(packed), len(packed), len(packed) - 1, len(packed) - 5, 12, 3]))
+        n = len(packed)
+        cut = draw(st.sampled_from([n, n, n - 1, n - 5, 12, 3]))
         body = packed[: max(cut, 0)] + draw(st.sampled_from([b"", b"", b"xyz"]))
         if draw(st.booleans()):
             headers.append(("content-encoding", draw(st.sampled_from(ENCODINGS))))

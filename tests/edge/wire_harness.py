@@ -139,9 +139,7 @@ class _CoreHandler(BaseHTTPRequestHandler):
     def _any(self) -> None:
         body = self._read_body()
         core = self.server.core
-        core.requests.put(
-            CoreRequest(self.command, self.path, list(self.headers.items()), body)
-        )
+        core.requests.put(CoreRequest(self.command, self.path, list(self.headers.items()), body))
         payload = json.dumps({"core": True, "path": self.path}).encode()
         self.send_response(core.status)
         self.send_header("Content-Type", "application/json")
@@ -267,7 +265,11 @@ class Edge:
         """Wait for at least ``n`` records; all of them so far."""
         end = time.monotonic() + timeout
         while True:
-            recs = [json.loads(x) for x in list(self.stdout) if '"type":"r"' in x]
+            recs = [
+                parse_record(x)
+                for x in list(self.stdout)
+                if '"type":"r"' in x or x.startswith("R\t")
+            ]
             if len(recs) >= n or time.monotonic() > end:
                 return recs
             time.sleep(0.01)
@@ -322,3 +324,34 @@ def status_of(response: bytes) -> int:
 
 def body_of(response: bytes) -> bytes:
     return response.partition(b"\r\n\r\n")[2]
+
+
+def parse_record(line: str) -> dict[str, Any]:
+    """A record line as a dict: a JSON record as it is; a tab-separated one (audit row rendered,
+    usage priced: native/edge/src/wire/records.rs) with the request's fields read back from its
+    rendered row, so tests can treat both alike."""
+    if not line.startswith("R\t"):
+        return dict(json.loads(line))
+    parts = line.rstrip("\n").split("\t")
+    assert len(parts) == 13, parts
+    _, t, key_id, status, tokens, cost, content, when_iso, details, *columns = parts
+    doc = json.loads(content)
+    det = doc["details"]
+    method, _, path = doc["subject"].partition(" ")
+    return {
+        "type": "r",
+        "tab": True,
+        "t": int(t),
+        "key_id": key_id or None,
+        "status": int(status),
+        "tokens": int(tokens),
+        "cost_nano": int(cost),
+        "audit": [content, when_iso, details, *columns],
+        "client_ip": doc["source"],
+        "method": method,
+        "path": path,
+        "model": det["model"],
+        "latency_ms": det["latency_ms"],
+        "upstream": det["upstream"],
+        "version": det["upstream_version"],
+    }

@@ -78,6 +78,18 @@ impl Drop for Guard {
                 }
                 rec.usage = serde_json::to_string(&usage).ok();
             }
+            if rec.usage.is_none() {
+                // `settle_figures` without usage: the estimate only when the upstream answered
+                // (< 400, completed or < 300) or had the request when it stopped; otherwise
+                // nothing is charged, and the supervisor need not price anything
+                let s = rec.upstream_status;
+                let estimate = (s > 0 && s < 400 && (rec.completed || s < 300))
+                    || (s == 0 && rec.abandoned);
+                if !estimate {
+                    rec.tokens = Some(0);
+                    rec.cost_nano = Some(0);
+                }
+            }
             let wants_body =
                 rec.abandoned || ((1..400).contains(&rec.upstream_status) && rec.usage.is_none());
             if wants_body {

@@ -112,6 +112,9 @@ class RecordIntake:
                 log.warning("edge: could not count usage (%s)", type(exc).__name__)
 
     def intake(self, line: bytes) -> None:
+        if line.startswith(b"R\t"):
+            self._intake_rendered(line)
+            return
         try:
             rec = _decode(line.decode())
             if rec.get("type") != "r":
@@ -130,6 +133,42 @@ class RecordIntake:
         self._audit(item)
         if self._limiter is not None and key_id is not None:
             self._charge(rec, key_id, when)
+
+    def _intake_rendered(self, line: bytes) -> None:
+        """A tab-separated record: audit row rendered and usage priced by the edge
+        (``native/edge/src/wire/records.rs``)."""
+        parts = line.decode().rstrip("\n").split("\t")
+        if len(parts) != 13:
+            log.warning("edge: unreadable record (%d fields)", len(parts))
+            return
+        _, t, key_id, status, tokens, cost, content, when_iso, details, *columns = parts
+        try:
+            when = datetime.fromtimestamp(int(t) / 1e6, _UTC)
+            status_code, tokens_n, cost_n = int(status), int(tokens), int(cost)
+        except ValueError:
+            log.warning("edge: unreadable record (numbers)")
+            return
+        actor, subject, source, outcome = columns
+        self.records += 1
+        if needs_redaction(content):  # defence in depth: rendered (and redacted) here instead
+            self._audit(_from_content(content, key_id or None, when))
+        else:
+            self._audit(
+                RenderedRecord(
+                    when_iso,
+                    actor,
+                    subject,
+                    source,
+                    outcome,
+                    content.encode(),
+                    details,
+                    key_id or None,
+                    status_code,
+                    when,
+                )
+            )
+        if key_id and self._limiter is not None:
+            self._count(key_id, tokens_n, cost_n, when)
 
     @staticmethod
     def _record(
@@ -191,10 +230,17 @@ class RecordIntake:
         found = self._limits_of(key_id)
         if found is None or self._prices is None or self._limiter is None:
             return
-        _, limits = found
         tokens, cost = rec.get("tokens"), rec.get("cost_nano")
         if tokens is None or cost is None:  # no usage reported: priced here, as the core does
             tokens, cost = self._figures(rec, self._prices)
+        self._count(key_id, int(tokens), int(cost), when)
+
+    def _count(self, key_id: str, tokens: int, cost: int, when: datetime) -> None:
+        """Add one request's usage to what :meth:`flush_charges` counts."""
+        found = self._limits_of(key_id)
+        if found is None:
+            return
+        _, limits = found
         slot = (key_id, period_id(limits.period, when))
         acc = self._charges.get(slot)
         if acc is None:
@@ -236,6 +282,26 @@ class RecordIntake:
             abandoned=bool(rec.get("abandoned")),
             estimate=estimate,
         )
+
+
+def _from_content(content: str, key_id: str | None, when: datetime) -> RequestRecord:
+    """The request behind a rendered row (its canonical JSON), to be rendered again here."""
+    doc = json.loads(content)
+    det = doc["details"]
+    method, _, path = str(doc["subject"]).partition(" ")
+    return RequestRecord(
+        time=when,
+        key_id=key_id,
+        client_ip=str(doc["source"]),
+        method=method,
+        path=path,
+        model=det.get("model"),
+        status=int(det["status"]),
+        latency_ms=float(det["latency_ms"]),
+        upstream=det.get("upstream"),
+        upstream_version=det.get("upstream_version"),
+        outcome=str(doc["outcome"]),
+    )
 
 
 class EdgeAuditSink:
