@@ -64,3 +64,33 @@ def test_logging_filter_covers_args_and_tracebacks() -> None:
     joined = "\n".join(records)
     assert key not in joined
     assert "ValueError" in joined and "using sk-svcacct-…" in joined
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["plain", " ", "sk-", "kg_", "kga_", "…", "x" * 30, "SECRET"]), max_size=12
+    ),
+    st.integers(min_value=0, max_value=3),
+)
+def test_needs_redaction_agrees_with_redact(parts: list[str], keys: int) -> None:
+    """The edge supervisor's cheap check says "nothing to redact" only when redact agrees."""
+    from keyguard.domain.redaction import needs_redaction
+
+    secret = "custom-" + secrets.token_hex(8)
+    register(secret)
+    pieces = [secret if p == "SECRET" else p for p in parts]
+    pieces += [generate_openai_style_key("proj") for _ in range(keys)]
+    text = "".join(pieces)
+    assert needs_redaction(text) == (redact(text) != text)
+
+
+def test_needs_redaction_with_many_known_secrets() -> None:
+    """Past a few dozen known values the check uses the alternation regex: same answers."""
+    from keyguard.domain.redaction import needs_redaction
+
+    values = ["many-" + secrets.token_hex(8) for _ in range(40)]
+    for v in values:
+        register(v)
+    assert needs_redaction(f"a {values[17]} b")
+    assert not needs_redaction("nothing secret in here")

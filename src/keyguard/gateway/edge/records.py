@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from keyguard.domain.limits import Limits, period_id
+from keyguard.domain.limits import Limits
 from keyguard.domain.pricing import (
     DEFAULT_OUTPUT_TOKENS,
     PriceTable,
@@ -54,8 +54,11 @@ class RenderedRecord(NamedTuple):
     details: str
     key_id: str | None
     status: int
-    time: datetime
+    #: unix microseconds (turned into a datetime only for the keys' last use, once per batch)
+    time: int
 
+
+_DAY_US = 86_400_000_000
 
 EdgeAuditItem = RequestRecord | RenderedRecord
 
@@ -88,9 +91,9 @@ class RecordIntake:
         self._keys = keys
         self._default_out = default_output_tokens
         self._limits: dict[str, tuple[VirtualKey, Limits]] = {}
-        #: usage to count, summed per (key, budget period) until :meth:`flush_charges`:
-        #: [requests, tokens, nano-USD, latest time, limits]
-        self._charges: dict[tuple[str, str], list[Any]] = {}
+        #: usage to count, summed per (key, UTC day: a budget period is whole days) until
+        #: :meth:`flush_charges`: [requests, tokens, nano-USD, latest unix µs]
+        self._charges: dict[tuple[str, int], list[int]] = {}
         self.records = 0
 
     def intake_many(self, lines: Sequence[bytes]) -> None:
@@ -105,9 +108,13 @@ class RecordIntake:
         limiter = self._limiter
         if limiter is None:
             return
-        for (key_id, _), (n, tokens, cost, when, limits) in charges.items():
+        for (key_id, _), (n, tokens, cost, t_us) in charges.items():
+            found = self._limits_of(key_id)
+            if found is None:  # a key deleted since: nothing to count against
+                continue
+            when = datetime.fromtimestamp(t_us / 1e6, _UTC)
             try:
-                limiter.record(key_id, limits, tokens, cost, when, n)
+                limiter.record(key_id, found[1], tokens, cost, when, n)
             except Exception as exc:  # the counters' store is away: the records are audited
                 log.warning("edge: could not count usage (%s)", type(exc).__name__)
 
@@ -132,7 +139,7 @@ class RecordIntake:
         self.records += 1
         self._audit(item)
         if self._limiter is not None and key_id is not None:
-            self._charge(rec, key_id, when)
+            self._charge(rec, key_id, int(rec["t"]))
 
     def _intake_rendered(self, line: bytes) -> None:
         """A tab-separated record: audit row rendered and usage priced by the edge
@@ -143,14 +150,14 @@ class RecordIntake:
             return
         _, t, key_id, status, tokens, cost, content, when_iso, details, *columns = parts
         try:
-            when = datetime.fromtimestamp(int(t) / 1e6, _UTC)
-            status_code, tokens_n, cost_n = int(status), int(tokens), int(cost)
+            t_us, status_code = int(t), int(status)
         except ValueError:
             log.warning("edge: unreadable record (numbers)")
             return
         actor, subject, source, outcome = columns
         self.records += 1
         if needs_redaction(content):  # defence in depth: rendered (and redacted) here instead
+            when = datetime.fromtimestamp(t_us / 1e6, _UTC)
             self._audit(_from_content(content, key_id or None, when))
         else:
             self._audit(
@@ -164,11 +171,11 @@ class RecordIntake:
                     details,
                     key_id or None,
                     status_code,
-                    when,
+                    t_us,
                 )
             )
         if key_id and self._limiter is not None:
-            self._count(key_id, tokens_n, cost_n, when)
+            self._count(key_id, int(tokens), int(cost), t_us)
 
     @staticmethod
     def _record(
@@ -211,7 +218,7 @@ class RecordIntake:
             details,
             key_id,
             status,
-            when,
+            int(rec["t"]),
         )
 
     def _limits_of(self, key_id: str) -> tuple[VirtualKey, Limits] | None:
@@ -226,32 +233,27 @@ class RecordIntake:
             self._limits[key_id] = hit
         return hit
 
-    def _charge(self, rec: dict[str, Any], key_id: str, when: datetime) -> None:
-        found = self._limits_of(key_id)
-        if found is None or self._prices is None or self._limiter is None:
+    def _charge(self, rec: dict[str, Any], key_id: str, t_us: int) -> None:
+        if self._prices is None or self._limiter is None:
             return
         tokens, cost = rec.get("tokens"), rec.get("cost_nano")
         if tokens is None or cost is None:  # no usage reported: priced here, as the core does
             tokens, cost = self._figures(rec, self._prices)
-        self._count(key_id, int(tokens), int(cost), when)
+        self._count(key_id, int(tokens), int(cost), t_us)
 
-    def _count(self, key_id: str, tokens: int, cost: int, when: datetime) -> None:
-        """Add one request's usage to what :meth:`flush_charges` counts."""
-        found = self._limits_of(key_id)
-        if found is None:
-            return
-        _, limits = found
-        slot = (key_id, period_id(limits.period, when))
+    def _count(self, key_id: str, tokens: int, cost: int, t_us: int) -> None:
+        """Add one request's usage to what :meth:`flush_charges` counts (per key and UTC day,
+        so requests of one budget period are summed and a batch spanning midnight is not)."""
+        slot = (key_id, t_us // _DAY_US)
         acc = self._charges.get(slot)
         if acc is None:
-            self._charges[slot] = [1, int(tokens), int(cost), when, limits]
+            self._charges[slot] = [1, tokens, cost, t_us]
         else:
             acc[0] += 1
-            acc[1] += int(tokens)
-            acc[2] += int(cost)
-            if when > acc[3]:
-                acc[3] = when
-            acc[4] = limits
+            acc[1] += tokens
+            acc[2] += cost
+            if t_us > acc[3]:
+                acc[3] = t_us
 
     def _figures(self, rec: dict[str, Any], prices: PriceTable) -> tuple[int, int]:
         usage = None
@@ -322,10 +324,15 @@ class EdgeAuditSink:
             self._append.append_rendered([r[:7] for r in rendered])  # type: ignore[misc]
         if len(rendered) != len(batch):
             self._append.append([audit_row(b) for b in batch if type(b) is RequestRecord])
-        last_used = self._last_used
+        latest: dict[str, datetime | int] = {}
         for b in batch:
             if b.key_id is not None and b.status < 400:
-                last_used[b.key_id] = b.time
+                latest[b.key_id] = b.time
+        last_used = self._last_used
+        for key_id, t in latest.items():
+            last_used[key_id] = (
+                t if isinstance(t, datetime) else datetime.fromtimestamp(t / 1e6, _UTC)
+            )
         if time.monotonic() - self._touched >= self._interval:
             self.flush_last_used()
 
