@@ -74,6 +74,10 @@ class VaultAuditSink:
         for r in batch:
             if r.key_id is not None and r.status < 400:
                 last_used[r.key_id] = r.time
+        self.touch_when_due()
+
+    def touch_when_due(self) -> None:
+        """Write the keys' last use when ``touch_interval`` has passed since the last time."""
         if time.monotonic() - self._touched >= self._interval:
             self.flush_last_used()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -32,8 +31,7 @@ from keyguard.domain.records import VirtualKey
 from keyguard.domain.redaction import needs_redaction
 from keyguard.gateway.audit import RequestRecord
 from keyguard.gateway.limits import GENERATING_PATHS, settle_figures
-from keyguard.gateway.ports import VaultLike
-from keyguard.gateway.server import REQUEST_DETAILS, audit_row
+from keyguard.gateway.server import VaultAuditSink, audit_row
 from keyguard.limits.ports import Limiter
 
 log = logging.getLogger("keyguard.gateway.edge")
@@ -306,17 +304,10 @@ def _from_content(content: str, key_id: str | None, when: datetime) -> RequestRe
     )
 
 
-class EdgeAuditSink:
+class EdgeAuditSink(VaultAuditSink):
     """Writes batches of the edge's records: rendered rows as they are, the others rendered
-    like the core's (:class:`~keyguard.gateway.server.VaultAuditSink`); keys' last use at most
-    every ``touch_interval`` seconds."""
-
-    def __init__(self, vault: VaultLike, touch_interval: float = 30.0) -> None:
-        self._vault = vault
-        self._append = vault.audit.uniform("gateway.request", REQUEST_DETAILS)
-        self._interval = touch_interval
-        self._last_used: dict[str, datetime] = {}
-        self._touched = time.monotonic()
+    like the core's (:class:`~keyguard.gateway.server.VaultAuditSink`, whose last-use
+    tracking it shares)."""
 
     def __call__(self, batch: Sequence[EdgeAuditItem]) -> None:
         rendered = [b for b in batch if type(b) is RenderedRecord]
@@ -328,19 +319,7 @@ class EdgeAuditSink:
         for b in batch:
             if b.key_id is not None and b.status < 400:
                 latest[b.key_id] = b.time
-        last_used = self._last_used
         for key_id, t in latest.items():
-            last_used[key_id] = (
-                t if isinstance(t, datetime) else datetime.fromtimestamp(t / 1e6, _UTC)
-            )
-        if time.monotonic() - self._touched >= self._interval:
-            self.flush_last_used()
-
-    def flush_last_used(self) -> None:
-        self._touched = time.monotonic()
-        last_used, self._last_used = self._last_used, {}
-        if last_used:
-            try:
-                self._vault.touch_keys(last_used)
-            except Exception as exc:
-                log.warning("could not record last use of keys: %s", type(exc).__name__)
+            when = t if isinstance(t, datetime) else datetime.fromtimestamp(t / 1e6, _UTC)
+            self._last_used[key_id] = when
+        self.touch_when_due()

@@ -42,6 +42,34 @@ def core_config(config: GatewayConfig, socket_path: Path) -> GatewayConfig:
     return replace(config, core_socket=socket_path, tls_cert=None, tls_key=None, client_ca=None)
 
 
+def supervisor(
+    config: GatewayConfig,
+    vault: Any,
+    binary: Path,
+    core_socket: Path,
+    threads: int,
+    limiter: Limiter | None,
+    prices: Any,
+    native_limits: bool,
+) -> EdgeSupervisor:
+    """The supervisor of an edge in front of the core on ``core_socket``, auditing into (and
+    watching) ``vault``, counting usage with ``limiter``."""
+    sink = EdgeAuditSink(vault)
+    return EdgeSupervisor(
+        config,
+        vault,
+        vault.store.generation,
+        binary=binary,
+        core_socket=core_socket,
+        threads=threads,
+        audit_sink=sink,
+        on_close=sink.flush_last_used,
+        limiter=limiter,
+        prices=prices,
+        native_limits=native_limits,
+    )
+
+
 class RunningEdge:
     """Handle on an edge + core pair started by :func:`run_edge_in_thread`."""
 
@@ -90,19 +118,8 @@ def run_edge_in_thread(
                 prices = admission.prices
                 if isinstance(admission.limiter, AsyncMemoryLimiter):
                     limiter = admission.limiter.limiter  # the core's own counters
-            sink = EdgeAuditSink(vault)
-            sup = EdgeSupervisor(
-                config,
-                vault,
-                vault.store.generation,
-                binary=binary,
-                core_socket=sock,
-                threads=threads,
-                audit_sink=sink,
-                on_close=sink.flush_last_used,
-                limiter=limiter,
-                prices=prices,
-                native_limits=limiter is not None,
+            sup = supervisor(
+                config, vault, binary, sock, threads, limiter, prices, limiter is not None
             )
             sup.start()
             # a key written through this vault takes effect at the edge before the write
@@ -154,19 +171,8 @@ def serve_with_edge(
     old = {sig: signal.signal(sig, lambda _s, _f: stop.set()) for sig in signals}
     vault = vault_factory()
     limiter, prices, native_limits = accounting(vault)
-    sink = EdgeAuditSink(vault)
-    sup = EdgeSupervisor(
-        config,
-        vault,
-        vault.store.generation,
-        binary=binary,
-        core_socket=sock_path,
-        threads=config.workers,
-        audit_sink=sink,
-        on_close=sink.flush_last_used,
-        limiter=limiter,
-        prices=prices,
-        native_limits=native_limits,
+    sup = supervisor(
+        config, vault, binary, sock_path, config.workers, limiter, prices, native_limits
     )
     status = 0
     stop_background = None
