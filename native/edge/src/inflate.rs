@@ -56,15 +56,22 @@ pub fn inflate(coding: Coding, body: &[u8], limit: usize) -> Result<Inflated, ()
             let (mut out, used) = run(Decompress::new(false), &body[start..], limit)?;
             if out.ended {
                 // the deflate data ended: the trailer (CRC-32, ISIZE, little-endian)
+                // zlib checks the CRC as soon as its 4 bytes are there, the length once its 4
+                // are; with fewer than all 8 it waits for more input (no error, no end)
                 let trailer = &body[start + used..];
-                if trailer.len() < 8 {
-                    out.ended = false; // zlib waits for more input: no error, no end
-                } else if !out.cut {
+                if !out.cut && trailer.len() >= 4 {
                     let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-                    let size = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
                     let mut h = crc32fast::Hasher::new();
                     h.update(&out.data);
-                    if h.finalize() != crc || out.data.len() as u32 != size {
+                    if h.finalize() != crc {
+                        return Err(());
+                    }
+                }
+                if trailer.len() < 8 {
+                    out.ended = false;
+                } else if !out.cut {
+                    let size = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+                    if out.data.len() as u32 != size {
                         return Err(());
                     }
                 }
