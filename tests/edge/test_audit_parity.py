@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fakes.edgebin import Probe
 from keyguard.domain import redaction
 from keyguard.domain.keys import generate_openai_style_key, generate_virtual_key
 from keyguard.domain.pricing import MAX_COST_NANO, PriceTable, usage_from_response
@@ -50,30 +50,6 @@ FAST = settings(
 
 
 # -- the probe -------------------------------------------------------------------------------------
-
-
-class Probe:
-    """``probe_audit``: one JSON line in, one out."""
-
-    def __init__(self, path: Path) -> None:
-        self.proc = subprocess.Popen([str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def call(self, fn: str, *args: Any) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"fn": fn, "args": list(args)}).encode() + b"\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"probe_audit died (exit status {self.proc.poll()})"
-        reply = json.loads(line)
-        assert "ok" in reply, reply
-        return reply["ok"]
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        assert self.proc.wait(timeout=10) == 0
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import gzip
 import json
 import math
 import secrets
-import subprocess
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fakes.edgebin import Probe
 from keyguard.domain import redaction
 from keyguard.domain.keys import BASE62, OPENAI_MARKER, generate_virtual_key, redacted_form
 from keyguard.domain.pricing import TokenUsage, usage_from_response
@@ -58,30 +58,6 @@ SLOW = settings(
 
 
 # -- the probe ----------------------------------------------------------------------------------
-
-
-class Probe:
-    """``probe_wire``: one JSON line in, one out; bytes travel as latin-1 strings."""
-
-    def __init__(self, path: Path) -> None:
-        self.proc = subprocess.Popen([str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def call(self, fn: str, *args: Any) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"fn": fn, "args": list(args)}).encode() + b"\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"probe_wire died (exit status {self.proc.poll()})"
-        reply = json.loads(line)
-        assert "ok" in reply, reply
-        return reply["ok"]
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        assert self.proc.wait(timeout=10) == 0
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
@@ -855,9 +831,7 @@ def python_usage(
 Chunk = bytes | tuple[bytes, int]  # bytes, or (unit, count) for unit * count
 
 
-def check_usage(
-    probe: Probe, chunks: Sequence[Chunk], encoding: bytes | None = None
-) -> str | None:
+def check_usage(probe: Probe, chunks: Sequence[Chunk], encoding: bytes | None = None) -> str | None:
     wire = [
         {"fill": latin1(c[0]), "count": c[1]} if isinstance(c, tuple) else latin1(c) for c in chunks
     ]
