@@ -633,19 +633,9 @@ async fn to_core(
             return match super::expect::request(&g.cfg.core_socket, req, b, wrap).await {
                 Ok((resp, done)) => {
                     guard.hold = Some(done);
-                    let (head, body) = resp.into_parts();
-                    Response::from_parts(head, EdgeBody::stream(body, Duration::from_secs(86400 * 365), None, guard))
+                    from_core(resp, guard)
                 }
-                Err(_) if failed.broken.load(Ordering::Relaxed) => {
-                    close_error(400, "malformed request body", "bad_request", guard)
-                }
-                Err(_) if failed.timeout.load(Ordering::Relaxed) => {
-                    close_error(408, "request body not received in time", "timeout", guard)
-                }
-                Err(_) => {
-                    eprintln!("keyguard-edge: the core did not answer: 502");
-                    error_response(502, "the gateway core is not reachable", "core_unavailable", guard)
-                }
+                Err(_) => core_failed(&failed, guard),
             };
         }
         CoreBody::Orig(b) if b.is_end_stream() => b,
@@ -657,19 +647,25 @@ async fn to_core(
         }
     };
     match clients.core.request(Request::from_parts(parts, body)).await {
-        Ok(resp) => {
-            let (head, body) = resp.into_parts();
-            Response::from_parts(head, EdgeBody::stream(body, Duration::from_secs(86400 * 365), None, guard))
-        }
-        Err(_) if failed.broken.load(Ordering::Relaxed) => {
-            close_error(400, "malformed request body", "bad_request", guard)
-        }
-        Err(_) if failed.timeout.load(Ordering::Relaxed) => {
-            close_error(408, "request body not received in time", "timeout", guard)
-        }
-        Err(_) => {
-            eprintln!("keyguard-edge: the core did not answer: 502");
-            error_response(502, "the gateway core is not reachable", "core_unavailable", guard)
-        }
+        Ok(resp) => from_core(resp, guard),
+        Err(_) => core_failed(&failed, guard),
     }
+}
+
+/// The core's answer, streamed back as it comes (the core applies its own timeouts).
+fn from_core(resp: Response<Body>, guard: Guard) -> Response<EdgeBody> {
+    let (head, body) = resp.into_parts();
+    Response::from_parts(head, EdgeBody::stream(body, Duration::from_secs(86400 * 365), None, guard))
+}
+
+/// The core gave no answer: the client's body broke or stalled (400/408), else 502.
+fn core_failed(failed: &BodyFailure, guard: Guard) -> Response<EdgeBody> {
+    if failed.broken.load(Ordering::Relaxed) {
+        return close_error(400, "malformed request body", "bad_request", guard);
+    }
+    if failed.timeout.load(Ordering::Relaxed) {
+        return close_error(408, "request body not received in time", "timeout", guard);
+    }
+    eprintln!("keyguard-edge: the core did not answer: 502");
+    error_response(502, "the gateway core is not reachable", "core_unavailable", guard)
 }
