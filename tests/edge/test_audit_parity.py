@@ -52,20 +52,9 @@ FAST = settings(
 # -- the probe -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def _probes() -> Iterator[dict[Path, Probe]]:
-    probes: dict[Path, Probe] = {}
-    yield probes
-    for p in probes.values():
-        p.close()
-
-
 @pytest.fixture
-def probe(edge_bin: Callable[[str], Path], _probes: dict[Path, Probe]) -> Probe:
-    path = edge_bin("probe_audit")
-    if path not in _probes:
-        _probes[path] = Probe(path)
-    return _probes[path]
+def probe(probe_of: Callable[[str], Probe]) -> Probe:
+    return probe_of("probe_audit")
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ import math
 import secrets
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,20 +59,9 @@ SLOW = settings(
 # -- the probe ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def _probes() -> Iterator[dict[Path, Probe]]:
-    probes: dict[Path, Probe] = {}
-    yield probes
-    for p in probes.values():
-        p.close()
-
-
 @pytest.fixture
-def probe(edge_bin: Callable[[str], Path], _probes: dict[Path, Probe]) -> Probe:
-    path = edge_bin("probe_wire")
-    if path not in _probes:
-        _probes[path] = Probe(path)
-    return _probes[path]
+def probe(probe_of: Callable[[str], Probe]) -> Probe:
+    return probe_of("probe_wire")
 
 
 def random_chars(n: int) -> str:

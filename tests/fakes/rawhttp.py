@@ -131,3 +131,25 @@ def request(
         got = read_responses(s, 1, transcript)
     assert got, "no response"
     return got[0]
+
+
+class _Port:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+def wait_ready(proc: Any, port: int, timeout: float = 30.0) -> None:
+    """Wait until the ``keyguard serve`` process ``proc`` answers /readyz with 200 on
+    ``port`` (fails with its output if it exits first)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if request(_Port(port), "GET", "/readyz").status == 200:
+                return
+        except OSError:
+            pass
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "gateway did not become ready"
+        time.sleep(0.1)

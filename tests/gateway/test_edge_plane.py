@@ -25,7 +25,7 @@ import pytest
 
 from fakes.edgebin import edge_binary
 from fakes.openai_upstream import FakeOpenAI
-from fakes.rawhttp import Transcript, request
+from fakes.rawhttp import Transcript, request, wait_ready
 from keyguard.config import load_settings
 from keyguard.domain.limits import Limits
 from keyguard.domain.records import KeySpec
@@ -192,16 +192,7 @@ def test_serve_native_process(
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if request(_Addr(port), "GET", "/readyz").status == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
+        wait_ready(proc, port, 30)
         for _ in range(4):
             r = request(
                 _Addr(port), "GET", "/v1/models", token=token.reveal(), transcript=transcript

@@ -7,14 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from fakes.openai_upstream import FakeOpenAI
-from fakes.rawhttp import Transcript, request
+from fakes.rawhttp import Transcript, request, wait_ready
 from keyguard.cli.main import cli
 from keyguard.config import load_settings
 from keyguard.domain.records import KeySpec
@@ -86,16 +85,7 @@ def test_serve_process(
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if request(_Addr(port), "GET", "/readyz").status == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
+        wait_ready(proc, port, 20)
         for _ in range(4):
             r = request(
                 _Addr(port), "GET", "/v1/models", token=token.reveal(), transcript=transcript
